@@ -1,0 +1,14 @@
+//! Key names in Workers KV, in one place so the gateway, the consumer and the tools agree.
+
+use crate::ids::JobId;
+
+/// Job records expire after this long (30 days): KV is the run history, not an archive.
+pub const JOB_TTL_SECONDS: u64 = 30 * 24 * 3600;
+
+/// `job:{id}` → [`crate::job::JobRecord`].
+pub fn job(id: &JobId) -> String {
+    format!("job:{id}")
+}
+
+/// Prefix of every job record, for listing.
+pub const JOB_PREFIX: &str = "job:";

@@ -1,0 +1,130 @@
+//! Reads `dev/local.env`, the one file of test-only values for the local stack.
+
+use anyhow::{Context, Result, bail};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The repository's root (the workspace directory).
+pub fn repo_root() -> PathBuf {
+    // CARGO_MANIFEST_DIR is tests/; its parent is the workspace root.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// `KEY=VALUE` pairs in file order, with `${KEY}` references to earlier keys substituted.
+#[derive(Debug, Clone, Default)]
+pub struct LocalEnv {
+    entries: Vec<(String, String)>,
+}
+
+impl LocalEnv {
+    /// Loads `dev/local.env` from the repository.
+    pub fn load() -> Result<Self> {
+        let path = repo_root().join("dev/local.env");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(&text)
+    }
+
+    /// Parses the file's text.
+    pub fn parse(text: &str) -> Result<Self> {
+        let mut env = Self::default();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((k, v)) = line.split_once('=') else {
+                bail!("dev/local.env line {}: expected KEY=VALUE", n + 1);
+            };
+            let value = env.substitute(v.trim());
+            env.set(k.trim(), &value);
+        }
+        Ok(env)
+    }
+
+    fn substitute(&self, value: &str) -> String {
+        let mut out = value.to_owned();
+        for (k, v) in &self.entries {
+            out = out.replace(&format!("${{{k}}}"), v);
+        }
+        out
+    }
+
+    /// A value; panics with the key's name if absent, since every key the stack uses is in the file.
+    pub fn get(&self, key: &str) -> String {
+        self.try_get(key)
+            .unwrap_or_else(|| panic!("dev/local.env has no {key}"))
+    }
+
+    /// A value, if present.
+    pub fn try_get(&self, key: &str) -> Option<String> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// Sets or replaces a value.
+    pub fn set(&mut self, key: &str, value: &str) {
+        match self.entries.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = value.to_owned(),
+            None => self.entries.push((key.to_owned(), value.to_owned())),
+        }
+    }
+
+    /// All entries, in order.
+    pub fn entries(&self) -> &[(String, String)] {
+        &self.entries
+    }
+
+    /// Renders as an env file (for `wrangler dev --env-file`).
+    pub fn render(&self) -> String {
+        self.entries
+            .iter()
+            .map(|(k, v)| format!("{k}={v}\n"))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_substitutes() {
+        let env = LocalEnv::parse("# c\nA=http://x:1\n\nB=${A}/api\n").unwrap();
+        assert_eq!(env.get("B"), "http://x:1/api");
+        assert!(LocalEnv::parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn the_committed_file_has_every_required_key() {
+        let env = LocalEnv::load().unwrap();
+        for key in [
+            "GATEWAY_URL",
+            "EXECUTOR_URL",
+            "SANDBOX_URL",
+            "DISCORD_APPLICATION_ID",
+            "DISCORD_PUBLIC_KEY",
+            "DISCORD_TEST_SIGNING_SEED",
+            "GITHUB_WEBHOOK_SECRET",
+            "ADMIN_TOKEN",
+            "DISCORD_TEST_GUILD_ID",
+            "DISCORD_TEST_CHANNEL_ID",
+            "DISCORD_TEST_FIX_ROLE_ID",
+            "GITHUB_TEST_REPO",
+        ] {
+            assert!(env.try_get(key).is_some(), "{key} missing");
+        }
+        // The seed must be the private half of the public key the Workers verify with.
+        let seed: [u8; 32] = hex::decode(env.get("DISCORD_TEST_SIGNING_SEED"))
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let public = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
+        assert_eq!(hex::encode(public.as_bytes()), env.get("DISCORD_PUBLIC_KEY"));
+    }
+}

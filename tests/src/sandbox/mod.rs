@@ -1,0 +1,236 @@
+//! The sandbox: one local process that stands in for every outside service bugbot talks to.
+//!
+//! Each stand-in lives under its own path prefix (`/discord`, `/linear`, `/posthog`, `/github`,
+//! `/git`, `/anthropic`), so a base URL in configuration is all that points bugbot at it. The
+//! sandbox records what it received, can be told to misbehave (`/_sandbox/faults`), and shows all
+//! of it at `/_sandbox/state`.
+
+mod faults;
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub use faults::{Fault, FaultRequest};
+
+/// The outside services the sandbox stands in for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Service {
+    /// Discord's HTTP API (`/discord/api/v10/...`).
+    Discord,
+    /// Linear's GraphQL API (`/linear/graphql`).
+    Linear,
+    /// PostHog's REST API (`/posthog/api/...`).
+    Posthog,
+    /// GitHub's REST API (`/github/...`).
+    Github,
+    /// Git smart-HTTP remote (`/git/{owner}/{repo}.git`).
+    Git,
+    /// Anthropic's Messages API (`/anthropic/v1/messages`).
+    Anthropic,
+}
+
+impl Service {
+    /// All services, in state order.
+    pub const ALL: [Service; 6] = [
+        Self::Discord,
+        Self::Linear,
+        Self::Posthog,
+        Self::Github,
+        Self::Git,
+        Self::Anthropic,
+    ];
+
+    /// The path prefix (without slashes).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::Discord => "discord",
+            Self::Linear => "linear",
+            Self::Posthog => "posthog",
+            Self::Github => "github",
+            Self::Git => "git",
+            Self::Anthropic => "anthropic",
+        }
+    }
+
+    fn of_path(path: &str) -> Option<Self> {
+        let first = path.trim_start_matches('/').split('/').next()?;
+        Self::ALL.into_iter().find(|s| s.prefix() == first)
+    }
+}
+
+/// One request a stand-in received, as it answered it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordedRequest {
+    /// HTTP method.
+    pub method: String,
+    /// Path and query, without the service prefix.
+    pub path: String,
+    /// Status the sandbox answered.
+    pub status: u16,
+    /// True when an injected fault produced the answer.
+    pub faulted: bool,
+    /// Milliseconds since the sandbox started.
+    pub at_ms: u64,
+}
+
+/// Everything the sandbox knows. Services add their own records in later issues.
+#[derive(Debug, Default, Serialize)]
+pub struct SandboxState {
+    /// Every request, grouped by service.
+    pub requests: BTreeMap<Service, Vec<RecordedRequest>>,
+    /// Faults still armed.
+    pub faults: Vec<Fault>,
+    /// Requests under a service prefix that no stand-in route matched (a strictness failure).
+    pub unmatched: Vec<RecordedRequest>,
+}
+
+/// Shared handle to the sandbox's state.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    state: Arc<Mutex<SandboxState>>,
+    started: std::time::Instant,
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Sandbox {
+    /// A sandbox with empty state.
+    pub fn new() -> Self {
+        Self {
+            state: Arc::new(Mutex::new(SandboxState::default())),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Locks the state. A panic while holding the lock only poisons test data, so recover it.
+    pub fn lock(&self) -> MutexGuard<'_, SandboxState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The HTTP application.
+    pub fn router(&self) -> Router {
+        let services = Router::new()
+            .fallback(unmatched)
+            .layer(middleware::from_fn_with_state(self.clone(), record_and_fault));
+        Router::new()
+            .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+            .route("/_sandbox/state", get(state))
+            .route("/_sandbox/reset", post(reset))
+            .route("/_sandbox/faults", post(add_fault).get(list_faults))
+            .merge(services)
+            .with_state(self.clone())
+    }
+}
+
+async fn state(State(sb): State<Sandbox>) -> Json<serde_json::Value> {
+    let s = sb.lock();
+    let mut requests = serde_json::Map::new();
+    for service in Service::ALL {
+        let list = s.requests.get(&service).cloned().unwrap_or_default();
+        requests.insert(service.prefix().into(), serde_json::to_value(list).unwrap_or_default());
+    }
+    Json(serde_json::json!({
+        "requests": requests,
+        "faults": s.faults,
+        "unmatched": s.unmatched,
+    }))
+}
+
+async fn reset(State(sb): State<Sandbox>) -> StatusCode {
+    *sb.lock() = SandboxState::default();
+    StatusCode::NO_CONTENT
+}
+
+async fn add_fault(
+    State(sb): State<Sandbox>,
+    body: Result<Json<FaultRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    match body.map_err(|e| e.body_text()).and_then(|Json(f)| f.validate()) {
+        Ok(fault) => {
+            sb.lock().faults.push(fault.clone());
+            (StatusCode::CREATED, Json(fault)).into_response()
+        }
+        Err(why) => error(StatusCode::BAD_REQUEST, &why),
+    }
+}
+
+async fn list_faults(State(sb): State<Sandbox>) -> Json<Vec<Fault>> {
+    Json(sb.lock().faults.clone())
+}
+
+async fn unmatched(State(sb): State<Sandbox>, req: Request) -> Response {
+    let path = req.uri().path().to_owned();
+    let record = RecordedRequest {
+        method: req.method().to_string(),
+        path: path.clone(),
+        status: 404,
+        faulted: false,
+        at_ms: sb.elapsed_ms(),
+    };
+    sb.lock().unmatched.push(record);
+    error(
+        StatusCode::NOT_FOUND,
+        &format!("the sandbox has no stand-in for {} {path}", req.method()),
+    )
+}
+
+/// A JSON error body, as the stand-ins answer.
+pub fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(serde_json::json!({ "message": message }))).into_response()
+}
+
+/// Applies armed faults to a service's requests and records every request with its answer.
+async fn record_and_fault(State(sb): State<Sandbox>, req: Request, next: Next) -> Response {
+    let Some(service) = Service::of_path(req.uri().path()) else {
+        return next.run(req).await;
+    };
+    let method = req.method().to_string();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let path = path
+        .strip_prefix(&format!("/{}", service.prefix()))
+        .unwrap_or(&path)
+        .to_owned();
+
+    let armed = sb.lock().take_fault(service);
+    let (response, faulted) = match armed {
+        Some(fault) => {
+            if fault.delay_ms > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(fault.delay_ms)).await;
+            }
+            match fault.response() {
+                Some(r) => (r, true),
+                None => (next.run(req).await, false),
+            }
+        }
+        None => (next.run(req).await, false),
+    };
+    let record = RecordedRequest {
+        method,
+        path,
+        status: response.status().as_u16(),
+        faulted,
+        at_ms: sb.elapsed_ms(),
+    };
+    sb.lock().requests.entry(service).or_default().push(record);
+    response
+}
