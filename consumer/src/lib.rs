@@ -15,7 +15,11 @@ use worker::{Context, Env, MessageBatch, MessageExt, event};
 const KV_BINDING: &str = "BUGBOT_KV";
 
 #[event(queue)]
-async fn queue(batch: MessageBatch<serde_json::Value>, env: Env, _ctx: Context) -> worker::Result<()> {
+async fn queue(
+    batch: MessageBatch<serde_json::Value>,
+    env: Env,
+    _ctx: Context,
+) -> worker::Result<()> {
     // max_batch_size is 1 in wrangler.toml; a larger batch is still handled one job at a time.
     for message in batch.raw_iter() {
         let decoded = serde_wasm_bindgen::from_value::<serde_json::Value>(message.body())
@@ -27,14 +31,20 @@ async fn queue(batch: MessageBatch<serde_json::Value>, env: Env, _ctx: Context) 
                 match run(&env, &job).await {
                     Ok(()) => message.ack(),
                     Err(e) => {
-                        log::error("job bookkeeping failed", &[("job", job.id.as_str()), ("error", &e.to_string())]);
+                        log::error(
+                            "job bookkeeping failed",
+                            &[("job", job.id.as_str()), ("error", &e.to_string())],
+                        );
                         message.retry();
                     }
                 }
             }
             Err(e) => {
                 // Permanent: a message we cannot read will not become readable. Record it, ack it.
-                log::error("malformed queue message", &[("message", &message.id()), ("error", &e.to_string())]);
+                log::error(
+                    "malformed queue message",
+                    &[("message", &message.id()), ("error", &e.to_string())],
+                );
                 message.ack();
             }
         }
@@ -51,20 +61,41 @@ async fn run(env: &Env, job: &JobMessage) -> worker::Result<()> {
         .await?
         .unwrap_or_else(|| JobRecord::queued(job));
     record.attempts += 1;
-    record.record(now_ms(), JobStatus::Running, "started", format!("attempt {}", record.attempts));
+    record.record(
+        now_ms(),
+        JobStatus::Running,
+        "started",
+        format!("attempt {}", record.attempts),
+    );
     save(env, &job.id, &record).await?;
 
     match job.command {
         Command::Selftest => {
-            record.record(now_ms(), JobStatus::Succeeded, "done", "queue and consumer are working");
+            record.record(
+                now_ms(),
+                JobStatus::Succeeded,
+                "done",
+                "queue and consumer are working",
+            );
         }
         Command::Contextualize | Command::Fix => {
             record.last_error = Some("this build of bugbot cannot run this command yet".into());
-            record.record(now_ms(), JobStatus::Failed, "failed", "command not available in this build");
+            record.record(
+                now_ms(),
+                JobStatus::Failed,
+                "failed",
+                "command not available in this build",
+            );
         }
     }
     save(env, &job.id, &record).await?;
-    log::info("job finished", &[("job", job.id.as_str()), ("status", &format!("{:?}", record.status))]);
+    log::info(
+        "job finished",
+        &[
+            ("job", job.id.as_str()),
+            ("status", &format!("{:?}", record.status)),
+        ],
+    );
     Ok(())
 }
 

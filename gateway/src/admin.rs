@@ -1,6 +1,6 @@
 //! Operator endpoints, behind `Authorization: Bearer $ADMIN_TOKEN`.
 
-use crate::config::{self, KV_BINDING, QUEUE_BINDING};
+use crate::config::{self, KV_BINDING};
 use crate::error::{GatewayError, json_response};
 use bugbot_shared::ids::JobId;
 use bugbot_shared::job::{
@@ -27,7 +27,10 @@ pub async fn get_job(req: &Request, env: &Env, id: &str) -> Result<Response, Gat
     let id = JobId::parse(id).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
     let record: Option<JobRecord> = env.kv(KV_BINDING)?.get(&kv::job(&id)).json().await?;
     match record {
-        Some(record) => Ok(json_response(200, &serde_json::to_value(record).unwrap_or_default())?),
+        Some(record) => Ok(json_response(
+            200,
+            &serde_json::to_value(record).unwrap_or_default(),
+        )?),
         None => Err(GatewayError::NotFound),
     }
 }

@@ -19,11 +19,3 @@ pub fn string(env: &Env, name: &str) -> Result<String, GatewayError> {
         ))),
     }
 }
-
-/// An optional configured string; empty counts as unset.
-pub fn optional(env: &Env, name: &str) -> Option<String> {
-    env.var(name)
-        .ok()
-        .map(|v| v.to_string())
-        .filter(|v| !v.trim().is_empty())
-}

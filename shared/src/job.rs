@@ -276,13 +276,23 @@ impl JobRecord {
             events: vec![JobEvent {
                 at_ms: job.enqueued_at_ms,
                 step: "queued".into(),
-                detail: format!("{} requested by {}", job.command.as_str(), job.requester.name),
+                detail: format!(
+                    "{} requested by {}",
+                    job.command.as_str(),
+                    job.requester.name
+                ),
             }],
         }
     }
 
     /// Appends a timeline event and moves the status.
-    pub fn record(&mut self, now_ms: u64, status: JobStatus, step: &str, detail: impl Into<String>) {
+    pub fn record(
+        &mut self,
+        now_ms: u64,
+        status: JobStatus,
+        step: &str,
+        detail: impl Into<String>,
+    ) {
         self.status = status;
         self.updated_at_ms = now_ms;
         if self.events.len() >= MAX_EVENTS {

@@ -17,7 +17,12 @@ pub fn line(component: &str, level: &str, msg: &str, fields: &[(&str, &str)]) ->
 mod tests {
     #[test]
     fn is_one_json_line() {
-        let l = super::line("gateway", "info", "job \"queued\"\nnext", &[("job", "dc-1")]);
+        let l = super::line(
+            "gateway",
+            "info",
+            "job \"queued\"\nnext",
+            &[("job", "dc-1")],
+        );
         assert!(!l.contains('\n'));
         let v: serde_json::Value = serde_json::from_str(&l).unwrap();
         assert_eq!(v["job"], "dc-1");

@@ -106,8 +106,18 @@ fn push_unique<T: PartialEq>(list: &mut Vec<T>, item: T) {
 
 /// GitHub paths that are not repositories (`github.com/orgs/...`, `github.com/settings/...`).
 const NOT_GITHUB_OWNERS: &[&str] = &[
-    "orgs", "settings", "apps", "marketplace", "features", "about", "login", "notifications",
-    "sponsors", "topics", "search", "users",
+    "orgs",
+    "settings",
+    "apps",
+    "marketplace",
+    "features",
+    "about",
+    "login",
+    "notifications",
+    "sponsors",
+    "topics",
+    "search",
+    "users",
 ];
 
 /// Extracts references from free text.
@@ -237,18 +247,27 @@ mod tests {
             "session id: 01932F5E-8B7A-7C4E-9D1A-2B3C4D5E6F70, also \
              https://app.posthog.com/replay?sessionRecordingId=abc12345-1111",
         );
-        let ids: Vec<_> = r.posthog_sessions.iter().map(|s| s.session_id.as_str()).collect();
-        assert_eq!(ids, vec!["abc12345-1111", "01932f5e-8b7a-7c4e-9d1a-2b3c4d5e6f70"]);
-        // A UUID that is not called a session is not taken for one.
-        assert!(extract("request 01932f5e-8b7a-7c4e-9d1a-2b3c4d5e6f70 failed")
+        let ids: Vec<_> = r
             .posthog_sessions
-            .is_empty());
+            .iter()
+            .map(|s| s.session_id.as_str())
+            .collect();
+        assert_eq!(
+            ids,
+            vec!["abc12345-1111", "01932f5e-8b7a-7c4e-9d1a-2b3c4d5e6f70"]
+        );
+        // A UUID that is not called a session is not taken for one.
+        assert!(
+            extract("request 01932f5e-8b7a-7c4e-9d1a-2b3c4d5e6f70 failed")
+                .posthog_sessions
+                .is_empty()
+        );
     }
 
     #[test]
     fn deduplicates_and_caps() {
-        let text = "ENG-1 ENG-1 ".repeat(3)
-            + &(0..50).map(|i| format!("ENG-{i} ")).collect::<String>();
+        let text =
+            "ENG-1 ENG-1 ".repeat(3) + &(0..50).map(|i| format!("ENG-{i} ")).collect::<String>();
         let r = extract(&text);
         assert_eq!(r.linear_issues.len(), MAX_PER_KIND);
         assert_eq!(r.linear_issues[0], "ENG-1");

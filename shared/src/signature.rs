@@ -133,9 +133,12 @@ pub fn verify_github(
         .ok_or(SignatureError::Malformed)?;
     let mut given = [0u8; 32];
     hex::decode_to_slice(hex_part, &mut given).map_err(|_| SignatureError::Malformed)?;
-    let matched = secrets.0.iter().fold(subtle::Choice::from(0u8), |acc, secret| {
-        acc | hmac_sha256(secret, body).ct_eq(&given)
-    });
+    let matched = secrets
+        .0
+        .iter()
+        .fold(subtle::Choice::from(0u8), |acc, secret| {
+            acc | hmac_sha256(secret, body).ct_eq(&given)
+        });
     if bool::from(matched) {
         Ok(())
     } else {
@@ -284,7 +287,13 @@ mod tests {
             verify_github(&secrets, Some(&wrong), b"{}"),
             Err(SignatureError::Mismatch)
         );
-        for bad in [None, Some(""), Some("sha1=abc"), Some("sha256=xyz"), Some("sha256=abcd")] {
+        for bad in [
+            None,
+            Some(""),
+            Some("sha1=abc"),
+            Some("sha256=xyz"),
+            Some("sha256=abcd"),
+        ] {
             assert_eq!(
                 verify_github(&secrets, bad, b"{}"),
                 Err(SignatureError::Malformed)
@@ -296,7 +305,10 @@ mod tests {
 
     #[test]
     fn errors_leak_nothing() {
-        assert_eq!(SignatureError::Mismatch.to_string(), "signature does not match");
+        assert_eq!(
+            SignatureError::Mismatch.to_string(),
+            "signature does not match"
+        );
         assert_eq!(
             SignatureError::Malformed.to_string(),
             "missing or malformed signature"

@@ -1,7 +1,6 @@
 //! Reads `dev/local.env`, the one file of test-only values for the local stack.
 
 use anyhow::{Context, Result, bail};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The repository's root (the workspace directory).
@@ -28,8 +27,29 @@ impl LocalEnv {
         Self::parse(&text)
     }
 
+    /// Loads `dev/local.env` with the stack's addresses replaced (tests pick free ports); values
+    /// that refer to them (`${SANDBOX_URL}/...`) follow.
+    pub fn load_with_urls(gateway: &str, executor: &str, sandbox: &str) -> Result<Self> {
+        let path = repo_root().join("dev/local.env");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        Self::parse_with(
+            &text,
+            &[
+                ("GATEWAY_URL", gateway),
+                ("EXECUTOR_URL", executor),
+                ("SANDBOX_URL", sandbox),
+            ],
+        )
+    }
+
     /// Parses the file's text.
     pub fn parse(text: &str) -> Result<Self> {
+        Self::parse_with(text, &[])
+    }
+
+    /// Parses the file's text, replacing the values of the keys in `overrides`.
+    pub fn parse_with(text: &str, overrides: &[(&str, &str)]) -> Result<Self> {
         let mut env = Self::default();
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -39,8 +59,12 @@ impl LocalEnv {
             let Some((k, v)) = line.split_once('=') else {
                 bail!("dev/local.env line {}: expected KEY=VALUE", n + 1);
             };
-            let value = env.substitute(v.trim());
-            env.set(k.trim(), &value);
+            let key = k.trim();
+            let value = match overrides.iter().find(|(o, _)| *o == key) {
+                Some((_, o)) => (*o).to_owned(),
+                None => env.substitute(v.trim()),
+            };
+            env.set(key, &value);
         }
         Ok(env)
     }
@@ -98,6 +122,8 @@ mod tests {
         let env = LocalEnv::parse("# c\nA=http://x:1\n\nB=${A}/api\n").unwrap();
         assert_eq!(env.get("B"), "http://x:1/api");
         assert!(LocalEnv::parse("nonsense").is_err());
+        let env = LocalEnv::parse_with("A=x\nB=${A}/y\n", &[("A", "z")]).unwrap();
+        assert_eq!(env.get("B"), "z/y");
     }
 
     #[test]
@@ -125,6 +151,9 @@ mod tests {
             .try_into()
             .unwrap();
         let public = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
-        assert_eq!(hex::encode(public.as_bytes()), env.get("DISCORD_PUBLIC_KEY"));
+        assert_eq!(
+            hex::encode(public.as_bytes()),
+            env.get("DISCORD_PUBLIC_KEY")
+        );
     }
 }

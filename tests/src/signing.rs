@@ -11,7 +11,10 @@ pub fn discord_headers(seed_hex: &str, timestamp: &str, body: &[u8]) -> (String,
     let key = SigningKey::from_bytes(&seed);
     let mut message = timestamp.as_bytes().to_vec();
     message.extend_from_slice(body);
-    (hex::encode(key.sign(&message).to_bytes()), timestamp.to_owned())
+    (
+        hex::encode(key.sign(&message).to_bytes()),
+        timestamp.to_owned(),
+    )
 }
 
 /// GitHub's `X-Hub-Signature-256` for a body.

@@ -127,9 +127,15 @@ impl Sandbox {
     pub fn router(&self) -> Router {
         let services = Router::new()
             .fallback(unmatched)
-            .layer(middleware::from_fn_with_state(self.clone(), record_and_fault));
+            .layer(middleware::from_fn_with_state(
+                self.clone(),
+                record_and_fault,
+            ));
         Router::new()
-            .route("/health", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+            .route(
+                "/health",
+                get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+            )
             .route("/_sandbox/state", get(state))
             .route("/_sandbox/reset", post(reset))
             .route("/_sandbox/faults", post(add_fault).get(list_faults))
@@ -143,7 +149,10 @@ async fn state(State(sb): State<Sandbox>) -> Json<serde_json::Value> {
     let mut requests = serde_json::Map::new();
     for service in Service::ALL {
         let list = s.requests.get(&service).cloned().unwrap_or_default();
-        requests.insert(service.prefix().into(), serde_json::to_value(list).unwrap_or_default());
+        requests.insert(
+            service.prefix().into(),
+            serde_json::to_value(list).unwrap_or_default(),
+        );
     }
     Json(serde_json::json!({
         "requests": requests,
@@ -161,7 +170,10 @@ async fn add_fault(
     State(sb): State<Sandbox>,
     body: Result<Json<FaultRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    match body.map_err(|e| e.body_text()).and_then(|Json(f)| f.validate()) {
+    match body
+        .map_err(|e| e.body_text())
+        .and_then(|Json(f)| f.validate())
+    {
         Ok(fault) => {
             sb.lock().faults.push(fault.clone());
             (StatusCode::CREATED, Json(fault)).into_response()
@@ -233,4 +245,118 @@ async fn record_and_fault(State(sb): State<Sandbox>, req: Request, next: Next) -
     };
     sb.lock().requests.entry(service).or_default().push(record);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn serve() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(axum::serve(listener, Sandbox::new().router()).into_future());
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn faults_answer_the_next_calls_then_disarm_and_everything_is_recorded() {
+        let base = serve().await;
+        let http = reqwest::Client::new();
+        let r = http
+            .post(format!("{base}/_sandbox/faults"))
+            .json(&serde_json::json!({"service": "linear", "count": 2, "status": 503, "retry_after": 7}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+
+        for _ in 0..2 {
+            let r = http
+                .post(format!("{base}/linear/graphql"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 503);
+            assert_eq!(r.headers()["retry-after"], "7");
+        }
+        // Disarmed: the call reaches the (here: missing) stand-in route and is flagged unmatched.
+        let r = http
+            .post(format!("{base}/linear/graphql"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+        // Other services were never affected.
+        let r = http
+            .get(format!("{base}/discord/api/v10/x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404);
+
+        let state: serde_json::Value = http
+            .get(format!("{base}/_sandbox/state"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let linear = state["requests"]["linear"].as_array().unwrap();
+        assert_eq!(linear.len(), 3);
+        assert_eq!(linear[0]["faulted"], true);
+        assert_eq!(linear[0]["path"], "/graphql");
+        assert_eq!(linear[2]["faulted"], false);
+        assert_eq!(state["unmatched"].as_array().unwrap().len(), 2);
+        assert_eq!(state["faults"].as_array().unwrap().len(), 0);
+
+        let r = http
+            .post(format!("{base}/_sandbox/reset"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        let state: serde_json::Value = http
+            .get(format!("{base}/_sandbox/state"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(state["requests"]["linear"].as_array().unwrap().len(), 0);
+    }
+
+    #[tokio::test]
+    async fn slow_faults_delay_and_bad_fault_requests_are_refused() {
+        let base = serve().await;
+        let http = reqwest::Client::new();
+        let r = http
+            .post(format!("{base}/_sandbox/faults"))
+            .json(&serde_json::json!({"service": "github", "delay_ms": 300}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let t = std::time::Instant::now();
+        let r = http.get(format!("{base}/github/x")).send().await.unwrap();
+        assert!(t.elapsed() >= std::time::Duration::from_millis(300));
+        assert_eq!(r.status(), 404);
+
+        for bad in [
+            serde_json::json!({"service": "nope", "status": 500}),
+            serde_json::json!({"service": "linear"}),
+            serde_json::json!({"service": "linear", "status": 1000}),
+            serde_json::json!({"service": "linear", "status": 500, "count": 0}),
+            serde_json::json!({"service": "linear", "status": 500, "surprise": 1}),
+        ] {
+            let r = http
+                .post(format!("{base}/_sandbox/faults"))
+                .json(&bad)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 400, "{bad}");
+        }
+    }
 }

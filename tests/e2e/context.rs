@@ -1,0 +1,196 @@
+//! What every end-to-end case gets: the stack's addresses and test-only secrets, an HTTP client,
+//! and helpers that talk to the stack the way Discord, GitHub and an operator do.
+
+use anyhow::{Context, Result, bail};
+use bugbot_tests::localenv::LocalEnv;
+use bugbot_tests::signing;
+use serde_json::Value;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A case's future.
+pub type CaseFuture = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
+/// A case.
+pub type Case = fn(Arc<E2e>) -> CaseFuture;
+
+macro_rules! cases {
+    ($($module:ident :: $name:ident),* $(,)?) => {
+        vec![$(
+            (
+                concat!(stringify!($module), "::", stringify!($name)),
+                (|ctx| Box::pin($module::$name(ctx))) as Case,
+            )
+        ),*]
+    };
+}
+
+/// Every case, by name.
+pub fn all_cases() -> Vec<(&'static str, Case)> {
+    use crate::foundation;
+    cases![
+        foundation::gateway_health,
+        foundation::discord_ping_signed_gets_pong,
+        foundation::discord_ping_with_a_wrong_signature_is_401,
+        foundation::queue_message_reaches_the_consumer,
+        foundation::executor_and_sandbox_answer,
+    ]
+}
+
+/// Shared context of the end-to-end cases.
+#[derive(Debug)]
+pub struct E2e {
+    /// The stack's local environment (addresses, test-only secrets).
+    pub env: LocalEnv,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    #[allow(dead_code)]
+    rt: Arc<tokio::runtime::Runtime>,
+}
+
+/// An HTTP answer, read in full.
+#[derive(Debug)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Body as JSON (`Null` when it is not JSON).
+    pub json: Value,
+    /// Body as text.
+    pub text: String,
+}
+
+impl E2e {
+    /// Builds the context.
+    pub fn new(env: LocalEnv, rt: Arc<tokio::runtime::Runtime>) -> Self {
+        Self {
+            env,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap_or_default(),
+            rt,
+        }
+    }
+
+    /// The gateway's URL for a path.
+    pub fn gateway(&self, path: &str) -> String {
+        format!("{}{path}", self.env.get("GATEWAY_URL"))
+    }
+
+    /// Reads a response in full.
+    pub async fn answer(response: reqwest::Response) -> Result<Answer> {
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(Answer { status, json, text })
+    }
+
+    /// Posts a body to the Discord interactions endpoint, signed as Discord signs it.
+    pub async fn discord_interaction(&self, body: &Value) -> Result<Answer> {
+        let body = serde_json::to_vec(body)?;
+        let (sig, ts) = signing::discord_headers(
+            &self.env.get("DISCORD_TEST_SIGNING_SEED"),
+            &signing::unix_timestamp(),
+            &body,
+        );
+        self.discord_raw(body, Some(&sig), Some(&ts)).await
+    }
+
+    /// Posts raw bytes to the Discord endpoint with the given signature headers.
+    pub async fn discord_raw(
+        &self,
+        body: Vec<u8>,
+        sig: Option<&str>,
+        ts: Option<&str>,
+    ) -> Result<Answer> {
+        let mut req = self
+            .http
+            .post(self.gateway("/discord/interactions"))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(sig) = sig {
+            req = req.header("x-signature-ed25519", sig);
+        }
+        if let Some(ts) = ts {
+            req = req.header("x-signature-timestamp", ts);
+        }
+        Self::answer(req.send().await?).await
+    }
+
+    /// GET on the admin API with the test admin token.
+    pub async fn admin_get(&self, path: &str) -> Result<Answer> {
+        let r = self
+            .http
+            .get(self.gateway(path))
+            .bearer_auth(self.env.get("ADMIN_TOKEN"))
+            .send()
+            .await?;
+        Self::answer(r).await
+    }
+
+    /// POST on the admin API with the test admin token.
+    pub async fn admin_post(&self, path: &str) -> Result<Answer> {
+        let r = self
+            .http
+            .post(self.gateway(path))
+            .bearer_auth(self.env.get("ADMIN_TOKEN"))
+            .send()
+            .await?;
+        Self::answer(r).await
+    }
+
+    /// Polls a job's record until `done` says so, or fails after `timeout` with the last record.
+    pub async fn wait_for_job(
+        &self,
+        id: &str,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            let a = self.admin_get(&format!("/v1/jobs/{id}")).await?;
+            if a.status == 200 {
+                if done(&a.json) {
+                    return Ok(a.json);
+                }
+                last = a.json;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("job {id} did not reach the expected state in {timeout:?}; last record: {last}")
+    }
+
+    /// The sandbox's recorded state.
+    pub async fn sandbox_state(&self) -> Result<Value> {
+        let r = self
+            .http
+            .get(format!("{}/_sandbox/state", self.env.get("SANDBOX_URL")))
+            .send()
+            .await
+            .context("sandbox state")?;
+        Ok(r.json().await?)
+    }
+}
+
+/// Fails the case with both values (and an optional explanation) when they differ.
+#[macro_export]
+macro_rules! ensure_eq {
+    ($left:expr, $right:expr) => {
+        $crate::ensure_eq!($left, $right, "")
+    };
+    ($left:expr, $right:expr, $($msg:tt)+) => {{
+        let (l, r) = (&$left, &$right);
+        if l != r {
+            anyhow::bail!(
+                "expected {} == {}: {:?} != {:?} {}",
+                stringify!($left),
+                stringify!($right),
+                l,
+                r,
+                format!($($msg)+)
+            );
+        }
+    }};
+}

@@ -1,0 +1,88 @@
+//! End-to-end tests: the real Workers runtime (`wrangler dev`), the real executor binary and the
+//! sandbox, started once on free ports with fresh state, then every case, then everything stopped.
+//!
+//! Run with `cargo test -p bugbot-tests --test e2e` after `cargo build --workspace --bins`
+//! (`scripts/test` does both). Filter cases as with any test binary: `... --test e2e -- discord`.
+
+mod context;
+mod foundation;
+
+use bugbot_tests::stack::{Ports, Stack, StackOptions};
+use context::E2e;
+use libtest_mimic::{Arguments, Trial};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn main() -> ExitCode {
+    let mut args = Arguments::from_args();
+    let cases = context::all_cases();
+    if args.list {
+        let trials = cases
+            .iter()
+            .map(|(name, _)| Trial::test(*name, || Ok(())))
+            .collect();
+        return libtest_mimic::run(&args, trials).exit_code();
+    }
+
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => Arc::new(rt),
+        Err(e) => {
+            eprintln!("e2e: cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let state = match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("e2e: cannot make a state directory: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let opts = match Ports::free() {
+        Ok(ports) => StackOptions {
+            ports,
+            state_dir: state.path().join("state"),
+            log_dir: state.path().join("logs"),
+            echo: std::env::var_os("E2E_ECHO").is_some(),
+            ready_timeout: Duration::from_secs(600),
+        },
+        Err(e) => {
+            eprintln!("e2e: no free ports: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!("e2e: starting the local stack on {:?}", opts.ports);
+    let stack = match rt.block_on(Stack::start(opts)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("e2e: the local stack did not start: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ctx = Arc::new(E2e::new(stack.env.clone(), rt.clone()));
+
+    // Cases share one stack and its sandbox, so they run one at a time.
+    args.test_threads = Some(1);
+    let trials = cases
+        .into_iter()
+        .map(|(name, case)| {
+            let ctx = ctx.clone();
+            let rt = rt.clone();
+            Trial::test(name, move || {
+                rt.block_on(case(ctx)).map_err(|e| format!("{e:#}").into())
+            })
+        })
+        .collect();
+    let conclusion = libtest_mimic::run(&args, trials);
+    if conclusion.has_failed() {
+        for part in ["workers", "executor", "sandbox"] {
+            eprintln!(
+                "---- last lines of {part}'s log ----\n{}",
+                stack.log_tail(part, 60)
+            );
+        }
+    }
+    drop(stack);
+    conclusion.exit_code()
+}

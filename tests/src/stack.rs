@@ -1,0 +1,319 @@
+//! Starts and stops the whole local stack: the sandbox, the executor, and `wrangler dev` running the
+//! gateway and consumer Workers together (local Queue, dead-letter queue and KV).
+//!
+//! `scripts/dev` runs it in the foreground through the `stack` binary; the end-to-end tests start one
+//! on free ports with a fresh state directory. Every child runs in its own process group, and dropping
+//! the [`Stack`] terminates the groups, so nothing is left behind (wrangler's `workerd` included).
+
+use crate::localenv::{LocalEnv, repo_root};
+use anyhow::{Context, Result, bail};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Ports of the three listening parts.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    /// Gateway Worker (wrangler dev).
+    pub gateway: u16,
+    /// Executor.
+    pub executor: u16,
+    /// Sandbox.
+    pub sandbox: u16,
+    /// wrangler's inspector (must not collide between stacks).
+    pub inspector: u16,
+}
+
+impl Ports {
+    /// The documented defaults: 8787, 8790, 8791 (inspector 9229).
+    pub fn defaults() -> Self {
+        Self {
+            gateway: 8787,
+            executor: 8790,
+            sandbox: 8791,
+            inspector: 9229,
+        }
+    }
+
+    /// Four ports the OS reports free right now.
+    pub fn free() -> Result<Self> {
+        let mut listeners = Vec::new();
+        for _ in 0..4 {
+            listeners.push(std::net::TcpListener::bind("127.0.0.1:0")?);
+        }
+        let port = |i: usize| -> Result<u16> { Ok(listeners[i].local_addr()?.port()) };
+        Ok(Self {
+            gateway: port(0)?,
+            executor: port(1)?,
+            sandbox: port(2)?,
+            inspector: port(3)?,
+        })
+    }
+}
+
+/// How to start a stack.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Where each part listens.
+    pub ports: Ports,
+    /// wrangler's local state (KV, queues). A fresh directory gives a clean stack.
+    pub state_dir: PathBuf,
+    /// Each part's output goes to `<log_dir>/<part>.log`.
+    pub log_dir: PathBuf,
+    /// Also print each part's output, prefixed with its name.
+    pub echo: bool,
+    /// How long to wait for every part to answer (the first wrangler start compiles the Workers).
+    pub ready_timeout: Duration,
+}
+
+/// A running local stack. Dropping it stops every part.
+#[derive(Debug)]
+pub struct Stack {
+    children: Vec<(&'static str, Child)>,
+    /// The local environment with this stack's real addresses.
+    pub env: LocalEnv,
+    /// Where the parts' logs are.
+    pub log_dir: PathBuf,
+}
+
+/// A built binary of this workspace (`cargo build --bins` puts them in the target directory).
+pub fn workspace_binary(name: &str) -> Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    // The stack binary lives in target/<profile>/, test binaries in target/<profile>/deps/.
+    for dir in exe.ancestors().skip(1).take(2) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "binary `{name}` not found next to {}; build it first (`cargo build --workspace --bins`)",
+        exe.display()
+    )
+}
+
+impl Stack {
+    /// Starts every part and waits until each answers.
+    pub async fn start(opts: StackOptions) -> Result<Self> {
+        let root = repo_root();
+        let env = LocalEnv::load_with_urls(
+            &format!("http://127.0.0.1:{}", opts.ports.gateway),
+            &format!("http://127.0.0.1:{}", opts.ports.executor),
+            &format!("http://127.0.0.1:{}", opts.ports.sandbox),
+        )?;
+        std::fs::create_dir_all(&opts.log_dir)?;
+        std::fs::create_dir_all(&opts.state_dir)?;
+        let env_file = opts.state_dir.join("workers.env");
+        std::fs::write(&env_file, env.render())?;
+
+        let mut stack = Self {
+            children: Vec::new(),
+            env,
+            log_dir: opts.log_dir.clone(),
+        };
+
+        let mut sandbox = Command::new(workspace_binary("sandbox")?);
+        sandbox.env("SANDBOX_ADDR", format!("127.0.0.1:{}", opts.ports.sandbox));
+        stack.spawn("sandbox", sandbox, &opts).await?;
+
+        let mut executor = Command::new(workspace_binary("bugbot-executor")?);
+        executor
+            .env(
+                "EXECUTOR_ADDR",
+                format!("127.0.0.1:{}", opts.ports.executor),
+            )
+            .env("EXECUTOR_TOKEN", stack.env.get("EXECUTOR_TOKEN"));
+        stack.spawn("executor", executor, &opts).await?;
+
+        let wrangler = root.join("node_modules/.bin/wrangler");
+        if !wrangler.is_file() {
+            bail!("{} is missing; run scripts/bootstrap", wrangler.display());
+        }
+        let mut workers = Command::new(wrangler);
+        workers
+            .current_dir(&root)
+            .args([
+                "dev",
+                "-c",
+                "gateway/wrangler.toml",
+                "-c",
+                "consumer/wrangler.toml",
+            ])
+            .arg("--env-file")
+            .arg(&env_file)
+            .args(["--ip", "127.0.0.1", "--port"])
+            .arg(opts.ports.gateway.to_string())
+            .arg("--inspector-port")
+            .arg(opts.ports.inspector.to_string())
+            .arg("--persist-to")
+            .arg(&opts.state_dir)
+            .args([
+                "--show-interactive-dev-session=false",
+                "--log-level",
+                "info",
+            ])
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CI", "true")
+            .env("PATH", tool_path(&root));
+        stack.spawn("workers", workers, &opts).await?;
+
+        let deadline = Instant::now() + opts.ready_timeout;
+        for (part, url) in [
+            (
+                "sandbox",
+                format!("{}/health", stack.env.get("SANDBOX_URL")),
+            ),
+            (
+                "executor",
+                format!("{}/healthz", stack.env.get("EXECUTOR_URL")),
+            ),
+            (
+                "workers",
+                format!("{}/health", stack.env.get("GATEWAY_URL")),
+            ),
+        ] {
+            stack.wait_ready(part, &url, deadline).await?;
+        }
+        Ok(stack)
+    }
+
+    async fn spawn(
+        &mut self,
+        name: &'static str,
+        mut cmd: Command,
+        opts: &StackOptions,
+    ) -> Result<()> {
+        cmd.process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+        let log_path = opts.log_dir.join(format!("{name}.log"));
+        let log = tokio::fs::File::create(&log_path).await?;
+        let log = std::sync::Arc::new(tokio::sync::Mutex::new(log));
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let log = log.clone();
+            let echo = opts.echo;
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stream).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if echo {
+                        eprintln!("[{name}] {line}");
+                    }
+                    let mut f = log.lock().await;
+                    let _ = f.write_all(line.as_bytes()).await;
+                    let _ = f.write_all(b"\n").await;
+                }
+            });
+        }
+        self.children.push((name, child));
+        Ok(())
+    }
+
+    async fn wait_ready(&mut self, part: &str, url: &str, deadline: Instant) -> Result<()> {
+        let client = reqwest::Client::new();
+        loop {
+            if let Ok(r) = client.get(url).timeout(Duration::from_secs(2)).send().await
+                && r.status().is_success()
+            {
+                return Ok(());
+            }
+            if let Some((_, child)) = self.children.iter_mut().find(|(n, _)| *n == part)
+                && let Some(status) = child.try_wait()?
+            {
+                bail!(
+                    "{part} exited ({status}) before answering {url}; its log:\n{}",
+                    self.log_tail(part, 40)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{part} did not answer {url} in time; its log:\n{}",
+                    self.log_tail(part, 40)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The last `n` lines a part printed.
+    pub fn log_tail(&self, part: &str, n: usize) -> String {
+        let text =
+            std::fs::read_to_string(self.log_dir.join(format!("{part}.log"))).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Waits until any part exits (for the foreground `stack` binary); returns its name.
+    pub async fn wait_any_exit(&mut self) -> &'static str {
+        loop {
+            for (name, child) in &mut self.children {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return name;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Stops every part: SIGTERM to each process group, then SIGKILL to what is left.
+    pub fn stop(&mut self) {
+        let groups: Vec<Pid> = self
+            .children
+            .iter()
+            .filter_map(|(_, c)| c.id())
+            .map(|id| Pid::from_raw(i32::try_from(id).unwrap_or(i32::MAX)))
+            .collect();
+        for &pg in &groups {
+            let _ = killpg(pg, Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && groups.iter().any(|&pg| killpg(pg, None).is_ok()) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for &pg in &groups {
+            let _ = killpg(pg, Signal::SIGKILL);
+        }
+        // Reap them, so no zombie outlives the stack.
+        for (_, child) in &mut self.children {
+            let _ = child.start_kill();
+            let reap_deadline = Instant::now() + Duration::from_secs(2);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < reap_deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.children.clear();
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// PATH with the project's pinned tools first (worker-build, wasm-bindgen).
+pub fn tool_path(root: &Path) -> String {
+    let tools = root.join(".tools/cargo/bin");
+    match std::env::var("PATH") {
+        Ok(p) => format!("{}:{p}", tools.display()),
+        Err(_) => tools.display().to_string(),
+    }
+}
