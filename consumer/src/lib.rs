@@ -27,6 +27,10 @@ async fn queue(
             .and_then(JobMessage::from_json_value);
         match decoded {
             Ok(job) => {
+                log::info(
+                    "job received",
+                    &[("job", job.id.as_str()), ("message", &message.id())],
+                );
                 // A failure to even record progress is transient: let the queue redeliver.
                 match run(&env, &job).await {
                     Ok(()) => message.ack(),
@@ -61,6 +65,20 @@ async fn run(env: &Env, job: &JobMessage) -> worker::Result<()> {
         .await?
         .unwrap_or_else(|| JobRecord::queued(job));
     record.attempts += 1;
+    if record.status.is_final() {
+        // At-least-once delivery: a job that already finished is not run again.
+        record.record(
+            now_ms(),
+            record.status,
+            "delivered",
+            format!(
+                "delivery {} ignored: the job already finished",
+                record.attempts
+            ),
+        );
+        save(env, &job.id, &record).await?;
+        return Ok(());
+    }
     record.record(
         now_ms(),
         JobStatus::Running,

@@ -2,10 +2,12 @@
 
 use crate::config;
 use crate::error::{GatewayError, json_response};
+use crate::{Admission, admit};
+use bugbot_shared::discord::{self, Decision};
 use bugbot_shared::signature::{DiscordKeys, verify_discord};
 use worker::{Env, Request, Response};
 
-/// Verifies the signature (before reading anything else of the request), then answers.
+/// Verifies the signature before anything else, then decides and acts.
 pub async fn handle(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
     let body = crate::read_body(req).await?;
     let keys = DiscordKeys::from_hex_list(&config::string(env, "DISCORD_PUBLIC_KEY")?)
@@ -15,19 +17,17 @@ pub async fn handle(req: &mut Request, env: &Env) -> Result<Response, GatewayErr
     verify_discord(&keys, signature.as_deref(), timestamp.as_deref(), &body)
         .map_err(|_| GatewayError::Unauthorized)?;
 
-    let value: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|_| GatewayError::BadRequest("body is not valid JSON".into()))?;
-    match value.get("type").and_then(serde_json::Value::as_u64) {
-        Some(1) => Ok(json_response(200, &serde_json::json!({ "type": 1 }))?),
-        Some(_) => Ok(json_response(
-            200,
-            &serde_json::json!({
-                "type": 4,
-                "data": { "content": "bugbot does not handle this kind of interaction.", "flags": 64 }
-            }),
-        )?),
-        None => Err(GatewayError::BadRequest(
-            "interaction has no numeric `type`".into(),
-        )),
-    }
+    let interaction = discord::parse(&body).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
+    let policy = config::policy(env)?;
+    let answer = match discord::decide(&interaction, &policy, crate::now_ms()) {
+        Decision::Pong => discord::pong(),
+        Decision::NoChoices => discord::no_choices(),
+        Decision::Reply(text) => discord::ephemeral(&text),
+        Decision::Enqueue(job) => match admit(env, &job, &policy, "discord").await? {
+            // A redelivered interaction gets the same answer; its job is already on the queue.
+            Admission::Enqueued | Admission::Duplicate => discord::deferred(),
+            Admission::Refused(refusal) => discord::ephemeral(&refusal.to_string()),
+        },
+    };
+    Ok(json_response(200, &answer)?)
 }

@@ -8,6 +8,7 @@ mod admin;
 mod config;
 mod discord;
 mod error;
+mod github;
 mod log;
 
 use error::{GatewayError, json_response};
@@ -36,6 +37,9 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
 
         (["discord", "interactions"], Method::Post) => discord::handle(req, env).await,
         (["discord", "interactions"], _) => Err(GatewayError::MethodNotAllowed("POST")),
+
+        (["github", "webhook"], Method::Post) => github::handle(req, env).await,
+        (["github", "webhook"], _) => Err(GatewayError::MethodNotAllowed("POST")),
 
         (["v1", "selftest"], Method::Post) => admin::selftest(req, env).await,
         (["v1", "selftest"], _) => Err(GatewayError::MethodNotAllowed("POST")),
@@ -69,6 +73,54 @@ pub(crate) async fn read_body(req: &mut Request) -> Result<Vec<u8>, GatewayError
 /// Milliseconds since the Unix epoch, from the runtime's clock.
 pub(crate) fn now_ms() -> u64 {
     worker::Date::now().as_millis()
+}
+
+/// What became of a job the decision wanted enqueued.
+pub(crate) enum Admission {
+    /// Recorded and on the queue.
+    Enqueued,
+    /// The same trigger was already enqueued (a redelivery); nothing was done.
+    Duplicate,
+    /// Not allowed now (the per-user limit).
+    Refused(bugbot_shared::authz::Refusal),
+}
+
+/// Dedupe, rate limit, record, enqueue. The job id derives from the trigger's own id
+/// (interaction id, `X-GitHub-Delivery`), so an existing record means this is a redelivery.
+pub(crate) async fn admit(
+    env: &Env,
+    job: &bugbot_shared::job::JobMessage,
+    policy: &bugbot_shared::authz::AccessPolicy,
+    platform: &str,
+) -> Result<Admission, GatewayError> {
+    use bugbot_shared::{authz, kv};
+    let store = env.kv(config::KV_BINDING)?;
+    if store.get(&kv::job(&job.id)).text().await?.is_some() {
+        log::info("duplicate delivery", &[("job", job.id.as_str())]);
+        return Ok(Admission::Duplicate);
+    }
+    let bucket = authz::rate_bucket(platform, &job.requester.id, job.enqueued_at_ms);
+    let already: u32 = store
+        .get(&bucket)
+        .text()
+        .await?
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    if let Err(refusal) = authz::within_rate_limit(policy, already) {
+        log::info(
+            "rate limited",
+            &[("job", job.id.as_str()), ("platform", platform)],
+        );
+        return Ok(Admission::Refused(refusal));
+    }
+    // KV has no atomic increment; under a burst the count may lag, which only softens the limit.
+    store
+        .put(&bucket, (already + 1).to_string())?
+        .expiration_ttl(2 * 3600)
+        .execute()
+        .await?;
+    enqueue(env, job).await?;
+    Ok(Admission::Enqueued)
 }
 
 /// Records the job as queued, then puts it on the queue. The record comes first so that

@@ -1,9 +1,12 @@
 //! bugbot's pure logic, shared by the gateway and consumer Workers and the executor.
 //!
 //! Nothing in this crate performs I/O: it holds the job and event types, command parsing, reference
-//! extraction, signature checks, rendering and API request/response shapes. It builds for
-//! `wasm32-unknown-unknown` and for the host, and is where the unit tests live.
+//! extraction, signature checks, access decisions, rendering and API request/response shapes. It
+//! builds for `wasm32-unknown-unknown` and for the host, and is where the unit tests live.
 
+pub mod authz;
+pub mod discord;
+pub mod github;
 pub mod ids;
 pub mod job;
 pub mod kv;

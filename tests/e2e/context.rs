@@ -28,13 +28,22 @@ macro_rules! cases {
 
 /// Every case, by name.
 pub fn all_cases() -> Vec<(&'static str, Case)> {
-    use crate::foundation;
+    use crate::{foundation, gateway};
     cases![
         foundation::gateway_health,
         foundation::discord_ping_signed_gets_pong,
         foundation::discord_ping_with_a_wrong_signature_is_401,
         foundation::queue_message_reaches_the_consumer,
         foundation::executor_and_sandbox_answer,
+        gateway::discord_slash_fix_gets_a_deferred_answer_and_one_job,
+        gateway::discord_fix_without_the_role_is_refused_politely,
+        gateway::discord_unknown_command_gets_an_ephemeral_answer,
+        gateway::github_every_published_example_gets_a_2xx,
+        gateway::github_tampered_byte_is_401,
+        gateway::github_member_comment_delivered_three_times_is_one_job,
+        gateway::github_non_member_is_refused_and_nothing_is_queued,
+        gateway::bad_input_gets_clear_4xx_answers,
+        gateway::per_user_limit_stops_floods,
     ]
 }
 
@@ -45,6 +54,8 @@ pub struct E2e {
     pub env: LocalEnv,
     /// HTTP client.
     pub http: reqwest::Client,
+    /// Where the stack's parts write their logs.
+    pub log_dir: std::path::PathBuf,
     #[allow(dead_code)]
     rt: Arc<tokio::runtime::Runtime>,
 }
@@ -62,9 +73,14 @@ pub struct Answer {
 
 impl E2e {
     /// Builds the context.
-    pub fn new(env: LocalEnv, rt: Arc<tokio::runtime::Runtime>) -> Self {
+    pub fn new(
+        env: LocalEnv,
+        log_dir: std::path::PathBuf,
+        rt: Arc<tokio::runtime::Runtime>,
+    ) -> Self {
         Self {
             env,
+            log_dir,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -118,6 +134,44 @@ impl E2e {
         Self::answer(req.send().await?).await
     }
 
+    /// Posts a webhook delivery signed as GitHub signs it.
+    pub async fn github_delivery(
+        &self,
+        event: &str,
+        delivery: &str,
+        body: &[u8],
+    ) -> Result<Answer> {
+        let sig = signing::github_signature(&self.env.get("GITHUB_WEBHOOK_SECRET"), body);
+        self.github_raw(Some(event), Some(delivery), Some(&sig), body.to_vec())
+            .await
+    }
+
+    /// Posts raw bytes to the webhook endpoint with the given headers.
+    pub async fn github_raw(
+        &self,
+        event: Option<&str>,
+        delivery: Option<&str>,
+        signature: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<Answer> {
+        let mut req = self
+            .http
+            .post(self.gateway("/github/webhook"))
+            .header("content-type", "application/json")
+            .header("user-agent", "GitHub-Hookshot/e2e")
+            .body(body);
+        for (name, value) in [
+            ("x-github-event", event),
+            ("x-github-delivery", delivery),
+            ("x-hub-signature-256", signature),
+        ] {
+            if let Some(v) = value {
+                req = req.header(name, v);
+            }
+        }
+        Self::answer(req.send().await?).await
+    }
+
     /// GET on the admin API with the test admin token.
     pub async fn admin_get(&self, path: &str) -> Result<Answer> {
         let r = self
@@ -160,6 +214,17 @@ impl E2e {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         bail!("job {id} did not reach the expected state in {timeout:?}; last record: {last}")
+    }
+
+    /// How many times the consumer received a job's message, from the Workers' log (independent of
+    /// the job record, which the gateway writes).
+    pub fn consumer_receipts(&self, job: &str) -> usize {
+        let log = std::fs::read_to_string(self.log_dir.join("workers.log")).unwrap_or_default();
+        log.lines()
+            .filter(|l| {
+                l.contains("\"msg\":\"job received\"") && l.contains(&format!("\"job\":\"{job}\""))
+            })
+            .count()
     }
 
     /// The sandbox's recorded state.

@@ -6,6 +6,7 @@
 
 mod context;
 mod foundation;
+mod gateway;
 
 use bugbot_tests::stack::{Ports, Stack, StackOptions};
 use context::E2e;
@@ -60,7 +61,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let ctx = Arc::new(E2e::new(stack.env.clone(), rt.clone()));
+    let ctx = Arc::new(E2e::new(
+        stack.env.clone(),
+        stack.log_dir.clone(),
+        rt.clone(),
+    ));
 
     // Cases share one stack and its sandbox, so they run one at a time.
     args.test_threads = Some(1);

@@ -151,11 +151,8 @@ impl Stack {
             .arg(opts.ports.inspector.to_string())
             .arg("--persist-to")
             .arg(&opts.state_dir)
-            .args([
-                "--show-interactive-dev-session=false",
-                "--log-level",
-                "info",
-            ])
+            // `log` level: the Workers' console.log lines (structured logs) reach the log file.
+            .args(["--show-interactive-dev-session=false", "--log-level", "log"])
             .env("WRANGLER_SEND_METRICS", "false")
             .env("CI", "true")
             .env("PATH", tool_path(&root));

@@ -1,0 +1,50 @@
+//! `POST /github/webhook`: the GitHub App's webhook deliveries.
+
+use crate::config;
+use crate::error::{GatewayError, json_response};
+use crate::{Admission, admit};
+use bugbot_shared::github::{self, DEFAULT_MENTION, Decision};
+use bugbot_shared::signature::{WebhookSecrets, verify_github};
+use serde_json::json;
+use worker::{Env, Request, Response};
+
+/// Verifies the signature before anything else, then decides and acts.
+pub async fn handle(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
+    let body = crate::read_body(req).await?;
+    let secrets = WebhookSecrets::from_list(&config::string(env, "GITHUB_WEBHOOK_SECRET")?)
+        .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+    let signature = req.headers().get("x-hub-signature-256")?;
+    verify_github(&secrets, signature.as_deref(), &body).map_err(|_| GatewayError::Unauthorized)?;
+
+    let event = req.headers().get("x-github-event")?;
+    let delivery = req.headers().get("x-github-delivery")?;
+    let policy = config::policy(env)?;
+    let mention = config::optional(env, "GITHUB_MENTION").unwrap_or_else(|| DEFAULT_MENTION.into());
+    let decision = github::decide(
+        event.as_deref(),
+        delivery.as_deref(),
+        &body,
+        &policy,
+        &mention,
+        crate::now_ms(),
+    )
+    .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
+
+    let (status, answer) = match decision {
+        Decision::Pong => (200, json!({ "ok": true, "message": "pong" })),
+        Decision::Ignored(reason) => (202, json!({ "ignored": reason })),
+        Decision::Refused(refusal) => {
+            crate::log::info(
+                "github request refused",
+                &[("reason", &refusal.to_string())],
+            );
+            (202, json!({ "refused": refusal.to_string() }))
+        }
+        Decision::Enqueue(job) => match admit(env, &job, &policy, "github").await? {
+            Admission::Enqueued => (202, json!({ "job_id": job.id })),
+            Admission::Duplicate => (202, json!({ "job_id": job.id, "duplicate": true })),
+            Admission::Refused(refusal) => (202, json!({ "refused": refusal.to_string() })),
+        },
+    };
+    Ok(json_response(status, &answer)?)
+}

@@ -1,0 +1,547 @@
+//! GitHub App webhooks: which deliveries become jobs (pure; the gateway performs the decision).
+
+use crate::authz::{AccessPolicy, Refusal};
+use crate::ids::{IdError, JobId, RepoFullName};
+use crate::job::{Command, JOB_MESSAGE_VERSION, JobMessage, Report, Requester, Source};
+use crate::references;
+use serde::Deserialize;
+
+/// The default mention that addresses bugbot in a comment (`GITHUB_MENTION`).
+pub const DEFAULT_MENTION: &str = "@bugbot";
+/// Label that asks for a fix.
+pub const LABEL_FIX: &str = "bugbot:fix";
+/// Label that asks for context.
+pub const LABEL_CONTEXTUALIZE: &str = "bugbot:contextualize";
+
+/// A GitHub account.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Account {
+    /// Login.
+    pub login: String,
+    /// Numeric id.
+    pub id: u64,
+    /// `User`, `Bot` or `Organization`.
+    #[serde(rename = "type", default)]
+    pub kind: String,
+}
+
+impl Account {
+    fn is_bot(&self, policy: &AccessPolicy) -> bool {
+        self.kind.eq_ignore_ascii_case("bot")
+            || self.login.ends_with("[bot]")
+            || policy
+                .github_bot_login
+                .as_deref()
+                .is_some_and(|b| b.eq_ignore_ascii_case(&self.login))
+    }
+}
+
+/// An issue (or pull request, seen as an issue).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Issue {
+    /// Number.
+    pub number: u64,
+    /// Title.
+    pub title: String,
+    /// Body.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Web URL.
+    pub html_url: String,
+    /// Present when the issue is a pull request.
+    #[serde(default)]
+    pub pull_request: Option<serde_json::Value>,
+}
+
+/// A comment.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Comment {
+    /// Id.
+    pub id: u64,
+    /// Text.
+    #[serde(default)]
+    pub body: String,
+    /// Author.
+    pub user: Account,
+    /// The author's relation to the repository.
+    pub author_association: String,
+}
+
+/// A repository.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Repository {
+    /// `owner/name`.
+    pub full_name: RepoFullName,
+}
+
+/// An App installation reference.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Installation {
+    /// Installation id.
+    pub id: u64,
+}
+
+/// A label.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Label {
+    /// Name.
+    pub name: String,
+}
+
+/// `issue_comment` payload.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IssueCommentEvent {
+    /// `created`, `edited`, `deleted`.
+    pub action: String,
+    /// The issue.
+    pub issue: Issue,
+    /// The comment.
+    pub comment: Comment,
+    /// The repository.
+    pub repository: Repository,
+    /// The installation (absent for repository webhooks).
+    #[serde(default)]
+    pub installation: Option<Installation>,
+}
+
+/// `issues` payload (for `labeled`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct IssuesEvent {
+    /// Action.
+    pub action: String,
+    /// The issue.
+    pub issue: Issue,
+    /// The label added (for `labeled`).
+    #[serde(default)]
+    pub label: Option<Label>,
+    /// The repository.
+    pub repository: Repository,
+    /// Who acted.
+    pub sender: Account,
+    /// The installation.
+    #[serde(default)]
+    pub installation: Option<Installation>,
+}
+
+/// What to do with a verified delivery.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Answer the `ping` event.
+    Pong,
+    /// Enqueue this job (after dedupe and rate limit).
+    Enqueue(Box<JobMessage>),
+    /// Nothing to do; the reason goes in the 2xx answer.
+    Ignored(&'static str),
+    /// Asked, but not allowed; enqueue nothing.
+    Refused(Refusal),
+}
+
+/// The delivery cannot be read. Answered with 400.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidDelivery {
+    /// A required header is missing.
+    #[error("missing header {0}")]
+    MissingHeader(&'static str),
+    /// `X-GitHub-Delivery` is not usable as an id.
+    #[error("invalid X-GitHub-Delivery: {0}")]
+    DeliveryId(IdError),
+    /// The body is not JSON.
+    #[error("body is not valid JSON")]
+    NotJson,
+    /// The body lacks a field the event must have.
+    #[error("invalid {event} payload: {detail}")]
+    Payload {
+        /// Event name.
+        event: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+/// Finds `@bugbot fix` / `@bugbot contextualize` in a comment (case-insensitive, the mention at a
+/// word start).
+pub fn command_in_comment(body: &str, mention: &str) -> Option<Command> {
+    let lower = body.to_ascii_lowercase();
+    let mention = mention.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(pos) = lower[from..].find(&mention) {
+        let start = from + pos;
+        let end = start + mention.len();
+        from = end;
+        let at_word_start = lower[..start]
+            .chars()
+            .next_back()
+            .is_none_or(|c| c.is_whitespace() || c == '(' || c == '>');
+        if !at_word_start {
+            continue;
+        }
+        let rest = lower[end..].trim_start();
+        if rest.len() == lower[end..].len() && !rest.is_empty() {
+            continue; // `@bugbotx`: another name
+        }
+        let word: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphabetic())
+            .collect();
+        match word.as_str() {
+            "fix" => return Some(Command::Fix),
+            "contextualize" | "contextualise" => return Some(Command::Contextualize),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Decides what to do with a delivery whose signature was verified.
+pub fn decide(
+    event: Option<&str>,
+    delivery: Option<&str>,
+    body: &[u8],
+    policy: &AccessPolicy,
+    mention: &str,
+    now_ms: u64,
+) -> Result<Decision, InvalidDelivery> {
+    let event = event.ok_or(InvalidDelivery::MissingHeader("X-GitHub-Event"))?;
+    let delivery = delivery.ok_or(InvalidDelivery::MissingHeader("X-GitHub-Delivery"))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| InvalidDelivery::NotJson)?;
+    let job_id = || JobId::for_github_delivery(delivery).map_err(InvalidDelivery::DeliveryId);
+    match event {
+        "ping" => Ok(Decision::Pong),
+        "issue_comment" => {
+            let e: IssueCommentEvent = payload("issue_comment", value)?;
+            if e.action != "created" {
+                return Ok(Decision::Ignored("only new comments are read"));
+            }
+            if e.comment.user.is_bot(policy) {
+                return Ok(Decision::Ignored("comments by bots never trigger bugbot"));
+            }
+            let Some(command) = command_in_comment(&e.comment.body, mention) else {
+                return Ok(Decision::Ignored(
+                    "the comment does not ask bugbot for anything",
+                ));
+            };
+            if !policy.serves_repo(&e.repository.full_name) {
+                return Ok(Decision::Ignored("this repository is not served by bugbot"));
+            }
+            if !policy.github_association_allowed(&e.comment.author_association) {
+                return Ok(Decision::Refused(Refusal::Association));
+            }
+            let text = format!(
+                "{}\n\n{} commented:\n{}",
+                e.issue.body.as_deref().unwrap_or(""),
+                e.comment.user.login,
+                e.comment.body
+            );
+            Ok(Decision::Enqueue(Box::new(job(
+                job_id()?,
+                command,
+                &e.comment.user,
+                &e.repository,
+                &e.issue,
+                Some(e.comment.id),
+                e.installation.as_ref(),
+                &text,
+                now_ms,
+            ))))
+        }
+        "issues" => {
+            let e: IssuesEvent = payload("issues", value)?;
+            if e.action != "labeled" {
+                return Ok(Decision::Ignored(
+                    "only labels ask bugbot for work on issues",
+                ));
+            }
+            let command = match e.label.as_ref().map(|l| l.name.to_ascii_lowercase()) {
+                Some(l) if l == LABEL_FIX => Command::Fix,
+                Some(l) if l == LABEL_CONTEXTUALIZE => Command::Contextualize,
+                _ => return Ok(Decision::Ignored("the label is not a bugbot label")),
+            };
+            if e.sender.is_bot(policy) {
+                return Ok(Decision::Ignored(
+                    "labels added by bots never trigger bugbot",
+                ));
+            }
+            if !policy.serves_repo(&e.repository.full_name) {
+                return Ok(Decision::Ignored("this repository is not served by bugbot"));
+            }
+            // Adding a label already takes triage access on GitHub, so the labeler is trusted.
+            let text = e.issue.body.clone().unwrap_or_default();
+            Ok(Decision::Enqueue(Box::new(job(
+                job_id()?,
+                command,
+                &e.sender,
+                &e.repository,
+                &e.issue,
+                None,
+                e.installation.as_ref(),
+                &text,
+                now_ms,
+            ))))
+        }
+        _ => Ok(Decision::Ignored("bugbot does not act on this event")),
+    }
+}
+
+fn payload<T: serde::de::DeserializeOwned>(
+    event: &'static str,
+    value: serde_json::Value,
+) -> Result<T, InvalidDelivery> {
+    serde_json::from_value(value).map_err(|e| InvalidDelivery::Payload {
+        event,
+        detail: e.to_string(),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn job(
+    id: JobId,
+    command: Command,
+    requester: &Account,
+    repo: &Repository,
+    issue: &Issue,
+    comment_id: Option<u64>,
+    installation: Option<&Installation>,
+    text: &str,
+    now_ms: u64,
+) -> JobMessage {
+    let report = Report::new(Some(issue.title.clone()), text.trim());
+    let references = references::extract(&format!("{}\n{}", issue.title, report.text));
+    JobMessage {
+        v: JOB_MESSAGE_VERSION,
+        id,
+        command,
+        requester: Requester {
+            id: requester.id.to_string(),
+            name: requester.login.clone(),
+        },
+        source: Source::Github {
+            repo: repo.full_name.clone(),
+            number: issue.number,
+            is_pull_request: issue.pull_request.is_some(),
+            comment_id,
+            installation_id: installation.map(|i| i.id),
+            html_url: issue.html_url.clone(),
+        },
+        report,
+        references,
+        enqueued_at_ms: now_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authz::PolicySettings;
+    use serde_json::{Value, json};
+
+    fn policy() -> AccessPolicy {
+        AccessPolicy::from_settings(&PolicySettings {
+            github_repos: Some("acme/web-app"),
+            github_bot_login: Some("bugbot-app[bot]"),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    fn comment(body: &str, association: &str, user_type: &str) -> Value {
+        json!({
+            "action": "created",
+            "issue": {"number": 7, "title": "Cart total wrong", "body": "Totals are off by one. ENG-3",
+                      "html_url": "https://github.com/acme/web-app/issues/7"},
+            "comment": {"id": 99, "body": body, "author_association": association,
+                        "user": {"login": "jane", "id": 5, "type": user_type}},
+            "repository": {"full_name": "acme/web-app"},
+            "installation": {"id": 1234},
+            "sender": {"login": "jane", "id": 5, "type": user_type}
+        })
+    }
+
+    fn run(event: &str, v: &Value) -> Result<Decision, InvalidDelivery> {
+        decide(
+            Some(event),
+            Some("72d3162e-cc78-11e3-81ab-4c9367dc0958"),
+            v.to_string().as_bytes(),
+            &policy(),
+            DEFAULT_MENTION,
+            1,
+        )
+    }
+
+    #[test]
+    fn mentions() {
+        assert_eq!(
+            command_in_comment("@bugbot fix", "@bugbot"),
+            Some(Command::Fix)
+        );
+        assert_eq!(
+            command_in_comment("Hey @BugBot   contextualize please", "@bugbot"),
+            Some(Command::Contextualize)
+        );
+        assert_eq!(command_in_comment("email@bugbot fix", "@bugbot"), None);
+        assert_eq!(command_in_comment("@bugbotx fix", "@bugbot"), None);
+        assert_eq!(command_in_comment("@bugbot please", "@bugbot"), None);
+        assert_eq!(
+            command_in_comment("cc @bugbot\n@bugbot fix", "@bugbot"),
+            Some(Command::Fix)
+        );
+        assert_eq!(command_in_comment("", "@bugbot"), None);
+    }
+
+    #[test]
+    fn member_comment_becomes_a_job() {
+        let Decision::Enqueue(job) =
+            run("issue_comment", &comment("@bugbot fix", "MEMBER", "User")).unwrap()
+        else {
+            panic!("expected a job")
+        };
+        assert_eq!(job.id.as_str(), "gh-72d3162e-cc78-11e3-81ab-4c9367dc0958");
+        assert_eq!(job.command, Command::Fix);
+        assert_eq!(job.report.title.as_deref(), Some("Cart total wrong"));
+        assert!(job.report.text.contains("jane commented:\n@bugbot fix"));
+        assert_eq!(job.references.linear_issues, vec!["ENG-3"]);
+        assert!(matches!(
+            job.source,
+            Source::Github {
+                number: 7,
+                comment_id: Some(99),
+                installation_id: Some(1234),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn who_and_where() {
+        assert_eq!(
+            run(
+                "issue_comment",
+                &comment("@bugbot fix", "CONTRIBUTOR", "User")
+            )
+            .unwrap(),
+            Decision::Refused(Refusal::Association)
+        );
+        assert!(matches!(
+            run("issue_comment", &comment("@bugbot fix", "OWNER", "Bot")).unwrap(),
+            Decision::Ignored(_)
+        ));
+        let mut own = comment("@bugbot fix", "OWNER", "User");
+        own["comment"]["user"]["login"] = "bugbot-app[bot]".into();
+        assert!(matches!(
+            run("issue_comment", &own).unwrap(),
+            Decision::Ignored(_)
+        ));
+        let mut other_repo = comment("@bugbot fix", "OWNER", "User");
+        other_repo["repository"]["full_name"] = "acme/other".into();
+        assert!(matches!(
+            run("issue_comment", &other_repo).unwrap(),
+            Decision::Ignored(_)
+        ));
+        let mut edited = comment("@bugbot fix", "OWNER", "User");
+        edited["action"] = "edited".into();
+        assert!(matches!(
+            run("issue_comment", &edited).unwrap(),
+            Decision::Ignored(_)
+        ));
+        assert!(matches!(
+            run("issue_comment", &comment("thanks!", "OWNER", "User")).unwrap(),
+            Decision::Ignored(_)
+        ));
+    }
+
+    #[test]
+    fn labels() {
+        let labeled = |name: &str| {
+            json!({
+                "action": "labeled",
+                "issue": {"number": 8, "title": "Broken", "body": null, "html_url": "https://github.com/acme/web-app/issues/8"},
+                "label": {"name": name},
+                "repository": {"full_name": "acme/web-app"},
+                "sender": {"login": "jane", "id": 5, "type": "User"}
+            })
+        };
+        assert!(matches!(
+            run("issues", &labeled("bugbot:fix")).unwrap(),
+            Decision::Enqueue(j) if j.command == Command::Fix
+        ));
+        assert!(matches!(
+            run("issues", &labeled("bugbot:contextualize")).unwrap(),
+            Decision::Enqueue(j) if j.command == Command::Contextualize
+        ));
+        assert!(matches!(
+            run("issues", &labeled("bug")).unwrap(),
+            Decision::Ignored(_)
+        ));
+    }
+
+    #[test]
+    fn bad_deliveries() {
+        let v = comment("@bugbot fix", "MEMBER", "User");
+        let body = v.to_string();
+        let p = policy();
+        assert_eq!(
+            decide(None, Some("d"), body.as_bytes(), &p, DEFAULT_MENTION, 1),
+            Err(InvalidDelivery::MissingHeader("X-GitHub-Event"))
+        );
+        assert_eq!(
+            decide(Some("ping"), None, body.as_bytes(), &p, DEFAULT_MENTION, 1),
+            Err(InvalidDelivery::MissingHeader("X-GitHub-Delivery"))
+        );
+        assert_eq!(
+            decide(Some("ping"), Some("d"), b"nope", &p, DEFAULT_MENTION, 1),
+            Err(InvalidDelivery::NotJson)
+        );
+        assert!(matches!(
+            decide(
+                Some("issue_comment"),
+                Some("d-1"),
+                b"{}",
+                &p,
+                DEFAULT_MENTION,
+                1
+            ),
+            Err(InvalidDelivery::Payload { .. })
+        ));
+        assert!(matches!(
+            decide(
+                Some("issue_comment"),
+                Some("bad id!"),
+                body.as_bytes(),
+                &p,
+                DEFAULT_MENTION,
+                1
+            ),
+            Err(InvalidDelivery::DeliveryId(_))
+        ));
+    }
+
+    /// Every real example payload GitHub publishes is read without an error.
+    #[test]
+    fn every_published_example_is_decided() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/specs/github-webhook-examples.json"
+        );
+        let Ok(text) = std::fs::read_to_string(path) else {
+            panic!("fixture {path} is missing")
+        };
+        let all: Vec<Value> = serde_json::from_str(&text).unwrap();
+        let mut n = 0;
+        for event in &all {
+            let name = event["name"].as_str().unwrap();
+            for example in event["examples"].as_array().unwrap() {
+                let d = decide(
+                    Some(name),
+                    Some("00000000-0000-0000-0000-000000000000"),
+                    example.to_string().as_bytes(),
+                    &policy(),
+                    DEFAULT_MENTION,
+                    1,
+                );
+                assert!(d.is_ok(), "{name}: {d:?}");
+                n += 1;
+            }
+        }
+        assert!(n > 300, "only {n} examples");
+    }
+}

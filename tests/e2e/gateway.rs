@@ -1,0 +1,383 @@
+//! The gateway: Discord interactions and GitHub webhooks become verified, authorized, deduplicated
+//! jobs on the queue; bad input gets a clear 4xx.
+
+use crate::context::E2e;
+use crate::ensure_eq;
+use anyhow::{Result, ensure};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A unique snowflake-like id for each interaction a case sends.
+fn fresh_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64 % 1_000_000_000_000)
+        .unwrap_or_default();
+    format!(
+        "13{:012}{:04}",
+        nanos,
+        N.fetch_add(1, Ordering::Relaxed) % 10_000
+    )
+}
+
+fn slash(ctx: &E2e, sub: &str, user: &str, roles: &[String], details: &str) -> Value {
+    json!({
+        "id": fresh_id(),
+        "application_id": ctx.env.get("DISCORD_APPLICATION_ID"),
+        "type": 2,
+        "token": format!("interaction-token-{}", fresh_id()),
+        "version": 1,
+        "guild_id": ctx.env.get("DISCORD_TEST_GUILD_ID"),
+        "channel_id": ctx.env.get("DISCORD_TEST_CHANNEL_ID"),
+        "channel": {"id": ctx.env.get("DISCORD_TEST_CHANNEL_ID"), "type": 11, "parent_id": "1100000000000000099"},
+        "member": {"user": {"id": user, "username": "jane", "global_name": "Jane"}, "roles": roles},
+        "data": {"id": "1100000000000000050", "name": "bugbot", "type": 1,
+                 "options": [{"name": sub, "type": 1, "options": [{"name": "details", "type": 3, "value": details}]}]}
+    })
+}
+
+/// Waits until the consumer has received the job, then a little more (a duplicate would be on the
+/// queue right behind it), and counts how often it received it.
+async fn deliveries(ctx: &E2e, job: &str) -> Result<usize> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while ctx.consumer_receipts(job) == 0 {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the consumer never received {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    Ok(ctx.consumer_receipts(job))
+}
+
+pub async fn discord_slash_fix_gets_a_deferred_answer_and_one_job(ctx: Arc<E2e>) -> Result<()> {
+    let roles = vec![ctx.env.get("DISCORD_TEST_FIX_ROLE_ID")];
+    let interaction = slash(
+        &ctx,
+        "fix",
+        "1300000000000000001",
+        &roles,
+        "Checkout total is wrong, ENG-12",
+    );
+    let a = ctx.discord_interaction(&interaction).await?;
+    ensure_eq!(a.status, 200, "{}", a.text);
+    ensure_eq!(a.json["type"], 5);
+
+    let job = format!("dc-{}", interaction["id"].as_str().unwrap_or_default());
+    let record = ctx.admin_get(&format!("/v1/jobs/{job}")).await?;
+    ensure_eq!(
+        record.status,
+        200,
+        "the record exists as soon as the answer did: {}",
+        record.text
+    );
+    ensure_eq!(record.json["command"], "fix");
+    ensure!(
+        !record.text.contains("interaction-token"),
+        "the record leaks the interaction token"
+    );
+
+    // Discord retries: the same interaction again gets the same answer and no second job.
+    let again = ctx.discord_interaction(&interaction).await?;
+    ensure_eq!(again.json["type"], 5);
+    ensure_eq!(deliveries(&ctx, &job).await?, 1);
+    Ok(())
+}
+
+pub async fn discord_fix_without_the_role_is_refused_politely(ctx: Arc<E2e>) -> Result<()> {
+    let interaction = slash(
+        &ctx,
+        "fix",
+        "1300000000000000002",
+        &["1100000000000000777".into()],
+        "",
+    );
+    let a = ctx.discord_interaction(&interaction).await?;
+    ensure_eq!(a.status, 200);
+    ensure_eq!(a.json["type"], 4);
+    ensure_eq!(a.json["data"]["flags"], 64, "refusals are ephemeral");
+    let text = a.json["data"]["content"].as_str().unwrap_or_default();
+    ensure!(
+        text.contains("role") && text.contains("fix"),
+        "unclear refusal: {text}"
+    );
+    let job = format!("dc-{}", interaction["id"].as_str().unwrap_or_default());
+    ensure_eq!(
+        ctx.admin_get(&format!("/v1/jobs/{job}")).await?.status,
+        404,
+        "nothing enqueued"
+    );
+
+    // The same member may contextualize: that is open to everyone in the server.
+    let ok = slash(&ctx, "contextualize", "1300000000000000002", &[], "");
+    ensure_eq!(ctx.discord_interaction(&ok).await?.json["type"], 5);
+    Ok(())
+}
+
+pub async fn discord_unknown_command_gets_an_ephemeral_answer(ctx: Arc<E2e>) -> Result<()> {
+    let mut interaction = slash(&ctx, "fix", "1300000000000000003", &[], "");
+    interaction["data"]["name"] = "weather".into();
+    let a = ctx.discord_interaction(&interaction).await?;
+    ensure_eq!(a.status, 200);
+    ensure_eq!(a.json["type"], 4);
+    ensure_eq!(a.json["data"]["flags"], 64);
+    let mut component = slash(&ctx, "fix", "1300000000000000003", &[], "");
+    component["type"] = 3.into();
+    ensure_eq!(ctx.discord_interaction(&component).await?.json["type"], 4);
+    Ok(())
+}
+
+fn examples() -> Result<Vec<(String, Value)>> {
+    let path =
+        bugbot_tests::localenv::repo_root().join("../shared/specs/github-webhook-examples.json");
+    let all: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+    Ok(all
+        .iter()
+        .flat_map(|event| {
+            let name = event["name"].as_str().unwrap_or_default().to_owned();
+            event["examples"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |e| (name.clone(), e))
+        })
+        .collect())
+}
+
+pub async fn github_every_published_example_gets_a_2xx(ctx: Arc<E2e>) -> Result<()> {
+    let examples = examples()?;
+    ensure!(examples.len() > 300, "only {} examples", examples.len());
+    let mut failures = Vec::new();
+    for (i, (event, payload)) in examples.iter().enumerate() {
+        let body = serde_json::to_vec(payload)?;
+        let delivery = format!("e2e-example-{i}-{}", fresh_id());
+        let a = ctx.github_delivery(event, &delivery, &body).await?;
+        if !(200..300).contains(&a.status) {
+            failures.push(format!("{event} #{i}: {} {}", a.status, a.text));
+        }
+    }
+    ensure!(
+        failures.is_empty(),
+        "{} of {} examples failed:\n{}",
+        failures.len(),
+        examples.len(),
+        failures.join("\n")
+    );
+    Ok(())
+}
+
+pub async fn github_tampered_byte_is_401(ctx: Arc<E2e>) -> Result<()> {
+    let (event, payload) = examples()?
+        .into_iter()
+        .find(|(e, _)| e == "issue_comment")
+        .unwrap_or_default();
+    let body = serde_json::to_vec(&payload)?;
+    let sig = bugbot_tests::signing::github_signature(&ctx.env.get("GITHUB_WEBHOOK_SECRET"), &body);
+    let mut tampered = body.clone();
+    tampered[10] ^= 0x01;
+    let a = ctx
+        .github_raw(Some(&event), Some("e2e-tampered"), Some(&sig), tampered)
+        .await?;
+    ensure_eq!(a.status, 401, "{}", a.text);
+    let wrong = bugbot_tests::signing::github_signature("not-the-secret", &body);
+    ensure_eq!(
+        ctx.github_raw(Some(&event), Some("e2e-t2"), Some(&wrong), body.clone())
+            .await?
+            .status,
+        401
+    );
+    ensure_eq!(
+        ctx.github_raw(Some(&event), Some("e2e-t3"), None, body.clone())
+            .await?
+            .status,
+        401
+    );
+    ensure_eq!(
+        ctx.github_raw(Some(&event), Some("e2e-t4"), Some(&sig), body)
+            .await?
+            .status
+            / 100,
+        2
+    );
+    Ok(())
+}
+
+fn member_comment(ctx: &E2e, association: &str) -> Result<Vec<u8>> {
+    let (_, mut payload) = examples()?
+        .into_iter()
+        .find(|(e, p)| e == "issue_comment" && p["action"] == "created")
+        .unwrap_or_default();
+    let repo = ctx.env.get("GITHUB_TEST_REPO");
+    payload["repository"]["full_name"] = repo.clone().into();
+    payload["comment"]["body"] = "Reproduced on staging. @bugbot fix".into();
+    payload["comment"]["author_association"] = association.into();
+    payload["issue"]["html_url"] = format!("https://github.com/{repo}/issues/1").into();
+    Ok(serde_json::to_vec(&payload)?)
+}
+
+pub async fn github_member_comment_delivered_three_times_is_one_job(ctx: Arc<E2e>) -> Result<()> {
+    let body = member_comment(&ctx, "MEMBER")?;
+    let delivery = format!("8e1f0a2c-{}", fresh_id());
+    for _ in 0..3 {
+        let a = ctx
+            .github_delivery("issue_comment", &delivery, &body)
+            .await?;
+        ensure_eq!(a.status, 202, "{}", a.text);
+        ensure_eq!(a.json["job_id"], format!("gh-{delivery}"));
+    }
+    ensure_eq!(deliveries(&ctx, &format!("gh-{delivery}")).await?, 1);
+    Ok(())
+}
+
+pub async fn github_non_member_is_refused_and_nothing_is_queued(ctx: Arc<E2e>) -> Result<()> {
+    let body = member_comment(&ctx, "CONTRIBUTOR")?;
+    let delivery = format!("8e1f0a2d-{}", fresh_id());
+    let a = ctx
+        .github_delivery("issue_comment", &delivery, &body)
+        .await?;
+    ensure_eq!(a.status, 202);
+    ensure!(
+        a.json["refused"].is_string(),
+        "expected a refusal: {}",
+        a.text
+    );
+    ensure_eq!(
+        ctx.admin_get(&format!("/v1/jobs/gh-{delivery}"))
+            .await?
+            .status,
+        404
+    );
+    Ok(())
+}
+
+pub async fn bad_input_gets_clear_4xx_answers(ctx: Arc<E2e>) -> Result<()> {
+    // Over 1 MiB: 413, before any signature work.
+    let big = vec![b' '; 1024 * 1024 + 1];
+    ensure_eq!(
+        ctx.discord_raw(big.clone(), Some("00"), Some("1"))
+            .await?
+            .status,
+        413
+    );
+    ensure_eq!(
+        ctx.github_raw(Some("ping"), Some("x"), Some("sha256=00"), big)
+            .await?
+            .status,
+        413
+    );
+
+    // Signed, but not JSON: 400.
+    let not_json = b"{not json".to_vec();
+    let ts = bugbot_tests::signing::unix_timestamp();
+    let (sig, _) = bugbot_tests::signing::discord_headers(
+        &ctx.env.get("DISCORD_TEST_SIGNING_SEED"),
+        &ts,
+        &not_json,
+    );
+    let a = ctx
+        .discord_raw(not_json.clone(), Some(&sig), Some(&ts))
+        .await?;
+    ensure_eq!(a.status, 400, "{}", a.text);
+    ensure!(a.json["error"].is_string(), "a 400 says why: {}", a.text);
+    ensure_eq!(
+        ctx.github_delivery("issue_comment", "bad-json", &not_json)
+            .await?
+            .status,
+        400
+    );
+
+    // Signed JSON missing fields: 400.
+    let a = ctx.discord_interaction(&json!({"type": 2})).await?;
+    ensure_eq!(a.status, 400, "{}", a.text);
+    ensure_eq!(
+        ctx.github_delivery(
+            "issue_comment",
+            "missing-fields",
+            b"{\"action\":\"created\"}"
+        )
+        .await?
+        .status,
+        400
+    );
+
+    // Signed, but no event header: 400.
+    let body = b"{}".to_vec();
+    let sig = bugbot_tests::signing::github_signature(&ctx.env.get("GITHUB_WEBHOOK_SECRET"), &body);
+    ensure_eq!(
+        ctx.github_raw(None, Some("d"), Some(&sig), body)
+            .await?
+            .status,
+        400
+    );
+
+    // Unknown events are ignored with a 2xx.
+    let a = ctx
+        .github_delivery("sponsorship", "unknown-event", b"{\"action\":\"created\"}")
+        .await?;
+    ensure_eq!(a.status, 202);
+    ensure!(a.json["ignored"].is_string());
+
+    // Wrong method: 405 with Allow; unknown path: 404.
+    let r = ctx.http.get(ctx.gateway("/github/webhook")).send().await?;
+    ensure_eq!(r.status().as_u16(), 405);
+    ensure_eq!(
+        r.headers().get("allow").and_then(|v| v.to_str().ok()),
+        Some("POST")
+    );
+    ensure_eq!(
+        ctx.http
+            .get(ctx.gateway("/nope"))
+            .send()
+            .await?
+            .status()
+            .as_u16(),
+        404
+    );
+    ensure_eq!(
+        ctx.http
+            .delete(ctx.gateway("/health"))
+            .send()
+            .await?
+            .status()
+            .as_u16(),
+        405
+    );
+    ensure_eq!(ctx.admin_get("/v1/jobs/not%20an%20id").await?.status, 400);
+    Ok(())
+}
+
+pub async fn per_user_limit_stops_floods(ctx: Arc<E2e>) -> Result<()> {
+    let limit: usize = ctx.env.get("JOBS_PER_USER_PER_HOUR").parse()?;
+    let user = format!("14{}", &fresh_id()[2..]);
+    for n in 0..limit {
+        let a = ctx
+            .discord_interaction(&slash(&ctx, "contextualize", &user, &[], ""))
+            .await?;
+        ensure_eq!(a.json["type"], 5, "job {n} of {limit}: {}", a.text);
+    }
+    let a = ctx
+        .discord_interaction(&slash(&ctx, "contextualize", &user, &[], ""))
+        .await?;
+    ensure_eq!(a.json["type"], 4, "over the limit: {}", a.text);
+    ensure_eq!(a.json["data"]["flags"], 64);
+    ensure!(
+        a.json["data"]["content"]
+            .as_str()
+            .unwrap_or("")
+            .contains("last hour")
+    );
+    // Another user is not affected.
+    let other = format!("15{}", &fresh_id()[2..]);
+    ensure_eq!(
+        ctx.discord_interaction(&slash(&ctx, "contextualize", &other, &[], ""))
+            .await?
+            .json["type"],
+        5
+    );
+    Ok(())
+}
