@@ -1,15 +1,15 @@
 //! `POST /github/webhook`: the GitHub App's webhook deliveries.
 
+use crate::admission::{Admission, admit};
 use crate::config;
 use crate::error::{GatewayError, json_response};
-use crate::{Admission, admit};
 use bugbot_shared::github::{self, DEFAULT_MENTION, Decision};
 use bugbot_shared::signature::{WebhookSecrets, verify_github};
 use serde_json::json;
-use worker::{Env, Request, Response};
+use worker::{Context, Env, Request, Response};
 
 /// Verifies the signature before anything else, then decides and acts.
-pub async fn handle(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
+pub async fn handle(req: &mut Request, env: &Env, ctx: &Context) -> Result<Response, GatewayError> {
     let body = crate::read_body(req).await?;
     let secrets = WebhookSecrets::from_list(&config::string(env, "GITHUB_WEBHOOK_SECRET")?)
         .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
@@ -40,7 +40,7 @@ pub async fn handle(req: &mut Request, env: &Env) -> Result<Response, GatewayErr
             );
             (202, json!({ "refused": refusal.to_string() }))
         }
-        Decision::Enqueue(job) => match admit(env, &job, &policy, "github").await? {
+        Decision::Enqueue(job) => match admit(env, ctx, &job, &policy, "github").await? {
             Admission::Enqueued => (202, json!({ "job_id": job.id })),
             Admission::Duplicate => (202, json!({ "job_id": job.id, "duplicate": true })),
             Admission::Refused(refusal) => (202, json!({ "refused": refusal.to_string() })),

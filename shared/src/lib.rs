@@ -6,10 +6,13 @@
 
 pub mod authz;
 pub mod discord;
+pub mod executor;
 pub mod github;
 pub mod ids;
 pub mod job;
 pub mod kv;
 pub mod log;
+pub mod mask;
+pub mod path_policy;
 pub mod references;
 pub mod signature;

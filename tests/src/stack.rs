@@ -105,6 +105,19 @@ impl Stack {
             &format!("http://127.0.0.1:{}", opts.ports.executor),
             &format!("http://127.0.0.1:{}", opts.ports.sandbox),
         )?;
+        // A part answering on a port we were given would pass the readiness check by mistake.
+        for (part, port) in [
+            ("gateway", opts.ports.gateway),
+            ("executor", opts.ports.executor),
+            ("sandbox", opts.ports.sandbox),
+            ("inspector", opts.ports.inspector),
+        ] {
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+                bail!(
+                    "port {port} for the {part} is in use (is another local stack running? stop it or pick other ports)"
+                );
+            }
+        }
         std::fs::create_dir_all(&opts.log_dir)?;
         std::fs::create_dir_all(&opts.state_dir)?;
         let env_file = opts.state_dir.join("workers.env");

@@ -52,7 +52,14 @@ async fn main() -> anyhow::Result<()> {
     eprintln!(
         "bugbot: starting the local stack (the first start compiles the Workers; logs in .run/logs/)"
     );
-    let mut stack = Stack::start(opts).await?;
+    // Ctrl-C during start-up drops the half-started stack, which stops what already runs.
+    let mut stack = tokio::select! {
+        stack = Stack::start(opts) => stack?,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("\nbugbot: interrupted while starting; stopped");
+            return Ok(());
+        }
+    };
     eprintln!(
         "bugbot: local stack is up\n  gateway   {}  (Workers: gateway + consumer, local Queue, DLQ and KV)\n  executor  {}\n  sandbox   {}  (stand-ins; see {}/_sandbox/state)\n  logs      {}\nPress Ctrl-C to stop.",
         stack.env.get("GATEWAY_URL"),

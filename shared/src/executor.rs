@@ -1,0 +1,339 @@
+//! The executor's API: the fix request the consumer sends, the progress events the executor streams
+//! back (newline-delimited JSON), and the structured result that ends the stream.
+
+use crate::path_policy::{DEFAULT_ALLOWED, Violation};
+use serde::{Deserialize, Serialize};
+
+/// Most wall time a request may ask for.
+pub const MAX_WALL_TIME_SECS: u64 = 3600;
+
+/// What Claude Code is asked to fix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Task {
+    /// Linear issue identifier (`ENG-123`), named in the commit message.
+    pub issue_id: String,
+    /// Issue title.
+    pub title: String,
+    /// The context packet (Markdown).
+    #[serde(default)]
+    pub context: String,
+    /// Files that are likely relevant (hints for Claude Code).
+    #[serde(default)]
+    pub file_hints: Vec<String>,
+}
+
+/// Resource limits of one run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Wall time for the whole request, clone to push.
+    #[serde(default = "default_wall_time")]
+    pub wall_time_secs: u64,
+    /// Claude Code's `--max-turns`.
+    #[serde(default = "default_max_turns")]
+    pub max_turns: u32,
+    /// Claude Code's `--max-budget-usd`.
+    #[serde(default = "default_budget")]
+    pub max_budget_usd: f64,
+}
+
+fn default_wall_time() -> u64 {
+    600
+}
+fn default_max_turns() -> u32 {
+    30
+}
+fn default_budget() -> f64 {
+    2.0
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            wall_time_secs: default_wall_time(),
+            max_turns: default_max_turns(),
+            max_budget_usd: default_budget(),
+        }
+    }
+}
+
+fn default_allowed() -> Vec<String> {
+    DEFAULT_ALLOWED.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// `POST /v1/fix` body.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixRequest {
+    /// HTTPS (or, for tests, `file://`) clone URL, without credentials.
+    pub repo_url: String,
+    /// Branch to start from.
+    pub base_branch: String,
+    /// Branch to create and push.
+    pub branch: String,
+    /// What to fix.
+    pub task: Task,
+    /// Path prefixes Claude Code may change.
+    #[serde(default = "default_allowed")]
+    pub allowed_paths: Vec<String>,
+    /// Limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Token for clone and push (an installation token). Given to git only, never to Claude Code.
+    #[serde(default)]
+    pub github_token: Option<String>,
+}
+
+impl std::fmt::Debug for FixRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FixRequest")
+            .field("repo_url", &self.repo_url)
+            .field("base_branch", &self.base_branch)
+            .field("branch", &self.branch)
+            .field("task", &self.task.issue_id)
+            .field("allowed_paths", &self.allowed_paths)
+            .field("limits", &self.limits)
+            .field(
+                "github_token",
+                &self.github_token.as_ref().map(|_| "[REDACTED]"),
+            )
+            .finish()
+    }
+}
+
+/// A request that cannot be run as given (answered with 400 and this text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidRequest(pub String);
+
+/// Whether `name` is a safe branch name (a subset of `git check-ref-format`).
+pub fn valid_branch(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with(['-', '/', '.'])
+        && !name.ends_with(['/', '.'])
+        && !name.ends_with(".lock")
+        && !name.contains("..")
+        && !name.contains("//")
+        && !name.contains("@{")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'/' | b'.'))
+}
+
+impl FixRequest {
+    /// Checks everything that can be checked before any work starts.
+    pub fn validate(&mut self) -> Result<(), InvalidRequest> {
+        let bad = |m: String| Err(InvalidRequest(m));
+        let url = self.repo_url.as_str();
+        if !(url.starts_with("https://")
+            || url.starts_with("http://")
+            || url.starts_with("file:///"))
+        {
+            return bad("repo_url must be an https:// (or file:///) URL".into());
+        }
+        if url.contains('@') || url.chars().any(char::is_whitespace) {
+            return bad(
+                "repo_url must not contain credentials or spaces; send the token as github_token"
+                    .into(),
+            );
+        }
+        for (field, value) in [("base_branch", &self.base_branch), ("branch", &self.branch)] {
+            if !valid_branch(value) {
+                return bad(format!("{field} {value:?} is not a valid branch name"));
+            }
+        }
+        if self.branch == self.base_branch {
+            return bad("branch must differ from base_branch".into());
+        }
+        if self.task.issue_id.trim().is_empty() || self.task.title.trim().is_empty() {
+            return bad("task.issue_id and task.title are required".into());
+        }
+        if self.allowed_paths.is_empty() {
+            return bad("allowed_paths must name at least one path".into());
+        }
+        self.allowed_paths =
+            crate::path_policy::normalize_allowed(&self.allowed_paths).map_err(InvalidRequest)?;
+        let l = &self.limits;
+        if l.wall_time_secs == 0 || l.wall_time_secs > MAX_WALL_TIME_SECS {
+            return bad(format!(
+                "limits.wall_time_secs must be 1..={MAX_WALL_TIME_SECS}"
+            ));
+        }
+        if l.max_turns == 0 || l.max_turns > 200 {
+            return bad("limits.max_turns must be 1..=200".into());
+        }
+        if !(l.max_budget_usd > 0.0 && l.max_budget_usd <= 100.0) {
+            return bad("limits.max_budget_usd must be more than 0 and at most 100".into());
+        }
+        Ok(())
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A branch was pushed.
+    Pushed,
+    /// Claude Code changed paths it may not; nothing was pushed.
+    Rejected,
+    /// Claude Code changed nothing; nothing was pushed.
+    NoChanges,
+    /// Claude Code hit `--max-turns`; nothing was pushed.
+    MaxTurns,
+    /// Claude Code hit `--max-budget-usd`; nothing was pushed.
+    BudgetExceeded,
+    /// The wall time ran out; everything was killed and nothing was pushed.
+    TimedOut,
+    /// Something failed (clone, Claude Code, push); see `error`.
+    Failed,
+}
+
+/// A changed file of a pushed fix.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangedFile {
+    /// Path.
+    pub path: String,
+    /// Lines added.
+    pub added: u64,
+    /// Lines removed.
+    pub removed: u64,
+}
+
+/// The result that ends the event stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FixResult {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The pushed branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// The pushed commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_sha: Option<String>,
+    /// Changed files (pushed fixes).
+    #[serde(default)]
+    pub changed_files: Vec<ChangedFile>,
+    /// Refused paths (rejected fixes).
+    #[serde(default)]
+    pub rejected_paths: Vec<Violation>,
+    /// Claude Code's own summary.
+    #[serde(default)]
+    pub summary: String,
+    /// Turns Claude Code took.
+    #[serde(default)]
+    pub turns: u32,
+    /// Cost reported by Claude Code.
+    #[serde(default)]
+    pub cost_usd: f64,
+    /// Wall time of the request.
+    pub duration_ms: u64,
+    /// What went wrong (`failed`), secret-free.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One line of the response stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// Cloning the base branch.
+    Cloning {
+        /// Branch.
+        base_branch: String,
+    },
+    /// Claude Code started.
+    Running,
+    /// One Claude Code turn, summarised.
+    Turn {
+        /// Turn number.
+        n: u32,
+        /// What it did (tool uses, or the start of its text).
+        summary: String,
+    },
+    /// Checking the changed paths.
+    CheckingPaths,
+    /// Committing and pushing.
+    Pushing {
+        /// Branch.
+        branch: String,
+    },
+    /// The end: the result.
+    Done {
+        /// Result.
+        result: FixResult,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> FixRequest {
+        serde_json::from_value(serde_json::json!({
+            "repo_url": "https://github.com/acme/web-app.git",
+            "base_branch": "main",
+            "branch": "bugbot/eng-12",
+            "task": {"issue_id": "ENG-12", "title": "Cart total"},
+            "github_token": "ghs_secret"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn defaults_and_validation() {
+        let mut r = request();
+        assert_eq!(
+            r.allowed_paths,
+            vec!["src/", "app/", "components/", "pages/"]
+        );
+        assert_eq!(r.limits, Limits::default());
+        assert!(r.validate().is_ok());
+        assert!(!format!("{r:?}").contains("ghs_secret"));
+
+        let mut bad = request();
+        bad.repo_url = "https://x-access-token:abc@github.com/a/b".into();
+        assert!(bad.validate().unwrap_err().0.contains("credentials"));
+        let mut bad = request();
+        bad.branch = "main".into();
+        assert!(bad.validate().is_err());
+        let mut bad = request();
+        bad.branch = "-x".into();
+        assert!(bad.validate().is_err());
+        let mut bad = request();
+        bad.limits.wall_time_secs = 0;
+        assert!(bad.validate().is_err());
+        let mut bad = request();
+        bad.allowed_paths = vec!["../".into()];
+        assert!(bad.validate().is_err());
+        assert!(serde_json::from_value::<FixRequest>(serde_json::json!({"repo_url": 1})).is_err());
+    }
+
+    #[test]
+    fn branch_names() {
+        for ok in ["bugbot/eng-12", "fix_1", "a.b"] {
+            assert!(valid_branch(ok), "{ok}");
+        }
+        for bad in [
+            "", "a..b", "a b", "a~1", "x.lock", "/a", "a/", "a@{1}", "-f",
+        ] {
+            assert!(!valid_branch(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn events_are_tagged_lines() {
+        let e = Event::Turn {
+            n: 2,
+            summary: "Edit src/cart.js".into(),
+        };
+        let line = serde_json::to_string(&e).unwrap();
+        assert_eq!(
+            line,
+            r#"{"event":"turn","n":2,"summary":"Edit src/cart.js"}"#
+        );
+        assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), e);
+    }
+}

@@ -1,0 +1,386 @@
+//! `scripts/bench`: loads the local gateway with `wrk` and prints throughput and latency.
+//!
+//! Starts its own stack (fresh state, free ports), so figures are not skewed by a dev session.
+//! Each signed scenario sends distinct, pre-signed requests (distinct interaction ids, delivery ids
+//! and users), so every request really verifies, passes dedupe and the rate limit, and enqueues.
+
+#![allow(clippy::print_stdout)]
+
+use anyhow::{Context, Result, bail};
+use bugbot_tests::localenv::repo_root;
+use bugbot_tests::signing;
+use bugbot_tests::stack::{Ports, Stack, StackOptions};
+use clap::Parser;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmark the local gateway with wrk")]
+struct Args {
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 10)]
+    seconds: u32,
+    /// Pre-signed requests generated per signed scenario (a third per run; more than a run sends).
+    #[arg(long, default_value_t = 60_000)]
+    requests: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Scenario {
+    Health,
+    DiscordPing,
+    DiscordFix,
+    GithubComment,
+}
+
+impl Scenario {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Health => "GET /health",
+            Self::DiscordPing => "signed Discord PING",
+            Self::DiscordFix => "signed /bugbot fix",
+            Self::GithubComment => "signed GitHub issue_comment",
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+struct Figures {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    non_2xx: u64,
+}
+
+/// One pre-built request.
+#[derive(Debug, Clone)]
+struct Spec {
+    method: &'static str,
+    path: &'static str,
+    headers: Vec<(&'static str, String)>,
+    body: String,
+}
+
+fn lua_request(
+    method: &'static str,
+    path: &'static str,
+    headers: &[(&'static str, String)],
+    body: &str,
+) -> Spec {
+    Spec {
+        method,
+        path,
+        headers: headers.to_vec(),
+        body: body.to_owned(),
+    }
+}
+
+impl Spec {
+    /// Sends it once, so a request the gateway refuses fails the benchmark with the reason.
+    async fn check(&self, base: &str) -> Result<()> {
+        let client = reqwest::Client::new();
+        let mut req = client.request(self.method.parse()?, format!("{base}{}", self.path));
+        for (k, v) in &self.headers {
+            req = req.header(*k, v);
+        }
+        if !self.body.is_empty() {
+            req = req.body(self.body.clone());
+        }
+        let r = req.send().await?;
+        let status = r.status();
+        if !status.is_success() {
+            bail!(
+                "{} {} answered {status}: {}",
+                self.method,
+                self.path,
+                r.text().await?
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Writes the requests as raw HTTP (NUL-separated) and a wrk script that sends them in turn, each
+/// thread taking its own share, starting at the offset given as the script's second argument.
+/// (Data in a file, not Lua constants: LuaJIT limits the constants of one chunk.)
+fn write_script(path: &Path, requests: &[Spec], host: &str) -> Result<()> {
+    let mut data = Vec::new();
+    for r in requests {
+        let mut head = format!("{} {} HTTP/1.1\r\nHost: {host}\r\n", r.method, r.path);
+        for (k, v) in &r.headers {
+            let _ = write!(head, "{k}: {v}\r\n");
+        }
+        let _ = write!(head, "Content-Length: {}\r\n\r\n", r.body.len());
+        data.extend_from_slice(head.as_bytes());
+        data.extend_from_slice(r.body.as_bytes());
+        data.push(0);
+    }
+    let data_path = path.with_extension("requests");
+    std::fs::write(&data_path, data)?;
+    let lua = format!(
+        r#"
+local counter = 0
+function setup(thread)
+  thread:set("tid", counter)
+  counter = counter + 1
+end
+function init(args)
+  nthreads = tonumber(args[1]) or 1
+  i = (tonumber(args[2]) or 0) + tid
+  reqs = {{}}
+  local f = assert(io.open("{}", "rb"))
+  local data = f:read("*a")
+  f:close()
+  for r in string.gmatch(data, "([^%z]+)") do reqs[#reqs + 1] = r end
+end
+function request()
+  local r = reqs[(i % #reqs) + 1]
+  i = i + nthreads
+  return r
+end
+"#,
+        data_path.display()
+    );
+    std::fs::write(path, lua)?;
+    Ok(())
+}
+
+fn signed_requests(
+    scenario: Scenario,
+    n: usize,
+    env: &bugbot_tests::localenv::LocalEnv,
+) -> Vec<Spec> {
+    let seed = env.get("DISCORD_TEST_SIGNING_SEED");
+    let secret = env.get("GITHUB_WEBHOOK_SECRET");
+    let ts = signing::unix_timestamp();
+    (0..n)
+        .map(|k| match scenario {
+            Scenario::Health => lua_request("GET", "/health", &[], ""),
+            Scenario::DiscordPing | Scenario::DiscordFix => {
+                let body = if scenario == Scenario::DiscordPing {
+                    serde_json::json!({"id": format!("{}", 1_500_000_000_000_000_000u64 + k as u64),
+                        "application_id": env.get("DISCORD_APPLICATION_ID"), "type": 1, "token": "bench", "version": 1})
+                } else {
+                    serde_json::json!({
+                        "id": format!("{}", 1_600_000_000_000_000_000u64 + k as u64),
+                        "application_id": env.get("DISCORD_APPLICATION_ID"), "type": 2, "token": "bench-token", "version": 1,
+                        "guild_id": env.get("DISCORD_TEST_GUILD_ID"), "channel_id": env.get("DISCORD_TEST_CHANNEL_ID"),
+                        "member": {"user": {"id": format!("{}", 1_700_000_000_000_000_000u64 + k as u64), "username": "bench"},
+                                   "roles": [env.get("DISCORD_TEST_FIX_ROLE_ID")]},
+                        "data": {"id": "1", "name": "bugbot", "type": 1, "options": [{"name": "fix", "type": 1,
+                            "options": [{"name": "details", "type": 3, "value": "Checkout total is wrong, see ENG-12"}]}]}
+                    })
+                }
+                .to_string();
+                let (sig, ts) = signing::discord_headers(&seed, &ts, body.as_bytes());
+                lua_request(
+                    "POST",
+                    "/discord/interactions",
+                    &[
+                        ("Content-Type", "application/json".into()),
+                        ("X-Signature-Ed25519", sig),
+                        ("X-Signature-Timestamp", ts),
+                    ],
+                    &body,
+                )
+            }
+            Scenario::GithubComment => {
+                let body = serde_json::json!({
+                    "action": "created",
+                    "issue": {"number": 1, "title": "Cart total wrong", "body": "Totals are off by one.",
+                              "html_url": format!("https://github.com/{}/issues/1", env.get("GITHUB_TEST_REPO"))},
+                    "comment": {"id": k, "body": "@bugbot fix", "author_association": "MEMBER",
+                                "user": {"login": format!("bench{k}"), "id": 10_000_000 + k, "type": "User"}},
+                    "repository": {"full_name": env.get("GITHUB_TEST_REPO")},
+                    "installation": {"id": 1},
+                    "sender": {"login": format!("bench{k}"), "id": 10_000_000 + k, "type": "User"}
+                })
+                .to_string();
+                lua_request(
+                    "POST",
+                    "/github/webhook",
+                    &[
+                        ("Content-Type", "application/json".into()),
+                        ("X-GitHub-Event", "issue_comment".into()),
+                        ("X-GitHub-Delivery", format!("bench-{k:08}")),
+                        ("X-Hub-Signature-256", signing::github_signature(&secret, body.as_bytes())),
+                    ],
+                    &body,
+                )
+            }
+        })
+        .collect()
+}
+
+fn parse_duration_ms(s: &str) -> Option<f64> {
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic())?);
+    let v: f64 = num.parse().ok()?;
+    Some(match unit {
+        "us" => v / 1000.0,
+        "ms" => v,
+        "s" => v * 1000.0,
+        "m" => v * 60_000.0,
+        _ => return None,
+    })
+}
+
+fn parse_wrk(out: &str) -> Result<Figures> {
+    let mut f = Figures::default();
+    for line in out.lines().map(str::trim) {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        match parts.as_slice() {
+            ["50%", v] => f.p50_ms = parse_duration_ms(v).context("p50")?,
+            ["99%", v] => f.p99_ms = parse_duration_ms(v).context("p99")?,
+            ["Requests/sec:", v] => f.rps = v.parse()?,
+            ["Non-2xx", "or", "3xx", "responses:", v] => f.non_2xx = v.parse()?,
+            _ => {}
+        }
+    }
+    if f.rps == 0.0 {
+        bail!("could not read wrk's output:\n{out}");
+    }
+    Ok(f)
+}
+
+fn run_wrk(
+    url: &str,
+    script: &Path,
+    connections: u32,
+    seconds: u32,
+    offset: usize,
+) -> Result<Figures> {
+    let threads = connections.min(2);
+    let out = std::process::Command::new("wrk")
+        .arg(format!("-t{threads}"))
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{seconds}s"))
+        .arg("--latency")
+        .arg("-s")
+        .arg(script)
+        .arg(url)
+        .arg("--")
+        .arg(threads.to_string())
+        .arg(offset.to_string())
+        .output()
+        .context("running wrk (scripts/bench installs it)")?;
+    if !out.status.success() {
+        bail!("wrk failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    parse_wrk(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn wasm_size(crate_dir: &str) -> Result<(u64, u64)> {
+    let path = repo_root().join(crate_dir).join("build/index_bg.wasm");
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut gz, &bytes)?;
+    Ok((bytes.len() as u64, gz.finish()?.len() as u64))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let tmp = tempfile::tempdir()?;
+    let stack = Stack::start(StackOptions {
+        ports: Ports::free()?,
+        state_dir: tmp.path().join("state"),
+        log_dir: tmp.path().join("logs"),
+        echo: false,
+        ready_timeout: Duration::from_secs(900),
+    })
+    .await?;
+    let url = stack.env.get("GATEWAY_URL");
+    println!(
+        "bugbot gateway benchmark: wrk, {}s per run, against wrangler dev at {url}",
+        args.seconds
+    );
+    println!(
+        "machine: {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    let scenarios = [
+        Scenario::Health,
+        Scenario::DiscordPing,
+        Scenario::DiscordFix,
+        Scenario::GithubComment,
+    ];
+    let mut results = Vec::new();
+    for scenario in scenarios {
+        let script = tmp.path().join(format!("{scenario:?}.lua"));
+        let n = if scenario == Scenario::Health {
+            1
+        } else {
+            args.requests
+        };
+        let mut specs = signed_requests(scenario, n + 1, &stack.env);
+        // The last one is sent first, by itself, as a sanity check.
+        specs.pop().context("no requests")?.check(&url).await?;
+        write_script(&script, &specs, url.trim_start_matches("http://"))?;
+        // Warm-up (JIT, KV files), not reported; then each run starts on requests not sent yet,
+        // so signed commands are new jobs, not duplicates.
+        run_wrk(&url, &script, 4, 2, 0)?;
+        for (run, connections) in [1u32, 64].into_iter().enumerate() {
+            let offset = n * (run + 1) / 3;
+            let f = run_wrk(&url, &script, connections, args.seconds, offset)?;
+            results.push((scenario, connections, f));
+        }
+    }
+
+    println!(
+        "\n{:<30} {:>5} {:>10} {:>9} {:>9} {:>8}",
+        "scenario", "conns", "req/s", "p50 ms", "p99 ms", "non-2xx"
+    );
+    for (s, c, f) in &results {
+        println!(
+            "{:<30} {:>5} {:>10.0} {:>9.2} {:>9.2} {:>8}",
+            s.label(),
+            c,
+            f.rps,
+            f.p50_ms,
+            f.p99_ms,
+            f.non_2xx
+        );
+    }
+    let get = |s: Scenario, c: u32| {
+        results
+            .iter()
+            .find(|(x, y, _)| *x == s && *y == c)
+            .map(|(_, _, f)| f.clone())
+    };
+    let floor = get(Scenario::Health, 64).unwrap_or_default();
+    println!("\ntargets (judged against /health in the same run):");
+    let mut all_met = true;
+    for s in [
+        Scenario::DiscordFix,
+        Scenario::GithubComment,
+        Scenario::DiscordPing,
+    ] {
+        let at64 = get(s, 64).unwrap_or_default();
+        let at1 = get(s, 1).unwrap_or_default();
+        let share = 100.0 * at64.rps / floor.rps.max(1.0);
+        let ok = share >= 85.0 && at1.p50_ms < 3.0 && at64.non_2xx == 0 && at1.non_2xx == 0;
+        all_met &= ok;
+        println!(
+            "  {:<28} {:>5.1}% of /health at 64 conns (>= 85%), p50 {:.2} ms at 1 conn (< 3 ms), errors {}: {}",
+            s.label(),
+            share,
+            at1.p50_ms,
+            at64.non_2xx + at1.non_2xx,
+            if ok { "met" } else { "NOT met" }
+        );
+    }
+    let (raw, gz) = wasm_size("gateway")?;
+    let (craw, cgz) = wasm_size("consumer")?;
+    println!(
+        "\nwasm size: gateway {raw} bytes raw, {gz} gzip ({:.0} KB, target < 400 KB gzip: {}); consumer {craw} raw, {cgz} gzip",
+        gz as f64 / 1024.0,
+        if gz < 400 * 1024 { "met" } else { "NOT met" }
+    );
+    drop(stack);
+    if !all_met {
+        println!("\nsome targets were not met (see above)");
+    }
+    Ok(())
+}
