@@ -28,7 +28,7 @@ macro_rules! cases {
 
 /// Every case, by name.
 pub fn all_cases() -> Vec<(&'static str, Case)> {
-    use crate::{foundation, gateway};
+    use crate::{executor, foundation, gateway};
     cases![
         foundation::gateway_health,
         foundation::discord_ping_signed_gets_pong,
@@ -44,6 +44,11 @@ pub fn all_cases() -> Vec<(&'static str, Case)> {
         gateway::github_non_member_is_refused_and_nothing_is_queued,
         gateway::bad_input_gets_clear_4xx_answers,
         gateway::per_user_limit_stops_floods,
+        executor::executor_pushes_a_correct_fix,
+        executor::executor_rejects_forbidden_paths_and_pushes_nothing,
+        executor::executor_without_edits_is_no_changes,
+        executor::executor_stops_a_model_that_never_stops,
+        executor::executor_refuses_bad_requests,
     ]
 }
 
@@ -56,6 +61,8 @@ pub struct E2e {
     pub http: reqwest::Client,
     /// Where the stack's parts write their logs.
     pub log_dir: std::path::PathBuf,
+    /// The stack's state directory (the executor's workspaces are under `executor/`).
+    pub state_dir: std::path::PathBuf,
     #[allow(dead_code)]
     rt: Arc<tokio::runtime::Runtime>,
 }
@@ -76,11 +83,13 @@ impl E2e {
     pub fn new(
         env: LocalEnv,
         log_dir: std::path::PathBuf,
+        state_dir: std::path::PathBuf,
         rt: Arc<tokio::runtime::Runtime>,
     ) -> Self {
         Self {
             env,
             log_dir,
+            state_dir,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -246,8 +255,8 @@ macro_rules! ensure_eq {
         $crate::ensure_eq!($left, $right, "")
     };
     ($left:expr, $right:expr, $($msg:tt)+) => {{
-        let (l, r) = (&$left, &$right);
-        if l != r {
+        match (&$left, &$right) {
+            (l, r) => if l != r {
             anyhow::bail!(
                 "expected {} == {}: {:?} != {:?} {}",
                 stringify!($left),
@@ -256,6 +265,6 @@ macro_rules! ensure_eq {
                 r,
                 format!($($msg)+)
             );
-        }
+        }}
     }};
 }

@@ -5,6 +5,7 @@
 //! (`scripts/test` does both). Filter cases as with any test binary: `... --test e2e -- discord`.
 
 mod context;
+mod executor;
 mod foundation;
 mod gateway;
 
@@ -64,6 +65,7 @@ fn main() -> ExitCode {
     let ctx = Arc::new(E2e::new(
         stack.env.clone(),
         stack.log_dir.clone(),
+        state.path().join("state"),
         rt.clone(),
     ));
 

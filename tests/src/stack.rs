@@ -139,7 +139,11 @@ impl Stack {
                 "EXECUTOR_ADDR",
                 format!("127.0.0.1:{}", opts.ports.executor),
             )
-            .env("EXECUTOR_TOKEN", stack.env.get("EXECUTOR_TOKEN"));
+            .env("EXECUTOR_TOKEN", stack.env.get("EXECUTOR_TOKEN"))
+            .env("CLAUDE_BIN", claude_binary(&root)?)
+            .env("ANTHROPIC_BASE_URL", stack.env.get("ANTHROPIC_BASE_URL"))
+            .env("ANTHROPIC_API_KEY", stack.env.get("ANTHROPIC_API_KEY"))
+            .env("EXECUTOR_WORK_DIR", opts.state_dir.join("executor"));
         stack.spawn("executor", executor, &opts).await?;
 
         let wrangler = root.join("node_modules/.bin/wrangler");
@@ -316,6 +320,24 @@ impl Stack {
 impl Drop for Stack {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// The Claude Code CLI's native binary, as `npm ci` installed it (install scripts do not run, so
+/// the platform package's binary is used directly).
+pub fn claude_binary(root: &Path) -> Result<PathBuf> {
+    let arch = if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "x64"
+    };
+    let candidate = root.join(format!(
+        "node_modules/@anthropic-ai/claude-code-linux-{arch}/claude"
+    ));
+    if candidate.is_file() {
+        Ok(candidate)
+    } else {
+        bail!("{} is missing; run scripts/bootstrap", candidate.display())
     }
 }
 

@@ -5,6 +5,7 @@
 //! sandbox records what it received, can be told to misbehave (`/_sandbox/faults`), and shows all
 //! of it at `/_sandbox/state`.
 
+pub mod anthropic;
 mod faults;
 
 use axum::extract::{Request, State};
@@ -90,6 +91,8 @@ pub struct SandboxState {
     pub faults: Vec<Fault>,
     /// Requests under a service prefix that no stand-in route matched (a strictness failure).
     pub unmatched: Vec<RecordedRequest>,
+    /// The Anthropic stand-in's scenario and received requests.
+    pub anthropic: anthropic::AnthropicState,
 }
 
 /// Shared handle to the sandbox's state.
@@ -126,6 +129,7 @@ impl Sandbox {
     /// The HTTP application.
     pub fn router(&self) -> Router {
         let services = Router::new()
+            .route("/anthropic/v1/messages", post(anthropic::messages))
             .fallback(unmatched)
             .layer(middleware::from_fn_with_state(
                 self.clone(),
@@ -139,6 +143,10 @@ impl Sandbox {
             .route("/_sandbox/state", get(state))
             .route("/_sandbox/reset", post(reset))
             .route("/_sandbox/faults", post(add_fault).get(list_faults))
+            .route(
+                "/_sandbox/anthropic/scenario",
+                post(anthropic::set_scenario),
+            )
             .merge(services)
             .with_state(self.clone())
     }
@@ -158,6 +166,7 @@ async fn state(State(sb): State<Sandbox>) -> Json<serde_json::Value> {
         "requests": requests,
         "faults": s.faults,
         "unmatched": s.unmatched,
+        "anthropic": s.anthropic,
     }))
 }
 

@@ -1,0 +1,227 @@
+//! Running Claude Code headless: the prompt, the restricted tools and environment, and reading its
+//! stream-json output into turn events and a final result.
+
+use crate::process;
+use crate::run::{Config, Emitter};
+use bugbot_shared::executor::{Event, FixRequest, Outcome};
+use std::path::Path;
+use tokio::io::AsyncBufReadExt;
+use tokio::process::Command;
+
+/// What Claude Code reported. `outcome` is `Pushed` when it finished normally (the caller then
+/// checks and pushes), otherwise why it stopped.
+#[derive(Debug)]
+pub struct ClaudeRun {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Its final text.
+    pub summary: String,
+    /// Turns.
+    pub turns: u32,
+    /// Cost.
+    pub cost_usd: f64,
+    /// Error detail, when it failed.
+    pub error: Option<String>,
+}
+
+/// Tools Claude Code gets: read, search, edit. No shell, no network.
+const TOOLS: &str = "Read,Glob,Grep,Edit,Write";
+const DENIED: &str = "Bash,WebFetch,WebSearch,NotebookEdit,Agent,Task,Skill";
+
+/// The prompt: the task, the hints, and the rules.
+pub fn prompt(req: &FixRequest) -> String {
+    let mut p = format!(
+        "You are fixing a bug in this repository (the current directory).\n\n\
+         Issue {}: {}\n\n",
+        req.task.issue_id, req.task.title
+    );
+    if !req.task.context.trim().is_empty() {
+        p.push_str("## Context\n\n");
+        p.push_str(&req.task.context);
+        p.push_str("\n\n");
+    }
+    if !req.task.file_hints.is_empty() {
+        p.push_str("## Files that are probably relevant\n\n");
+        for f in &req.task.file_hints {
+            p.push_str(&format!("- {f}\n"));
+        }
+        p.push('\n');
+    }
+    p.push_str(&format!(
+        "## Rules\n\n\
+         - You may change files only under: {}. Changes anywhere else are refused and nothing is pushed.\n\
+         - Never change package manifests, lock files, CI configuration, environment or key files.\n\
+         - You cannot run commands or reach the network. Read the code, make the smallest correct fix, \
+           and finish with a short summary of what you changed and why.\n",
+        req.allowed_paths.join(", ")
+    ));
+    p
+}
+
+fn summarize(message: &serde_json::Value) -> String {
+    let parts: Vec<String> = message["content"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|block| match block["type"].as_str()? {
+            "tool_use" => {
+                let input = &block["input"];
+                let target = input["file_path"]
+                    .as_str()
+                    .or(input["path"].as_str())
+                    .or(input["pattern"].as_str())
+                    .unwrap_or("");
+                Some(
+                    format!("{} {}", block["name"].as_str().unwrap_or("tool"), target)
+                        .trim()
+                        .to_owned(),
+                )
+            }
+            "text" => Some(bugbot_shared::job::truncate(block["text"].as_str()?.trim(), 160).0),
+            _ => None,
+        })
+        .collect();
+    parts.join("; ")
+}
+
+/// Runs Claude Code in `repo` and streams a turn event per assistant message.
+pub async fn run(
+    config: &Config,
+    req: &FixRequest,
+    repo: &Path,
+    out: &Emitter,
+) -> Result<ClaudeRun, std::io::Error> {
+    let home = repo.parent().unwrap_or(repo).join("claude-home");
+    std::fs::create_dir_all(&home)?;
+    let allow: Vec<String> = std::iter::once("Read".to_owned())
+        .chain(["Glob", "Grep"].map(str::to_owned))
+        .chain(req.allowed_paths.iter().flat_map(|p| {
+            let glob = format!(
+                "{}**",
+                if p.ends_with('/') {
+                    p.clone()
+                } else {
+                    format!("{p}/")
+                }
+            );
+            [format!("Edit({glob})"), format!("Write({glob})")]
+        }))
+        .collect();
+
+    let mut cmd = Command::new(&config.claude_bin);
+    // Only what it needs: no GitHub token, no executor secrets.
+    cmd.current_dir(repo)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", &home)
+        .env("ANTHROPIC_API_KEY", &config.anthropic_api_key)
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .env("DISABLE_TELEMETRY", "1")
+        .env("DISABLE_AUTOUPDATER", "1")
+        .arg("-p")
+        .arg(prompt(req))
+        .args([
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--no-session-persistence",
+        ])
+        .args([
+            "--permission-mode",
+            "default",
+            "--tools",
+            TOOLS,
+            "--disallowedTools",
+            DENIED,
+        ])
+        .arg("--allowedTools")
+        .arg(allow.join(","))
+        .arg("--max-turns")
+        .arg(req.limits.max_turns.to_string())
+        .arg("--max-budget-usd")
+        .arg(req.limits.max_budget_usd.to_string());
+    if let Some(url) = &config.anthropic_base_url {
+        cmd.env("ANTHROPIC_BASE_URL", url);
+    }
+    if let Some(model) = &config.model {
+        cmd.arg("--model").arg(model);
+    }
+
+    let (mut child, _guard) = process::spawn(cmd)?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| std::io::Error::other("no stdout"))?;
+    let stderr = child.stderr.take();
+    // Keep only the tail of stderr, for the error message.
+    let stderr_tail = tokio::spawn(async move {
+        let mut tail = String::new();
+        if let Some(stderr) = stderr {
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tail.push_str(&line);
+                tail.push('\n');
+                if tail.len() > 4096 {
+                    tail.drain(..tail.len() - 4096);
+                }
+            }
+        }
+        tail
+    });
+
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut turn = 0u32;
+    let mut result: Option<serde_json::Value> = None;
+    while let Some(line) = lines.next_line().await? {
+        if line.len() > 1024 * 1024 {
+            continue; // an oversized line is not kept
+        }
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        match value["type"].as_str() {
+            Some("assistant") => {
+                turn += 1;
+                out.emit(&Event::Turn {
+                    n: turn,
+                    summary: summarize(&value["message"]),
+                })
+                .await;
+            }
+            Some("result") => result = Some(value),
+            _ => {}
+        }
+    }
+    let status = child.wait().await?;
+    let stderr_tail = stderr_tail.await.unwrap_or_default();
+
+    let Some(r) = result else {
+        return Ok(ClaudeRun {
+            outcome: Outcome::Failed,
+            summary: String::new(),
+            turns: turn,
+            cost_usd: 0.0,
+            error: Some(format!(
+                "Claude Code exited ({status}) without a result: {}",
+                stderr_tail.trim()
+            )),
+        });
+    };
+    let subtype = r["subtype"].as_str().unwrap_or("");
+    let outcome = match subtype {
+        "success" if !r["is_error"].as_bool().unwrap_or(false) => Outcome::Pushed,
+        "error_max_turns" => Outcome::MaxTurns,
+        s if s.contains("budget") => Outcome::BudgetExceeded,
+        _ => Outcome::Failed,
+    };
+    Ok(ClaudeRun {
+        outcome,
+        summary: r["result"].as_str().unwrap_or("").to_owned(),
+        turns: r["num_turns"]
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(turn),
+        cost_usd: r["total_cost_usd"].as_f64().unwrap_or(0.0),
+        error: (outcome == Outcome::Failed).then(|| format!("Claude Code ended with {subtype:?}")),
+    })
+}

@@ -1,0 +1,338 @@
+//! The executor with real git and the real Claude Code CLI; only the model is scripted (the
+//! sandbox's Anthropic stand-in). Every case asserts on what actually reached the git remote.
+
+use crate::context::E2e;
+use crate::ensure_eq;
+use anyhow::{Context, Result, ensure};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+const GITHUB_TOKEN: &str = "ghs_e2eTestOnlyToken0123456789abcdefXYZ";
+
+fn git(dir: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .args([
+            "-c",
+            "user.name=test",
+            "-c",
+            "user.email=test@example.com",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A bare remote holding a small web app with a real bug in `src/cart.js`.
+struct Remote {
+    _dir: tempfile::TempDir,
+    bare: PathBuf,
+}
+
+impl Remote {
+    fn new() -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let work = dir.path().join("work");
+        std::fs::create_dir_all(work.join("src"))?;
+        std::fs::write(
+            work.join("src/cart.js"),
+            "export function total(items) {\n  return items.reduce((sum, item) => sum + item.price, 1);\n}\n",
+        )?;
+        std::fs::write(work.join("package.json"), "{\n  \"name\": \"web-app\"\n}\n")?;
+        std::fs::write(work.join("README.md"), "# web-app\n")?;
+        git(&work, &["init", "-q"])?;
+        git(&work, &["add", "-A"])?;
+        git(&work, &["commit", "-q", "-m", "initial"])?;
+        let bare = dir.path().join("web-app.git");
+        git(
+            dir.path(),
+            &["clone", "-q", "--bare", "work", "web-app.git"],
+        )?;
+        Ok(Self { _dir: dir, bare })
+    }
+
+    fn url(&self) -> String {
+        format!("file://{}", self.bare.display())
+    }
+
+    fn branches(&self) -> Result<Vec<String>> {
+        Ok(git(
+            &self.bare,
+            &["for-each-ref", "--format=%(refname:short)", "refs/heads"],
+        )?
+        .lines()
+        .map(str::to_owned)
+        .collect())
+    }
+}
+
+async fn scenario(ctx: &E2e, steps: Value) -> Result<()> {
+    let r = ctx
+        .http
+        .post(format!(
+            "{}/_sandbox/anthropic/scenario",
+            ctx.env.get("SANDBOX_URL")
+        ))
+        .json(&steps)
+        .send()
+        .await?;
+    ensure_eq!(r.status().as_u16(), 204);
+    Ok(())
+}
+
+fn request(remote: &Remote, branch: &str) -> Value {
+    json!({
+        "repo_url": remote.url(),
+        "base_branch": "main",
+        "branch": branch,
+        "task": {"issue_id": "ENG-12", "title": "Cart total is one too high",
+                 "context": "Reported in Discord: totals are off by one.", "file_hints": ["src/cart.js"]},
+        "limits": {"wall_time_secs": 120, "max_turns": 6, "max_budget_usd": 1.0},
+        "github_token": GITHUB_TOKEN
+    })
+}
+
+/// Posts a fix request; returns the status, the events and the raw text.
+async fn fix(ctx: &E2e, body: &Value, token: &str) -> Result<(u16, Vec<Value>, String)> {
+    let r = ctx
+        .http
+        .post(format!("{}/v1/fix", ctx.env.get("EXECUTOR_URL")))
+        .bearer_auth(token)
+        .json(body)
+        .timeout(std::time::Duration::from_secs(180))
+        .send()
+        .await?;
+    let status = r.status().as_u16();
+    let text = r.text().await?;
+    let events = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    Ok((status, events, text))
+}
+
+fn result(events: &[Value]) -> Result<&Value> {
+    let last = events.last().context("no events")?;
+    ensure_eq!(last["event"], "done");
+    Ok(&last["result"])
+}
+
+fn read_then_edit(path: &str, old: &str, new: &str) -> Value {
+    json!({"steps": [
+        {"tool_use": {"name": "Read", "input": {"file_path": path}}},
+        {"tool_use": {"name": "Edit", "input": {"file_path": path, "old_string": old, "new_string": new}}},
+        {"text": "Started the sum at 0 instead of 1."}
+    ]})
+}
+
+pub async fn executor_pushes_a_correct_fix(ctx: Arc<E2e>) -> Result<()> {
+    let remote = Remote::new()?;
+    scenario(
+        &ctx,
+        read_then_edit("src/cart.js", "item.price, 1)", "item.price, 0)"),
+    )
+    .await?;
+    let (status, events, text) = fix(
+        &ctx,
+        &request(&remote, "bugbot/eng-12"),
+        &ctx.env.get("EXECUTOR_TOKEN"),
+    )
+    .await?;
+    ensure_eq!(status, 200, "{text}");
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    for k in [
+        "cloning",
+        "running",
+        "turn",
+        "checking_paths",
+        "pushing",
+        "done",
+    ] {
+        ensure!(kinds.contains(&k), "no {k} event in {kinds:?}");
+    }
+    let r = result(&events)?;
+    ensure_eq!(r["outcome"], "pushed", "{r}");
+    ensure_eq!(
+        r["changed_files"],
+        json!([{"path": "src/cart.js", "added": 1, "removed": 1}])
+    );
+    ensure_eq!(r["summary"], "Started the sum at 0 instead of 1.");
+
+    // What reached the remote: the branch, with exactly that diff, authored by bugbot.
+    let sha = git(&remote.bare, &["rev-parse", "refs/heads/bugbot/eng-12"])?;
+    ensure_eq!(sha.trim(), r["commit_sha"].as_str().unwrap_or_default());
+    let diff = git(&remote.bare, &["diff", "main", "bugbot/eng-12"])?;
+    ensure!(
+        diff.contains("-  return items.reduce((sum, item) => sum + item.price, 1);"),
+        "{diff}"
+    );
+    ensure!(
+        diff.contains("+  return items.reduce((sum, item) => sum + item.price, 0);"),
+        "{diff}"
+    );
+    ensure_eq!(
+        git(
+            &remote.bare,
+            &["diff", "--name-only", "main", "bugbot/eng-12"]
+        )?
+        .trim(),
+        "src/cart.js"
+    );
+    let log = git(
+        &remote.bare,
+        &["log", "-1", "--format=%an|%s", "bugbot/eng-12"],
+    )?;
+    ensure_eq!(log.trim(), "bugbot|fix(ENG-12): Cart total is one too high");
+
+    // The token never appears in anything the executor returned, nor reached the model.
+    ensure!(
+        !text.contains(GITHUB_TOKEN),
+        "the token leaked into the stream"
+    );
+    let state = ctx.sandbox_state().await?;
+    ensure!(
+        !state["anthropic"].to_string().contains(GITHUB_TOKEN),
+        "the token reached the model"
+    );
+    Ok(())
+}
+
+pub async fn executor_rejects_forbidden_paths_and_pushes_nothing(ctx: Arc<E2e>) -> Result<()> {
+    let remote = Remote::new()?;
+    // Allowed by Claude Code's own permissions (under src/), refused by the executor's git check.
+    scenario(&ctx, json!({"steps": [
+        {"tool_use": {"name": "Write", "input": {"file_path": "src/package.json", "content": "{\"evil\": true}\n"}}},
+        {"text": "Added a manifest."}
+    ]}))
+    .await?;
+    let (status, events, _) = fix(
+        &ctx,
+        &request(&remote, "bugbot/reject"),
+        &ctx.env.get("EXECUTOR_TOKEN"),
+    )
+    .await?;
+    ensure_eq!(status, 200);
+    let r = result(&events)?;
+    ensure_eq!(r["outcome"], "rejected", "{r}");
+    ensure_eq!(r["rejected_paths"][0]["path"], "src/package.json");
+    ensure_eq!(
+        remote.branches()?,
+        vec!["main".to_owned()],
+        "nothing was pushed"
+    );
+
+    // Outside the allowed paths, Claude Code's permissions refuse the write itself: nothing changes.
+    scenario(&ctx, json!({"steps": [
+        {"tool_use": {"name": "Write", "input": {"file_path": "package.json", "content": "{}\n"}}},
+        {"text": "Changed the manifest."}
+    ]}))
+    .await?;
+    let (_, events, _) = fix(
+        &ctx,
+        &request(&remote, "bugbot/reject2"),
+        &ctx.env.get("EXECUTOR_TOKEN"),
+    )
+    .await?;
+    ensure_eq!(result(&events)?["outcome"], "no_changes");
+    ensure_eq!(
+        remote.branches()?,
+        vec!["main".to_owned()],
+        "nothing was pushed"
+    );
+    Ok(())
+}
+
+pub async fn executor_without_edits_is_no_changes(ctx: Arc<E2e>) -> Result<()> {
+    let remote = Remote::new()?;
+    scenario(
+        &ctx,
+        json!({"steps": [
+            {"tool_use": {"name": "Read", "input": {"file_path": "src/cart.js"}}},
+            {"text": "I could not find the bug."}
+        ]}),
+    )
+    .await?;
+    let (_, events, _) = fix(
+        &ctx,
+        &request(&remote, "bugbot/none"),
+        &ctx.env.get("EXECUTOR_TOKEN"),
+    )
+    .await?;
+    let r = result(&events)?;
+    ensure_eq!(r["outcome"], "no_changes", "{r}");
+    ensure_eq!(remote.branches()?, vec!["main".to_owned()]);
+    Ok(())
+}
+
+pub async fn executor_stops_a_model_that_never_stops(ctx: Arc<E2e>) -> Result<()> {
+    let remote = Remote::new()?;
+    scenario(
+        &ctx,
+        json!({"repeat_last": true, "steps": [
+            {"tool_use": {"name": "Read", "input": {"file_path": "src/cart.js"}}}
+        ]}),
+    )
+    .await?;
+    let mut body = request(&remote, "bugbot/loop");
+    body["limits"]["max_turns"] = 3.into();
+    let (_, events, _) = fix(&ctx, &body, &ctx.env.get("EXECUTOR_TOKEN")).await?;
+    let r = result(&events)?;
+    ensure_eq!(r["outcome"], "max_turns", "{r}");
+    ensure_eq!(remote.branches()?, vec!["main".to_owned()]);
+
+    // The wall time: everything is killed and the result says so.
+    body["limits"] = json!({"wall_time_secs": 2, "max_turns": 200, "max_budget_usd": 1.0});
+    body["branch"] = "bugbot/loop2".into();
+    let started = std::time::Instant::now();
+    let (_, events, _) = fix(&ctx, &body, &ctx.env.get("EXECUTOR_TOKEN")).await?;
+    ensure!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "not stopped in time"
+    );
+    ensure_eq!(result(&events)?["outcome"], "timed_out");
+    ensure_eq!(remote.branches()?, vec!["main".to_owned()]);
+    // Workspaces are removed, whatever happened.
+    let work = ctx.state_dir.join("executor");
+    let left: Vec<_> = std::fs::read_dir(&work)
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    ensure!(left.is_empty(), "workspaces left behind: {left:?}");
+    Ok(())
+}
+
+pub async fn executor_refuses_bad_requests(ctx: Arc<E2e>) -> Result<()> {
+    let remote = Remote::new()?;
+    let (status, _, text) = fix(&ctx, &request(&remote, "bugbot/x"), "wrong-token").await?;
+    ensure_eq!(status, 401, "{text}");
+    let (status, _, text) = fix(
+        &ctx,
+        &json!({"repo_url": remote.url()}),
+        &ctx.env.get("EXECUTOR_TOKEN"),
+    )
+    .await?;
+    ensure_eq!(status, 400);
+    ensure!(text.contains("invalid fix request"), "{text}");
+    let mut body = request(&remote, "main");
+    let (status, _, text) = fix(&ctx, &body, &ctx.env.get("EXECUTOR_TOKEN")).await?;
+    ensure_eq!(status, 400);
+    ensure!(text.contains("branch"), "{text}");
+    body["branch"] = "ok-branch".into();
+    body["repo_url"] = format!("https://x-access-token:{GITHUB_TOKEN}@github.com/a/b").into();
+    let (status, _, text) = fix(&ctx, &body, &ctx.env.get("EXECUTOR_TOKEN")).await?;
+    ensure_eq!(status, 400);
+    ensure!(
+        !text.contains(GITHUB_TOKEN),
+        "the token leaked into an error: {text}"
+    );
+    Ok(())
+}
