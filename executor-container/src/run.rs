@@ -202,31 +202,18 @@ async fn attempt(config: &Config, req: &FixRequest, out: &Emitter) -> Result<Fix
     }
 
     out.emit(&Event::CheckingPaths).await;
-    git_ok(git(&repo, &askpass, None), "staging", &["add", "-A"]).await?;
-    let raw = git_ok(
-        git(&repo, &askpass, None),
-        "reading the changes",
-        &["diff", "--cached", "--raw", "-z", "-M", "--no-abbrev"],
-    )
-    .await?;
-    let changes = path_policy::parse_raw_diff(raw.as_bytes())?;
-    if changes.is_empty() {
-        result.outcome = Outcome::NoChanges;
-        return Ok(result);
+    match check_changes(&repo, &askpass, &req.allowed_paths).await? {
+        Checked::NoChanges => {
+            result.outcome = Outcome::NoChanges;
+            return Ok(result);
+        }
+        Checked::Rejected(violations) => {
+            result.outcome = Outcome::Rejected;
+            result.rejected_paths = violations;
+            return Ok(result);
+        }
+        Checked::Allowed(files) => result.changed_files = files,
     }
-    let violations = path_policy::check(&changes, &req.allowed_paths);
-    if !violations.is_empty() {
-        result.outcome = Outcome::Rejected;
-        result.rejected_paths = violations;
-        return Ok(result);
-    }
-    let numstat = git_ok(
-        git(&repo, &askpass, None),
-        "counting lines",
-        &["diff", "--cached", "--numstat", "-M"],
-    )
-    .await?;
-    result.changed_files = parse_numstat(&numstat);
 
     out.emit(&Event::Pushing {
         branch: req.branch.clone(),
@@ -270,6 +257,45 @@ async fn attempt(config: &Config, req: &FixRequest, out: &Emitter) -> Result<Fix
     Ok(result)
 }
 
+/// What git says Claude Code changed, judged by the path policy.
+#[derive(Debug)]
+enum Checked {
+    NoChanges,
+    Rejected(Vec<path_policy::Violation>),
+    Allowed(Vec<ChangedFile>),
+}
+
+/// Stages everything in the work tree and reads the staged changes from git itself, so renames,
+/// deletions, new files, symlinks, submodules and mode changes are all seen.
+async fn check_changes(
+    repo: &Path,
+    askpass: &Path,
+    allowed: &[String],
+) -> Result<Checked, Failure> {
+    git_ok(git(repo, askpass, None), "staging", &["add", "-A"]).await?;
+    let raw = git_ok(
+        git(repo, askpass, None),
+        "reading the changes",
+        &["diff", "--cached", "--raw", "-z", "-M", "--no-abbrev"],
+    )
+    .await?;
+    let changes = path_policy::parse_raw_diff(raw.as_bytes())?;
+    if changes.is_empty() {
+        return Ok(Checked::NoChanges);
+    }
+    let violations = path_policy::check(&changes, allowed);
+    if !violations.is_empty() {
+        return Ok(Checked::Rejected(violations));
+    }
+    let numstat = git_ok(
+        git(repo, askpass, None),
+        "counting lines",
+        &["diff", "--cached", "--numstat", "-M"],
+    )
+    .await?;
+    Ok(Checked::Allowed(parse_numstat(&numstat)))
+}
+
 fn parse_numstat(text: &str) -> Vec<ChangedFile> {
     text.lines()
         .filter_map(|line| {
@@ -302,6 +328,110 @@ fn set_executable(path: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A real repository with a committed `src/a.js`, `src/b.js` and `README.md`.
+    fn repo() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        std::fs::create_dir_all(repo.join("src")).unwrap();
+        std::fs::write(repo.join("src/a.js"), "a\n").unwrap();
+        std::fs::write(repo.join("src/b.js"), "b\n").unwrap();
+        std::fs::write(repo.join("README.md"), "r\n").unwrap();
+        for args in [
+            &["init", "-q"][..],
+            &["add", "-A"],
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@e",
+                "commit",
+                "-q",
+                "-m",
+                "init",
+            ],
+        ] {
+            let ok = std::process::Command::new("git")
+                .current_dir(&repo)
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .args(args)
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok);
+        }
+        (dir, repo)
+    }
+
+    async fn check(repo: &Path) -> Checked {
+        let allowed = vec!["src/".to_owned()];
+        check_changes(repo, Path::new("/bin/false"), &allowed)
+            .await
+            .unwrap()
+    }
+
+    fn rejected(c: Checked) -> Vec<String> {
+        match c {
+            Checked::Rejected(v) => v.into_iter().map(|v| v.path).collect(),
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn git_sees_what_a_file_listing_would_miss() {
+        let (_d, repo) = repo();
+        assert!(matches!(check(&repo).await, Checked::NoChanges));
+
+        std::os::unix::fs::symlink("/etc/passwd", repo.join("src/link")).unwrap();
+        assert_eq!(rejected(check(&repo).await), vec!["src/link"]);
+        std::fs::remove_file(repo.join("src/link")).unwrap();
+
+        std::fs::rename(repo.join("src/a.js"), repo.join("a.js")).unwrap();
+        assert_eq!(rejected(check(&repo).await), vec!["a.js"]);
+        std::fs::rename(repo.join("a.js"), repo.join("src/a.js")).unwrap();
+
+        std::fs::create_dir_all(repo.join(".github/workflows")).unwrap();
+        std::fs::write(repo.join(".github/workflows/x.yml"), "on: push\n").unwrap();
+        assert_eq!(
+            rejected(check(&repo).await),
+            vec![".github/workflows/x.yml"]
+        );
+        std::fs::remove_dir_all(repo.join(".github")).unwrap();
+
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            repo.join("src/b.js"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        assert_eq!(rejected(check(&repo).await), vec!["src/b.js"]);
+        std::fs::set_permissions(
+            repo.join("src/b.js"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+
+        std::fs::write(repo.join("src/a.js"), "a fixed\n").unwrap();
+        std::fs::remove_file(repo.join("src/b.js")).unwrap();
+        match check(&repo).await {
+            Checked::Allowed(files) => assert_eq!(
+                files,
+                vec![
+                    ChangedFile {
+                        path: "src/a.js".into(),
+                        added: 1,
+                        removed: 1
+                    },
+                    ChangedFile {
+                        path: "src/b.js".into(),
+                        added: 0,
+                        removed: 1
+                    },
+                ]
+            ),
+            other => panic!("expected allowed, got {other:?}"),
+        }
+    }
 
     #[test]
     fn numstat_paths() {

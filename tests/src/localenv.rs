@@ -157,3 +157,37 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod pins {
+    use super::repo_root;
+
+    /// The executor image installs the Claude Code CLI at the version package.json pins.
+    #[test]
+    fn dockerfile_and_package_json_pin_the_same_claude_code() {
+        let root = repo_root();
+        let package: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(root.join("package.json")).unwrap())
+                .unwrap();
+        let pinned = package["devDependencies"]["@anthropic-ai/claude-code"]
+            .as_str()
+            .unwrap();
+        let dockerfile =
+            std::fs::read_to_string(root.join("executor-container/Dockerfile")).unwrap();
+        assert!(
+            dockerfile.contains(&format!("ARG CLAUDE_CODE_VERSION={pinned}")),
+            "executor-container/Dockerfile must pin Claude Code {pinned}"
+        );
+        let toolchain = std::fs::read_to_string(root.join("rust-toolchain.toml")).unwrap();
+        let channel = toolchain
+            .lines()
+            .find_map(|l| l.strip_prefix("channel = "))
+            .unwrap()
+            .trim_matches('"');
+        let major_minor: String = channel.split('.').take(2).collect::<Vec<_>>().join(".");
+        assert!(
+            dockerfile.contains(&format!("FROM rust:{major_minor}-")),
+            "Dockerfile Rust != {channel}"
+        );
+    }
+}
