@@ -12,7 +12,7 @@ use bugbot_tests::signing;
 use bugbot_tests::stack::{Ports, Stack, StackOptions};
 use clap::Parser;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
@@ -21,6 +21,12 @@ struct Args {
     /// Seconds per measurement.
     #[arg(long, default_value_t = 10)]
     seconds: u32,
+    /// Which benchmark: `gateway`, `executor` or `all`.
+    #[arg(long, default_value = "all")]
+    only: String,
+    /// Size of the generated repository for the executor benchmark, in MB.
+    #[arg(long, default_value_t = 50)]
+    repo_mb: usize,
     /// Pre-signed requests generated per signed scenario (a third per run; more than a run sends).
     #[arg(long, default_value_t = 60_000)]
     requests: usize,
@@ -278,18 +284,7 @@ fn wasm_size(crate_dir: &str) -> Result<(u64, u64)> {
     Ok((bytes.len() as u64, gz.finish()?.len() as u64))
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    let args = Args::parse();
-    let tmp = tempfile::tempdir()?;
-    let stack = Stack::start(StackOptions {
-        ports: Ports::free()?,
-        state_dir: tmp.path().join("state"),
-        log_dir: tmp.path().join("logs"),
-        echo: false,
-        ready_timeout: Duration::from_secs(900),
-    })
-    .await?;
+async fn gateway_bench(stack: &Stack, args: &Args, tmp: &Path) -> Result<()> {
     let url = stack.env.get("GATEWAY_URL");
     println!(
         "bugbot gateway benchmark: wrk, {}s per run, against wrangler dev at {url}",
@@ -308,7 +303,7 @@ async fn main() -> Result<()> {
     ];
     let mut results = Vec::new();
     for scenario in scenarios {
-        let script = tmp.path().join(format!("{scenario:?}.lua"));
+        let script = tmp.join(format!("{scenario:?}.lua"));
         let n = if scenario == Scenario::Health {
             1
         } else {
@@ -378,9 +373,199 @@ async fn main() -> Result<()> {
         gz as f64 / 1024.0,
         if gz < 400 * 1024 { "met" } else { "NOT met" }
     );
-    drop(stack);
     if !all_met {
-        println!("\nsome targets were not met (see above)");
+        println!("\nsome gateway targets were not met (see above)");
     }
+    Ok(())
+}
+
+fn git(dir: &Path, args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new("git")
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        bail!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A bare repository of about `mb` MB with a long history (many commits of incompressible data),
+/// made with `git fast-import`.
+fn generate_repo(dir: &Path, mb: usize) -> Result<PathBuf> {
+    use std::io::Write;
+    let bare = dir.join("big.git");
+    git(dir, &["init", "-q", "--bare", "big.git"])?;
+    let commits = 1000usize;
+    let blob_size = mb * 1024 * 1024 / commits;
+    let mut child = std::process::Command::new("git")
+        .current_dir(&bare)
+        .args(["fast-import", "--quiet"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()?;
+    let mut stdin = child.stdin.take().context("fast-import stdin")?;
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for n in 0..commits {
+        let mut data = Vec::with_capacity(blob_size);
+        while data.len() < blob_size {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            data.extend_from_slice(&state.to_le_bytes());
+        }
+        let msg = format!("change {n}");
+        write!(
+            stdin,
+            "commit refs/heads/main\ncommitter dev <dev@example.com> {} +0000\ndata {}\n{msg}\n",
+            1_700_000_000 + n,
+            msg.len()
+        )?;
+        write!(
+            stdin,
+            "M 644 inline assets/blob{}.bin\ndata {}\n",
+            n % 50,
+            data.len()
+        )?;
+        stdin.write_all(&data)?;
+        writeln!(stdin)?;
+        if n == 0 {
+            let src = "export function total(items) {\n  return items.reduce((sum, item) => sum + item.price, 1);\n}\n";
+            write!(
+                stdin,
+                "M 644 inline src/cart.js\ndata {}\n{src}\n",
+                src.len()
+            )?;
+        }
+    }
+    drop(stdin);
+    if !child.wait()?.success() {
+        bail!("git fast-import failed");
+    }
+    git(&bare, &["gc", "--quiet"])?;
+    Ok(bare)
+}
+
+fn dir_size(path: &Path) -> u64 {
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_size(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+async fn executor_bench(stack: &Stack, args: &Args, tmp: &Path) -> Result<()> {
+    println!(
+        "\nbugbot executor benchmark: overhead of clone, checks, commit and push (model time excluded)"
+    );
+    let started = std::time::Instant::now();
+    let bare = generate_repo(tmp, args.repo_mb)?;
+    let commits = git(&bare, &["rev-list", "--count", "main"])?;
+    println!(
+        "repository: {:.1} MB packed, {} commits (generated in {:.1}s)",
+        dir_size(&bare) as f64 / 1_048_576.0,
+        commits.trim(),
+        started.elapsed().as_secs_f64()
+    );
+    let url = format!("file://{}", bare.display());
+
+    let t = std::time::Instant::now();
+    git(tmp, &["clone", "-q", "--no-local", &url, "full-clone"])?;
+    let full = t.elapsed().as_secs_f64();
+    println!("full clone (git clone --no-local):        {full:>6.2} s");
+
+    let http = reqwest::Client::new();
+    http.post(format!("{}/_sandbox/anthropic/scenario", stack.env.get("SANDBOX_URL")))
+        .json(&serde_json::json!({"steps": [
+            {"tool_use": {"name": "Read", "input": {"file_path": "src/cart.js"}}},
+            {"tool_use": {"name": "Edit", "input": {"file_path": "src/cart.js", "old_string": "item.price, 1)", "new_string": "item.price, 0)"}}},
+            {"text": "Fixed."}
+        ]}))
+        .send()
+        .await?
+        .error_for_status()?;
+    let body = serde_json::json!({
+        "repo_url": url, "base_branch": "main", "branch": "bugbot/bench",
+        "task": {"issue_id": "ENG-1", "title": "Cart total"},
+        "limits": {"wall_time_secs": 300, "max_turns": 6, "max_budget_usd": 1.0}
+    });
+    let t0 = std::time::Instant::now();
+    let mut response = http
+        .post(format!("{}/v1/fix", stack.env.get("EXECUTOR_URL")))
+        .bearer_auth(stack.env.get("EXECUTOR_TOKEN"))
+        .json(&body)
+        .send()
+        .await?
+        .error_for_status()?;
+    // Timestamp each event as it arrives.
+    let mut marks: Vec<(String, f64)> = Vec::new();
+    let mut buf = String::new();
+    let mut outcome = serde_json::Value::Null;
+    while let Some(chunk) = response.chunk().await? {
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(i) = buf.find('\n') {
+            let line: String = buf.drain(..=i).collect();
+            let v: serde_json::Value = serde_json::from_str(&line)?;
+            marks.push((
+                v["event"].as_str().unwrap_or("").to_owned(),
+                t0.elapsed().as_secs_f64(),
+            ));
+            if v["event"] == "done" {
+                outcome = v["result"]["outcome"].clone();
+            }
+        }
+    }
+    let at = |e: &str| marks.iter().find(|(n, _)| n == e).map(|(_, t)| *t);
+    let (Some(running), Some(checking), Some(done)) =
+        (at("running"), at("checking_paths"), at("done"))
+    else {
+        bail!("missing events: {marks:?}");
+    };
+    let clone = running;
+    let after = done - checking;
+    let overhead = clone + after;
+    println!("executor clone (shallow, single branch):   {clone:>6.2} s");
+    println!("checks + commit + push:                    {after:>6.2} s");
+    println!(
+        "Claude Code (scripted model, excluded):    {:>6.2} s",
+        checking - running
+    );
+    println!(
+        "executor overhead: {overhead:.2} s (target < 3 s: {}), outcome {outcome}",
+        if overhead < 3.0 && outcome == "pushed" {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let tmp = tempfile::tempdir()?;
+    let stack = Stack::start(StackOptions {
+        ports: Ports::free()?,
+        state_dir: tmp.path().join("state"),
+        log_dir: tmp.path().join("logs"),
+        echo: false,
+        ready_timeout: Duration::from_secs(900),
+    })
+    .await?;
+    if args.only == "all" || args.only == "gateway" {
+        gateway_bench(&stack, &args, tmp.path()).await?;
+    }
+    if args.only == "all" || args.only == "executor" {
+        executor_bench(&stack, &args, tmp.path()).await?;
+    }
+    drop(stack);
     Ok(())
 }
