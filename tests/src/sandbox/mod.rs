@@ -260,6 +260,15 @@ async fn record_and_fault(State(sb): State<Sandbox>, req: Request, next: Next) -
 mod tests {
     use super::*;
 
+    async fn sandbox_state(http: &reqwest::Client, base: &str) -> serde_json::Value {
+        let r = http
+            .get(format!("{base}/_sandbox/state"))
+            .send()
+            .await
+            .unwrap();
+        r.json().await.unwrap()
+    }
+
     async fn serve() -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -303,14 +312,7 @@ mod tests {
             .unwrap();
         assert_eq!(r.status(), 404);
 
-        let state: serde_json::Value = http
-            .get(format!("{base}/_sandbox/state"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let state = sandbox_state(&http, &base).await;
         let linear = state["requests"]["linear"].as_array().unwrap();
         assert_eq!(linear.len(), 3);
         assert_eq!(linear[0]["faulted"], true);
@@ -325,14 +327,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(r.status(), 204);
-        let state: serde_json::Value = http
-            .get(format!("{base}/_sandbox/state"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let state = sandbox_state(&http, &base).await;
         assert_eq!(state["requests"]["linear"].as_array().unwrap().len(), 0);
     }
 
