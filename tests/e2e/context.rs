@@ -49,6 +49,7 @@ pub fn all_cases() -> Vec<(&'static str, Case)> {
         executor::executor_without_edits_is_no_changes,
         executor::executor_stops_a_model_that_never_stops,
         executor::executor_refuses_bad_requests,
+        executor::executor_uses_the_token_only_through_git,
     ]
 }
 

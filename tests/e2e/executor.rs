@@ -336,3 +336,64 @@ pub async fn executor_refuses_bad_requests(ctx: Arc<E2e>) -> Result<()> {
     );
     Ok(())
 }
+
+/// Over HTTP, like GitHub: the remote wants the token as a Basic password, which only the askpass
+/// script gives git. A wrong token fails the clone, and the error names no token.
+pub async fn executor_uses_the_token_only_through_git(ctx: Arc<E2e>) -> Result<()> {
+    let sandbox = ctx.env.get("SANDBOX_URL");
+    let r = ctx
+        .http
+        .post(format!("{sandbox}/_sandbox/git/repos"))
+        .json(&json!({
+            "repo": "acme/http-app",
+            "token": GITHUB_TOKEN,
+            "files": {"src/cart.js": "export function total(items) {\n  return items.reduce((sum, item) => sum + item.price, 1);\n}\n"}
+        }))
+        .send()
+        .await?;
+    ensure_eq!(r.status().as_u16(), 201, "{}", r.text().await?);
+    scenario(
+        &ctx,
+        read_then_edit("src/cart.js", "item.price, 1)", "item.price, 0)"),
+    )
+    .await?;
+    let url = format!("{sandbox}/git/acme/http-app.git");
+    let body = |token: &str, branch: &str| {
+        json!({
+            "repo_url": url, "base_branch": "main", "branch": branch,
+            "task": {"issue_id": "ENG-13", "title": "Cart total"},
+            "github_token": token
+        })
+    };
+    let (_, events, text) = fix(
+        &ctx,
+        &body(GITHUB_TOKEN, "bugbot/http"),
+        &ctx.env.get("EXECUTOR_TOKEN"),
+    )
+    .await?;
+    let r = result(&events)?;
+    ensure_eq!(r["outcome"], "pushed", "{r}");
+    ensure!(
+        !text.contains(GITHUB_TOKEN),
+        "the token leaked into the stream"
+    );
+    let state = ctx.sandbox_state().await?;
+    ensure_eq!(
+        state["git"]["branches"]["acme/http-app"]["bugbot/http"],
+        r["commit_sha"],
+        "the pushed branch is on the remote"
+    );
+
+    let wrong = "ghs_wrongTokenWrongToken0123456789abcd";
+    let (_, events, text) = fix(
+        &ctx,
+        &body(wrong, "bugbot/http2"),
+        &ctx.env.get("EXECUTOR_TOKEN"),
+    )
+    .await?;
+    let r = result(&events)?;
+    ensure_eq!(r["outcome"], "failed", "{r}");
+    ensure!(r["error"].as_str().unwrap_or("").contains("clone"), "{r}");
+    ensure!(!text.contains(wrong), "the wrong token leaked: {text}");
+    Ok(())
+}

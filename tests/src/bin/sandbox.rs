@@ -19,13 +19,25 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    // Git repositories live in a directory removed when the sandbox stops.
+    let git_root = tempfile::Builder::new()
+        .prefix("bugbot-sandbox-git-")
+        .tempdir()?;
     let sandbox = bugbot_tests::sandbox::Sandbox::new();
+    sandbox.lock().git.root = Some(git_root.path().to_path_buf());
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     tracing::info!(addr = %args.addr, "sandbox listening");
     axum::serve(listener, sandbox.router())
         .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .unwrap_or_else(|e| panic!("cannot listen for SIGTERM: {e}"));
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
         })
         .await?;
+    drop(git_root);
     Ok(())
 }

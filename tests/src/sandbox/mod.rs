@@ -7,6 +7,7 @@
 
 pub mod anthropic;
 mod faults;
+pub mod git;
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -93,6 +94,9 @@ pub struct SandboxState {
     pub unmatched: Vec<RecordedRequest>,
     /// The Anthropic stand-in's scenario and received requests.
     pub anthropic: anthropic::AnthropicState,
+    /// The git remote's repositories and tokens.
+    #[serde(skip)]
+    pub git: git::GitState,
 }
 
 /// Shared handle to the sandbox's state.
@@ -130,6 +134,7 @@ impl Sandbox {
     pub fn router(&self) -> Router {
         let services = Router::new()
             .route("/anthropic/v1/messages", post(anthropic::messages))
+            .route("/git/{owner}/{*rest}", get(git::serve).post(git::serve))
             .fallback(unmatched)
             .layer(middleware::from_fn_with_state(
                 self.clone(),
@@ -143,6 +148,7 @@ impl Sandbox {
             .route("/_sandbox/state", get(state))
             .route("/_sandbox/reset", post(reset))
             .route("/_sandbox/faults", post(add_fault).get(list_faults))
+            .route("/_sandbox/git/repos", post(git::create_repo))
             .route(
                 "/_sandbox/anthropic/scenario",
                 post(anthropic::set_scenario),
@@ -153,6 +159,7 @@ impl Sandbox {
 }
 
 async fn state(State(sb): State<Sandbox>) -> Json<serde_json::Value> {
+    let branches = sb.git_branches();
     let s = sb.lock();
     let mut requests = serde_json::Map::new();
     for service in Service::ALL {
@@ -167,11 +174,16 @@ async fn state(State(sb): State<Sandbox>) -> Json<serde_json::Value> {
         "faults": s.faults,
         "unmatched": s.unmatched,
         "anthropic": s.anthropic,
+        "git": { "branches": branches },
     }))
 }
 
 async fn reset(State(sb): State<Sandbox>) -> StatusCode {
-    *sb.lock() = SandboxState::default();
+    let mut s = sb.lock();
+    // Repositories stay where they are (the directory), their tokens and all records go.
+    let root = s.git.root.take();
+    *s = SandboxState::default();
+    s.git.root = root;
     StatusCode::NO_CONTENT
 }
 
