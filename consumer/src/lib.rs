@@ -4,6 +4,7 @@
 //! Decisions (what to do next, what an error means) live in `bugbot_shared`; this crate performs
 //! them: KV, the queue's ack/retry, and calls to outside services.
 
+mod container;
 mod log;
 
 use bugbot_shared::ids::JobId;
