@@ -6,6 +6,7 @@ use crate::run::{Config, Emitter};
 use bugbot_shared::executor::{Event, FixRequest, Outcome};
 use std::path::Path;
 use tokio::io::AsyncBufReadExt;
+
 use tokio::process::Command;
 
 /// What Claude Code reported. `outcome` is `Pushed` when it finished normally (the caller then
@@ -22,6 +23,55 @@ pub struct ClaudeRun {
     pub cost_usd: f64,
     /// Error detail, when it failed.
     pub error: Option<String>,
+}
+
+/// Longest stream-json line kept in memory; longer lines are skipped as they arrive.
+const MAX_LINE: usize = 1024 * 1024;
+
+/// Reads lines without ever holding more than `max` bytes of one line.
+struct BoundedLines<R> {
+    reader: tokio::io::BufReader<R>,
+    max: usize,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> BoundedLines<R> {
+    fn new(reader: R, max: usize) -> Self {
+        Self {
+            reader: tokio::io::BufReader::new(reader),
+            max,
+        }
+    }
+
+    /// The next line that fits (without its newline), or `None` at the end.
+    async fn next_line(&mut self) -> std::io::Result<Option<Vec<u8>>> {
+        let mut line = Vec::new();
+        let mut oversized = false;
+        loop {
+            let buf = self.reader.fill_buf().await?;
+            if buf.is_empty() {
+                return Ok((!line.is_empty() && !oversized).then_some(line));
+            }
+            let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => (&buf[..i], Some(i + 1)),
+                None => (buf, None),
+            };
+            if line.len() + chunk.len() > self.max {
+                oversized = true;
+                line.clear();
+            } else if !oversized {
+                line.extend_from_slice(chunk);
+            }
+            let consumed = done.unwrap_or(buf.len());
+            self.reader.consume(consumed);
+            if done.is_some() {
+                if oversized {
+                    oversized = false;
+                    continue;
+                }
+                return Ok(Some(line));
+            }
+        }
+    }
 }
 
 /// Tools Claude Code gets: read, search, edit. No shell, no network.
@@ -169,14 +219,11 @@ pub async fn run(
         tail
     });
 
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut lines = BoundedLines::new(stdout, MAX_LINE);
     let mut turn = 0u32;
     let mut result: Option<serde_json::Value> = None;
     while let Some(line) = lines.next_line().await? {
-        if line.len() > 1024 * 1024 {
-            continue; // an oversized line is not kept
-        }
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else {
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(&line) else {
             continue;
         };
         match value["type"].as_str() {
@@ -224,4 +271,19 @@ pub async fn run(
         cost_usd: r["total_cost_usd"].as_f64().unwrap_or(0.0),
         error: (outcome == Outcome::Failed).then(|| format!("Claude Code ended with {subtype:?}")),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn oversized_lines_are_skipped_without_being_kept() {
+        let input = format!("{{\"a\":1}}\n{}\n{{\"b\":2}}\nlast", "x".repeat(100));
+        let mut lines = BoundedLines::new(input.as_bytes(), 50);
+        assert_eq!(lines.next_line().await.unwrap().unwrap(), b"{\"a\":1}");
+        assert_eq!(lines.next_line().await.unwrap().unwrap(), b"{\"b\":2}");
+        assert_eq!(lines.next_line().await.unwrap().unwrap(), b"last");
+        assert!(lines.next_line().await.unwrap().is_none());
+    }
 }
