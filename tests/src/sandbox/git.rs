@@ -74,7 +74,8 @@ impl Sandbox {
 
     /// Branches of every repository (`owner/name` → branch → commit), for the state view.
     pub fn git_branches(&self) -> BTreeMap<String, BTreeMap<String, String>> {
-        let Ok(root) = self.git_root() else {
+        // Reading the state never creates the directory.
+        let Some(root) = self.lock().git.root.clone() else {
             return BTreeMap::new();
         };
         let mut all = BTreeMap::new();
