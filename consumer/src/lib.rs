@@ -45,7 +45,7 @@ async fn queue(
                 }
             }
             Err(e) => {
-                // Permanent: a message we cannot read will not become readable. Record it, ack it.
+                // Permanent: a message we cannot read will not become readable. Log it, ack it.
                 log::error(
                     "malformed queue message",
                     &[("message", &message.id()), ("error", &e.to_string())],
