@@ -4,34 +4,12 @@
 use crate::context::E2e;
 use crate::ensure_eq;
 use anyhow::{Context, Result, ensure};
+use bugbot_tests::fixtures::{BUGGY_CART_JS, CART_FIX, git};
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 const GITHUB_TOKEN: &str = "ghs_e2eTestOnlyToken0123456789abcdefXYZ";
-
-fn git(dir: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .args([
-            "-c",
-            "user.name=test",
-            "-c",
-            "user.email=test@example.com",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 /// A bare remote holding a small web app with a real bug in `src/cart.js`.
 struct Remote {
@@ -44,10 +22,7 @@ impl Remote {
         let dir = tempfile::tempdir()?;
         let work = dir.path().join("work");
         std::fs::create_dir_all(work.join("src"))?;
-        std::fs::write(
-            work.join("src/cart.js"),
-            "export function total(items) {\n  return items.reduce((sum, item) => sum + item.price, 1);\n}\n",
-        )?;
+        std::fs::write(work.join("src/cart.js"), BUGGY_CART_JS)?;
         std::fs::write(work.join("package.json"), "{\n  \"name\": \"web-app\"\n}\n")?;
         std::fs::write(work.join("README.md"), "# web-app\n")?;
         git(&work, &["init", "-q"])?;
@@ -137,11 +112,7 @@ fn read_then_edit(path: &str, old: &str, new: &str) -> Value {
 
 pub async fn executor_pushes_a_correct_fix(ctx: Arc<E2e>) -> Result<()> {
     let remote = Remote::new()?;
-    scenario(
-        &ctx,
-        read_then_edit("src/cart.js", "item.price, 1)", "item.price, 0)"),
-    )
-    .await?;
+    scenario(&ctx, read_then_edit("src/cart.js", CART_FIX.0, CART_FIX.1)).await?;
     let (status, events, text) = fix(
         &ctx,
         &request(&remote, "bugbot/eng-12"),
@@ -347,16 +318,12 @@ pub async fn executor_uses_the_token_only_through_git(ctx: Arc<E2e>) -> Result<(
         .json(&json!({
             "repo": "acme/http-app",
             "token": GITHUB_TOKEN,
-            "files": {"src/cart.js": "export function total(items) {\n  return items.reduce((sum, item) => sum + item.price, 1);\n}\n"}
+            "files": {"src/cart.js": BUGGY_CART_JS}
         }))
         .send()
         .await?;
     ensure_eq!(r.status().as_u16(), 201, "{}", r.text().await?);
-    scenario(
-        &ctx,
-        read_then_edit("src/cart.js", "item.price, 1)", "item.price, 0)"),
-    )
-    .await?;
+    scenario(&ctx, read_then_edit("src/cart.js", CART_FIX.0, CART_FIX.1)).await?;
     let url = format!("{sandbox}/git/acme/http-app.git");
     let body = |token: &str, branch: &str| {
         json!({

@@ -7,6 +7,7 @@
 #![allow(clippy::print_stdout)]
 
 use anyhow::{Context, Result, bail};
+use bugbot_tests::fixtures::{BUGGY_CART_JS, CART_FIX, git};
 use bugbot_tests::localenv::repo_root;
 use bugbot_tests::signing;
 use bugbot_tests::stack::{Ports, Stack, StackOptions};
@@ -379,18 +380,6 @@ async fn gateway_bench(stack: &Stack, args: &Args, tmp: &Path) -> Result<()> {
     Ok(())
 }
 
-fn git(dir: &Path, args: &[&str]) -> Result<String> {
-    let out = std::process::Command::new("git")
-        .current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .args(args)
-        .output()?;
-    if !out.status.success() {
-        bail!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// A bare repository of about `mb` MB with a long history (many commits of incompressible data),
 /// made with `git fast-import`.
 fn generate_repo(dir: &Path, mb: usize) -> Result<PathBuf> {
@@ -430,7 +419,7 @@ fn generate_repo(dir: &Path, mb: usize) -> Result<PathBuf> {
         stdin.write_all(&data)?;
         writeln!(stdin)?;
         if n == 0 {
-            let src = "export function total(items) {\n  return items.reduce((sum, item) => sum + item.price, 1);\n}\n";
+            let src = BUGGY_CART_JS;
             write!(
                 stdin,
                 "M 644 inline src/cart.js\ndata {}\n{src}\n",
@@ -485,7 +474,7 @@ async fn executor_bench(stack: &Stack, args: &Args, tmp: &Path) -> Result<()> {
     http.post(format!("{}/_sandbox/anthropic/scenario", stack.env.get("SANDBOX_URL")))
         .json(&serde_json::json!({"steps": [
             {"tool_use": {"name": "Read", "input": {"file_path": "src/cart.js"}}},
-            {"tool_use": {"name": "Edit", "input": {"file_path": "src/cart.js", "old_string": "item.price, 1)", "new_string": "item.price, 0)"}}},
+            {"tool_use": {"name": "Edit", "input": {"file_path": "src/cart.js", "old_string": CART_FIX.0, "new_string": CART_FIX.1}}},
             {"text": "Fixed."}
         ]}))
         .send()

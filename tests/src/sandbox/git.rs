@@ -16,6 +16,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tokio::io::AsyncWriteExt;
 
+fn git(dir: &std::path::Path, args: &[&str]) -> Result<String, String> {
+    crate::fixtures::git(dir, args).map_err(|e| e.to_string())
+}
+
 /// The remote's state: where repositories live, and the tokens that open them.
 #[derive(Debug, Default)]
 pub struct GitState {
@@ -36,28 +40,6 @@ pub struct NewRepo {
     /// A token that may clone and push (added to the accepted tokens).
     #[serde(default)]
     pub token: Option<String>,
-}
-
-fn run_git(dir: &std::path::Path, args: &[&str]) -> Result<String, String> {
-    let out = std::process::Command::new("git")
-        .current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .args([
-            "-c",
-            "user.name=sandbox",
-            "-c",
-            "user.email=sandbox@example.com",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .output()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
 }
 
 impl Sandbox {
@@ -90,7 +72,7 @@ impl Sandbox {
                     owner.file_name().to_string_lossy(),
                     repo.file_name().to_string_lossy().trim_end_matches(".git")
                 );
-                let refs = run_git(
+                let refs = git(
                     &repo.path(),
                     &[
                         "for-each-ref",
@@ -131,13 +113,13 @@ pub async fn create_repo(State(sb): State<Sandbox>, Json(new): Json<NewRepo>) ->
             }
             std::fs::write(&file, content).map_err(|e| e.to_string())?;
         }
-        run_git(work.path(), &["init", "-q"])?;
-        run_git(work.path(), &["add", "-A"])?;
-        run_git(work.path(), &["commit", "-q", "-m", "initial commit"])?;
+        git(work.path(), &["init", "-q"])?;
+        git(work.path(), &["add", "-A"])?;
+        git(work.path(), &["commit", "-q", "-m", "initial commit"])?;
         std::fs::create_dir_all(bare.parent().unwrap_or(&root)).map_err(|e| e.to_string())?;
         let bare_str = bare.to_string_lossy().into_owned();
-        run_git(work.path(), &["clone", "-q", "--bare", ".", &bare_str])?;
-        run_git(&bare, &["config", "http.receivepack", "true"])?;
+        git(work.path(), &["clone", "-q", "--bare", ".", &bare_str])?;
+        git(&bare, &["config", "http.receivepack", "true"])?;
         Ok(())
     })();
     if let Err(e) = result {

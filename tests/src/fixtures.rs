@@ -1,0 +1,27 @@
+//! Shared test fixtures: the small web app with a real bug, and a git runner for test repositories.
+
+use anyhow::{Result, ensure};
+use std::path::Path;
+
+/// `src/cart.js` of the demo web app: the sum starts at 1 instead of 0.
+pub const BUGGY_CART_JS: &str = "export function total(items) {\n  return items.reduce((sum, item) => sum + item.price, 1);\n}\n";
+/// The scripted fix: the `Edit` tool's `old_string` and `new_string` for [`BUGGY_CART_JS`].
+pub const CART_FIX: (&str, &str) = ("item.price, 1)", "item.price, 0)");
+
+/// Runs git in `dir` for a test repository: no user configuration, a fixed identity, `main` as the
+/// default branch. Returns stdout; fails with git's stderr.
+pub fn git(dir: &Path, args: &[&str]) -> Result<String> {
+    let out = std::process::Command::new("git")
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .args(["-c", "user.name=test", "-c", "user.email=test@example.com"])
+        .args(["-c", "init.defaultBranch=main"])
+        .args(args)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
