@@ -146,14 +146,7 @@ pub async fn run(
     let allow: Vec<String> = std::iter::once("Read".to_owned())
         .chain(["Glob", "Grep"].map(str::to_owned))
         .chain(req.allowed_paths.iter().flat_map(|p| {
-            let glob = format!(
-                "{}**",
-                if p.ends_with('/') {
-                    p.clone()
-                } else {
-                    format!("{p}/")
-                }
-            );
+            let glob = format!("{}/**", p.trim_end_matches('/'));
             [format!("Edit({glob})"), format!("Write({glob})")]
         }))
         .collect();

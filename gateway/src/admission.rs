@@ -112,7 +112,7 @@ pub async fn admit(
         let count = (already + 1).to_string();
         let writes = futures_util::future::join(
             put(&store, &accepted_key, &record, kv::JOB_TTL_SECONDS),
-            put(&store, &bucket, &count, 2 * 3600),
+            put(&store, &bucket, &count, authz::RATE_BUCKET_TTL_SECONDS),
         )
         .await;
         if let (Err(e), _) | (_, Err(e)) = writes {

@@ -178,6 +178,9 @@ pub enum Refusal {
     RateLimited(u32),
 }
 
+/// How long a rate-limit bucket is kept: its hour, and one more for clock skew between isolates.
+pub const RATE_BUCKET_TTL_SECONDS: u64 = 2 * 3600;
+
 /// The per-user rate-limit bucket: one per user per clock hour.
 pub fn rate_bucket(platform: &str, user_id: &str, now_ms: u64) -> String {
     format!("rate:{platform}:{user_id}:{}", now_ms / 3_600_000)

@@ -5,13 +5,13 @@ use crate::ids::JobId;
 /// Job records expire after this long (30 days): KV is the run history, not an archive.
 pub const JOB_TTL_SECONDS: u64 = 30 * 24 * 3600;
 
-/// `job:{id}` → [`crate::job::JobRecord`], the progress the consumer records.
-pub fn job(id: &JobId) -> String {
-    format!("job:{id}")
-}
-
 /// Prefix of every job record, for listing.
 pub const JOB_PREFIX: &str = "job:";
+
+/// `job:{id}` → [`crate::job::JobRecord`], the progress the consumer records.
+pub fn job(id: &JobId) -> String {
+    format!("{JOB_PREFIX}{id}")
+}
 
 /// `accepted:{id}` → the [`crate::job::JobRecord`] the gateway wrote when it enqueued the job
 /// (status `queued`). Only the gateway writes it; only the consumer writes `job:{id}`.
