@@ -61,6 +61,7 @@ pub async fn selftest(req: &Request, env: &Env, ctx: &Context) -> Result<Respons
         report: Report::new(None, "self-test"),
         references: References::default(),
         enqueued_at_ms: now,
+        replay: 0,
     };
     let policy = config::policy(env)?;
     match crate::admission::admit(env, ctx, &job, &policy, "admin").await? {

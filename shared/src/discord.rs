@@ -287,6 +287,7 @@ pub fn decide(i: &Interaction, policy: &AccessPolicy, now_ms: u64) -> Decision {
         report,
         references,
         enqueued_at_ms: now_ms,
+        replay: 0,
     }))
 }
 

@@ -326,6 +326,7 @@ fn job(
         report,
         references,
         enqueued_at_ms: now_ms,
+        replay: 0,
     }
 }
 

@@ -129,9 +129,50 @@ impl JobId {
     }
 }
 
+/// A UUID (version-4 layout) derived from `kind` and `key`: the same inputs always give the same id.
+///
+/// Linear accepts a client-chosen id on `issueCreate`, `commentCreate` and `attachmentCreate`;
+/// deriving it from the thread or the job makes a repeated create refer to the same entity, so a
+/// redelivered job cannot create a second one.
+pub fn stable_uuid(kind: &str, key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"bugbot:")
+        .chain_update(kind.as_bytes())
+        .chain_update(b":")
+        .chain_update(key.as_bytes())
+        .finalize();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&digest[..16]);
+    b[6] = (b[6] & 0x0f) | 0x40; // version 4 layout
+    b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stable_uuids_are_stable_distinct_and_v4_shaped() {
+        let a = stable_uuid("issue", "https://discord.com/channels/1/2");
+        assert_eq!(a, stable_uuid("issue", "https://discord.com/channels/1/2"));
+        assert_ne!(
+            a,
+            stable_uuid("comment", "https://discord.com/channels/1/2")
+        );
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"));
+    }
 
     #[test]
     fn snowflakes() {

@@ -159,6 +159,14 @@ pub struct JobMessage {
     pub references: References,
     /// When the gateway accepted it (ms since the Unix epoch).
     pub enqueued_at_ms: u64,
+    /// How many times an operator replayed this job from the dead-letter queue (0 for a new job).
+    /// A replayed message may run a job whose record says `dead`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replay: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A queue message the consumer cannot use. Permanent: it is recorded and acked, never retried.
@@ -254,6 +262,80 @@ pub struct JobRecord {
     /// Timeline, oldest first (bounded by [`MAX_EVENTS`]).
     #[serde(default)]
     pub events: Vec<JobEvent>,
+    /// Side effects already done, so a redelivery or retry does not do them twice.
+    #[serde(default)]
+    pub checkpoints: Checkpoints,
+    /// The replay generation this record belongs to (see [`JobMessage::replay`]).
+    #[serde(default)]
+    pub replay: u32,
+}
+
+/// What a job has already done in the outside world.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoints {
+    /// The Linear issue the job works on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub linear_issue: Option<crate::linear::Issue>,
+    /// The source (thread, GitHub issue) is attached to the Linear issue.
+    #[serde(default)]
+    pub source_attached: bool,
+    /// The context packet comment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packet_comment: Option<crate::linear::Comment>,
+    /// One-line summary of the report (for replies and the pull request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// bugbot's status comment on the GitHub issue, edited in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github_status_comment: Option<u64>,
+    /// The final answer reached the requester.
+    #[serde(default)]
+    pub answered: bool,
+}
+
+/// A job that ran out of retries (or a message that could not be read), kept under `dead:{id}`
+/// so that operators can list and replay it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadJob {
+    /// The job id, or `malformed-{message id}` for an unreadable message.
+    pub id: String,
+    /// The message as it was on the queue (secrets inside stay in KV; never printed by tools).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<JobMessage>,
+    /// The unreadable message's text (cut), when it could not be read as a job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<String>,
+    /// The last error (already free of secrets).
+    pub error: String,
+    /// Deliveries the consumer saw.
+    pub attempts: u32,
+    /// When it was recorded (ms).
+    pub died_at_ms: u64,
+    /// When an operator last replayed it (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replayed_at_ms: Option<u64>,
+}
+
+impl DeadJob {
+    /// True when replaying can work (a readable job message).
+    pub fn replayable(&self) -> bool {
+        self.message.is_some()
+    }
+
+    /// What the admin API shows: no interaction tokens.
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "command": self.message.as_ref().map(|m| m.command.as_str()),
+            "source": self.message.as_ref().map(|m| m.source.describe()),
+            "requester": self.message.as_ref().map(|m| m.requester.name.clone()),
+            "error": self.error,
+            "attempts": self.attempts,
+            "died_at_ms": self.died_at_ms,
+            "replayed_at_ms": self.replayed_at_ms,
+            "replayable": self.replayable(),
+        })
+    }
 }
 
 /// A job record keeps at most this many timeline events (the oldest are dropped, the first kept).
@@ -282,6 +364,8 @@ impl JobRecord {
                     job.requester.name
                 ),
             }],
+            checkpoints: Checkpoints::default(),
+            replay: job.replay,
         }
     }
 
@@ -331,6 +415,7 @@ mod tests {
             report: Report::new(None, "it broke"),
             references: References::default(),
             enqueued_at_ms: 1_700_000_000_000,
+            replay: 0,
         }
     }
 

@@ -18,3 +18,25 @@ pub fn job(id: &JobId) -> String {
 pub fn accepted(id: &JobId) -> String {
     format!("accepted:{id}")
 }
+
+/// Prefix of dead jobs ([`crate::job::DeadJob`]), for listing.
+pub const DEAD_PREFIX: &str = "dead:";
+
+/// Dead jobs are kept this long (30 days).
+pub const DEAD_TTL_SECONDS: u64 = 30 * 24 * 3600;
+
+/// `dead:{id}` → [`crate::job::DeadJob`].
+pub fn dead(id: &str) -> String {
+    format!("{DEAD_PREFIX}{id}")
+}
+
+/// `discord:{threadId}` → the Linear issue of that thread (a cache: the authoritative link is the
+/// thread URL attached to the issue).
+pub fn discord_thread(channel: &crate::ids::Snowflake) -> String {
+    format!("discord:{channel}")
+}
+
+/// `github:{owner}/{repo}#{number}` → the Linear issue of that GitHub issue (a cache, as above).
+pub fn github_issue(repo: &crate::ids::RepoFullName, number: u64) -> String {
+    format!("github:{repo}#{number}")
+}

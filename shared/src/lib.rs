@@ -6,13 +6,19 @@
 
 pub mod authz;
 pub mod discord;
+pub mod discord_api;
 pub mod executor;
 pub mod github;
+pub mod github_api;
+pub mod http;
 pub mod ids;
 pub mod job;
 pub mod kv;
+pub mod linear;
 pub mod log;
 pub mod mask;
+pub mod packet;
 pub mod path_policy;
+pub mod posthog;
 pub mod references;
 pub mod signature;

@@ -1,0 +1,186 @@
+//! Discord's HTTP API (v10), the calls the consumer makes: read a thread's recent messages, edit the
+//! deferred interaction answer, and post to a channel when the interaction token has expired.
+
+use crate::http::{ApiError, HttpRequest, HttpResponse, Method, Service, encode};
+use crate::ids::Snowflake;
+use serde::Deserialize;
+use serde_json::json;
+
+/// How many recent messages of a thread the context packet looks at.
+pub const CONVERSATION_LIMIT: u32 = 50;
+
+/// Discord refuses message content longer than this.
+pub const MAX_CONTENT_CHARS: usize = 2000;
+
+/// Where and how to reach Discord.
+#[derive(Debug, Clone)]
+pub struct DiscordApi {
+    base_url: String,
+    bot_token: String,
+}
+
+impl DiscordApi {
+    /// A client for `base_url` (`https://discord.com/api/v10`, or the sandbox's).
+    pub fn new(base_url: &str, bot_token: &str) -> Self {
+        Self {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            bot_token: bot_token.to_owned(),
+        }
+    }
+
+    fn bot(&self, method: Method, path: &str) -> HttpRequest {
+        HttpRequest::new(Service::Discord, method, format!("{}{path}", self.base_url))
+            .header("authorization", format!("Bot {}", self.bot_token))
+    }
+
+    /// The channel's (thread's) most recent messages, newest first.
+    pub fn channel_messages(&self, channel: &Snowflake) -> HttpRequest {
+        self.bot(
+            Method::Get,
+            &format!("/channels/{channel}/messages?limit={CONVERSATION_LIMIT}"),
+        )
+    }
+
+    /// Edits the deferred answer of an interaction (the token authenticates; no bot token).
+    pub fn edit_original(
+        &self,
+        application: &Snowflake,
+        token: &str,
+        content: &str,
+    ) -> HttpRequest {
+        HttpRequest::new(
+            Service::Discord,
+            Method::Patch,
+            format!(
+                "{}/webhooks/{application}/{}/messages/@original",
+                self.base_url,
+                encode(token)
+            ),
+        )
+        .json(&message_body(content))
+    }
+
+    /// Posts a message to a channel with the bot token.
+    pub fn create_message(&self, channel: &Snowflake, content: &str) -> HttpRequest {
+        self.bot(Method::Post, &format!("/channels/{channel}/messages"))
+            .json(&message_body(content))
+    }
+}
+
+/// A message body that pings nobody (a report may quote `@everyone`).
+fn message_body(content: &str) -> serde_json::Value {
+    json!({ "content": fit(content), "allowed_mentions": { "parse": [] } })
+}
+
+/// Cuts content to Discord's limit.
+pub fn fit(content: &str) -> String {
+    if content.chars().count() <= MAX_CONTENT_CHARS {
+        return content.to_owned();
+    }
+    let mut out: String = content.chars().take(MAX_CONTENT_CHARS - 1).collect();
+    out.push('…');
+    out
+}
+
+/// True when editing the deferred answer failed because the interaction token expired (after 15
+/// minutes Discord answers 401 "Invalid Webhook Token" or 404 "Unknown Webhook").
+pub fn is_expired_interaction(error: &ApiError) -> bool {
+    matches!(error.status(), Some(401 | 404))
+}
+
+/// A message author.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Author {
+    /// User id.
+    pub id: String,
+    /// User name.
+    pub username: String,
+    /// Display name.
+    #[serde(default)]
+    pub global_name: Option<String>,
+    /// True for bots.
+    #[serde(default)]
+    pub bot: bool,
+}
+
+/// A message in a channel (the fields the packet uses).
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChannelMessage {
+    /// Message id.
+    pub id: String,
+    /// Text.
+    #[serde(default)]
+    pub content: String,
+    /// Author.
+    pub author: Author,
+    /// When it was sent (ISO 8601).
+    pub timestamp: String,
+}
+
+/// Parses a message list (Discord returns newest first).
+pub fn parse_messages(response: &HttpResponse) -> Result<Vec<ChannelMessage>, ApiError> {
+    response.json(Service::Discord)
+}
+
+/// Checks a write succeeded.
+pub fn parse_ok(response: &HttpResponse) -> Result<(), ApiError> {
+    if response.is_success() {
+        Ok(())
+    } else {
+        Err(ApiError::from_status(Service::Discord, response))
+    }
+}
+
+/// The web URL of a channel or thread.
+pub fn channel_url(guild: &Snowflake, channel: &Snowflake) -> String {
+    format!("https://discord.com/channels/{guild}/{channel}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests() {
+        let api = DiscordApi::new("http://sb/discord/api/v10/", "bot-tok");
+        let ch = Snowflake::parse("10").unwrap();
+        let r = api.channel_messages(&ch);
+        assert_eq!(
+            r.url,
+            "http://sb/discord/api/v10/channels/10/messages?limit=50"
+        );
+        assert!(
+            r.headers
+                .contains(&("authorization".into(), "Bot bot-tok".into()))
+        );
+        let e = api.edit_original(&Snowflake::parse("3").unwrap(), "tok", "hi @everyone");
+        assert_eq!(
+            e.url,
+            "http://sb/discord/api/v10/webhooks/3/tok/messages/@original"
+        );
+        assert!(!e.headers.iter().any(|(n, _)| n == "authorization"));
+        assert!(e.body.unwrap().contains("\"parse\":[]"));
+        assert_eq!(fit(&"x".repeat(3000)).chars().count(), MAX_CONTENT_CHARS);
+    }
+
+    #[test]
+    fn expired_tokens() {
+        let r = |s| HttpResponse {
+            status: s,
+            retry_after: None,
+            body: String::new(),
+        };
+        assert!(is_expired_interaction(&ApiError::from_status(
+            Service::Discord,
+            &r(401)
+        )));
+        assert!(is_expired_interaction(&ApiError::from_status(
+            Service::Discord,
+            &r(404)
+        )));
+        assert!(!is_expired_interaction(&ApiError::from_status(
+            Service::Discord,
+            &r(500)
+        )));
+    }
+}

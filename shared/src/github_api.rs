@@ -1,0 +1,148 @@
+//! GitHub's REST API, the calls the consumer makes: read an issue and its comments, and post or
+//! edit bugbot's status comment.
+
+use crate::http::{ApiError, HttpRequest, HttpResponse, Method, Service};
+use crate::ids::RepoFullName;
+use serde::Deserialize;
+use serde_json::json;
+
+/// How many of an issue's comments the context packet looks at.
+pub const COMMENTS_LIMIT: u32 = 50;
+
+/// The API version bugbot is written against.
+pub const API_VERSION: &str = "2022-11-28";
+
+/// Where and how to reach GitHub.
+#[derive(Debug, Clone)]
+pub struct GithubApi {
+    base_url: String,
+    token: String,
+}
+
+impl GithubApi {
+    /// A client for `base_url` (`https://api.github.com`, or the sandbox's) with a token
+    /// (an installation token or a personal access token).
+    pub fn new(base_url: &str, token: &str) -> Self {
+        Self {
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+        }
+    }
+
+    fn request(&self, method: Method, path: &str) -> HttpRequest {
+        HttpRequest::new(Service::Github, method, format!("{}{path}", self.base_url))
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("accept", "application/vnd.github+json")
+            .header("x-github-api-version", API_VERSION)
+    }
+
+    /// `GET /repos/{owner}/{repo}/issues/{number}`.
+    pub fn issue(&self, repo: &RepoFullName, number: u64) -> HttpRequest {
+        self.request(Method::Get, &format!("/repos/{repo}/issues/{number}"))
+    }
+
+    /// `GET /repos/{owner}/{repo}/issues/{number}/comments`.
+    pub fn issue_comments(&self, repo: &RepoFullName, number: u64) -> HttpRequest {
+        self.request(
+            Method::Get,
+            &format!("/repos/{repo}/issues/{number}/comments?per_page={COMMENTS_LIMIT}"),
+        )
+    }
+
+    /// `POST /repos/{owner}/{repo}/issues/{number}/comments`.
+    pub fn create_comment(&self, repo: &RepoFullName, number: u64, body: &str) -> HttpRequest {
+        self.request(
+            Method::Post,
+            &format!("/repos/{repo}/issues/{number}/comments"),
+        )
+        .json(&json!({ "body": body }))
+    }
+
+    /// `PATCH /repos/{owner}/{repo}/issues/comments/{id}`.
+    pub fn update_comment(&self, repo: &RepoFullName, comment_id: u64, body: &str) -> HttpRequest {
+        self.request(
+            Method::Patch,
+            &format!("/repos/{repo}/issues/comments/{comment_id}"),
+        )
+        .json(&json!({ "body": body }))
+    }
+}
+
+/// A user.
+#[derive(Debug, Clone, Deserialize)]
+pub struct User {
+    /// Login.
+    pub login: String,
+}
+
+/// An issue (the fields the packet uses).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Issue {
+    /// Title.
+    pub title: String,
+    /// Body.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Author.
+    pub user: User,
+    /// Created (ISO 8601).
+    pub created_at: String,
+    /// Web URL.
+    pub html_url: String,
+}
+
+/// An issue comment.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Comment {
+    /// Id.
+    pub id: u64,
+    /// Text.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Author.
+    pub user: User,
+    /// Created (ISO 8601).
+    pub created_at: String,
+    /// Web URL.
+    pub html_url: String,
+}
+
+/// Parses an issue.
+pub fn parse_issue(response: &HttpResponse) -> Result<Issue, ApiError> {
+    response.json(Service::Github)
+}
+
+/// Parses a comment list.
+pub fn parse_comments(response: &HttpResponse) -> Result<Vec<Comment>, ApiError> {
+    response.json(Service::Github)
+}
+
+/// Parses a created or updated comment.
+pub fn parse_comment(response: &HttpResponse) -> Result<Comment, ApiError> {
+    response.json(Service::Github)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests() {
+        let api = GithubApi::new("http://sb/github/", "ghs_x");
+        let repo = RepoFullName::parse("acme/web-app").unwrap();
+        let r = api.issue_comments(&repo, 7);
+        assert_eq!(
+            r.url,
+            "http://sb/github/repos/acme/web-app/issues/7/comments?per_page=50"
+        );
+        assert!(
+            r.headers
+                .contains(&("authorization".into(), "Bearer ghs_x".into()))
+        );
+        let c = api.update_comment(&repo, 99, "done");
+        assert_eq!(
+            c.url,
+            "http://sb/github/repos/acme/web-app/issues/comments/99"
+        );
+    }
+}
