@@ -5,7 +5,7 @@ use crate::config::{self, KV_BINDING};
 use crate::error::{GatewayError, json_response};
 use bugbot_shared::ids::JobId;
 use bugbot_shared::job::{
-    Command, JOB_MESSAGE_VERSION, JobMessage, JobRecord, Report, Requester, Source,
+    Command, DeadJob, JOB_MESSAGE_VERSION, JobMessage, JobRecord, Report, Requester, Source,
 };
 use bugbot_shared::kv;
 use bugbot_shared::references::References;
@@ -40,6 +40,97 @@ pub async fn get_job(req: &Request, env: &Env, id: &str) -> Result<Response, Gat
         )?),
         None => Err(GatewayError::NotFound),
     }
+}
+
+/// Jobs listed at most.
+const LIST_LIMIT: usize = 100;
+
+/// Keys read per prefix when listing (newest are picked from these).
+const LIST_SCAN: u64 = 1000;
+
+/// `GET /v1/jobs`: recent jobs, newest first (`?limit=`, at most 100).
+pub async fn list_jobs(req: &Request, env: &Env) -> Result<Response, GatewayError> {
+    authorize(req, env)?;
+    let limit = query_limit(req)?;
+    let store = env.kv(KV_BINDING)?;
+    let (accepted, jobs) =
+        futures_util::future::join(listed(&store, "accepted:"), listed(&store, kv::JOB_PREFIX))
+            .await;
+    let jobs = kv::newest_first(accepted?, jobs?, limit);
+    Ok(json_response(200, &serde_json::json!({ "jobs": jobs }))?)
+}
+
+fn query_limit(req: &Request) -> Result<usize, GatewayError> {
+    let url = req.url()?;
+    let limit = url
+        .query_pairs()
+        .find(|(k, _)| k == "limit")
+        .map(|(_, v)| v.parse::<usize>())
+        .transpose()
+        .map_err(|_| GatewayError::BadRequest("limit must be a number".into()))?
+        .unwrap_or(20);
+    Ok(limit.clamp(1, LIST_LIMIT))
+}
+
+async fn listed(
+    store: &worker::kv::KvStore,
+    prefix: &str,
+) -> Result<Vec<kv::ListedJob>, GatewayError> {
+    let page = store
+        .list()
+        .prefix(prefix.to_owned())
+        .limit(LIST_SCAN)
+        .execute()
+        .await?;
+    Ok(page
+        .keys
+        .into_iter()
+        .filter_map(|k| k.metadata)
+        .filter_map(|m| serde_json::from_value(m).ok())
+        .collect())
+}
+
+/// `GET /v1/dlq`: dead jobs (message summary, last error, attempts), newest first.
+pub async fn list_dlq(req: &Request, env: &Env) -> Result<Response, GatewayError> {
+    authorize(req, env)?;
+    let limit = query_limit(req)?;
+    let page = env
+        .kv(KV_BINDING)?
+        .list()
+        .prefix(kv::DEAD_PREFIX.to_owned())
+        .limit(LIST_SCAN)
+        .execute()
+        .await?;
+    let mut dead: Vec<serde_json::Value> =
+        page.keys.into_iter().filter_map(|k| k.metadata).collect();
+    dead.sort_by_key(|d| std::cmp::Reverse(d["died_at_ms"].as_u64().unwrap_or(0)));
+    dead.truncate(limit);
+    Ok(json_response(200, &serde_json::json!({ "dead": dead }))?)
+}
+
+/// `POST /v1/dlq/{id}/replay`: puts a dead job back on the queue (its replay count raised, so the
+/// consumer runs it again, keeping what it already did) and removes it from the dead list.
+pub async fn replay(req: &Request, env: &Env, id: &str) -> Result<Response, GatewayError> {
+    authorize(req, env)?;
+    let store = env.kv(KV_BINDING)?;
+    let key = kv::dead(id);
+    let Some(dead) = store.get(&key).json::<DeadJob>().await? else {
+        return Err(GatewayError::NotFound);
+    };
+    let Some(mut message) = dead.message else {
+        return Ok(json_response(
+            409,
+            &serde_json::json!({ "error": "this entry is not a readable job message and cannot be replayed" }),
+        )?);
+    };
+    message.replay += 1;
+    env.queue(config::QUEUE_BINDING)?.send(&message).await?;
+    store.delete(&key).await?;
+    crate::log::info("dead job replayed", &[("job", message.id.as_str())]);
+    Ok(json_response(
+        202,
+        &serde_json::json!({ "job_id": message.id, "replay": message.replay }),
+    )?)
 }
 
 /// `POST /v1/selftest`: puts a self-test job on the queue and returns its id. The consumer marks

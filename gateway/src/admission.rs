@@ -110,9 +110,22 @@ pub async fn admit(
     let record = JobRecord::queued(job);
     ctx.wait_until(async move {
         let count = (already + 1).to_string();
+        let listed = kv::ListedJob::of(&record);
         let writes = futures_util::future::join(
-            put(&store, &accepted_key, &record, kv::JOB_TTL_SECONDS),
-            put(&store, &bucket, &count, authz::RATE_BUCKET_TTL_SECONDS),
+            put(
+                &store,
+                &accepted_key,
+                &record,
+                Some(&listed),
+                kv::JOB_TTL_SECONDS,
+            ),
+            put(
+                &store,
+                &bucket,
+                &count,
+                None,
+                authz::RATE_BUCKET_TTL_SECONDS,
+            ),
         )
         .await;
         if let (Err(e), _) | (_, Err(e)) = writes {
@@ -129,12 +142,14 @@ async fn put<T: serde::Serialize>(
     store: &worker::kv::KvStore,
     key: &str,
     value: &T,
+    metadata: Option<&kv::ListedJob>,
     ttl: u64,
 ) -> Result<(), String> {
-    store
-        .put(key, value)
-        .map_err(|e| e.to_string())?
-        .expiration_ttl(ttl)
+    let mut put = store.put(key, value).map_err(|e| e.to_string())?;
+    if let Some(m) = metadata {
+        put = put.metadata(m).map_err(|e| e.to_string())?;
+    }
+    put.expiration_ttl(ttl)
         .execute()
         .await
         .map_err(|e| e.to_string())

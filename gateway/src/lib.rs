@@ -44,8 +44,14 @@ async fn route(req: &mut Request, env: &Env, ctx: &Context) -> Result<Response, 
 
         (["v1", "selftest"], Method::Post) => admin::selftest(req, env, ctx).await,
         (["v1", "selftest"], _) => Err(GatewayError::MethodNotAllowed("POST")),
+        (["v1", "jobs"], Method::Get) => admin::list_jobs(req, env).await,
+        (["v1", "jobs"], _) => Err(GatewayError::MethodNotAllowed("GET")),
         (["v1", "jobs", id], Method::Get) => admin::get_job(req, env, id).await,
         (["v1", "jobs", _], _) => Err(GatewayError::MethodNotAllowed("GET")),
+        (["v1", "dlq"], Method::Get) => admin::list_dlq(req, env).await,
+        (["v1", "dlq"], _) => Err(GatewayError::MethodNotAllowed("GET")),
+        (["v1", "dlq", id, "replay"], Method::Post) => admin::replay(req, env, id).await,
+        (["v1", "dlq", _, "replay"], _) => Err(GatewayError::MethodNotAllowed("POST")),
 
         _ => Err(GatewayError::NotFound),
     }

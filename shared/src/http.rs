@@ -47,6 +47,8 @@ pub enum Service {
     Github,
     /// The executor container.
     Executor,
+    /// Workers KV, bugbot's own state (its failures are treated like a service's: retried).
+    Kv,
 }
 
 impl Service {
@@ -58,6 +60,7 @@ impl Service {
             Self::Posthog => "posthog",
             Self::Github => "github",
             Self::Executor => "executor",
+            Self::Kv => "kv",
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Key names in Workers KV, in one place so the gateway, the consumer and the tools agree.
 
 use crate::ids::JobId;
+use crate::job::{Command, JobRecord, JobStatus};
+use serde::{Deserialize, Serialize};
 
 /// Job records expire after this long (30 days): KV is the run history, not an archive.
 pub const JOB_TTL_SECONDS: u64 = 30 * 24 * 3600;
@@ -39,4 +41,57 @@ pub fn discord_thread(channel: &crate::ids::Snowflake) -> String {
 /// `github:{owner}/{repo}#{number}` → the Linear issue of that GitHub issue (a cache, as above).
 pub fn github_issue(repo: &crate::ids::RepoFullName, number: u64) -> String {
     format!("github:{repo}#{number}")
+}
+
+/// The summary stored as KV metadata beside a job record, so that a listing needs no extra reads.
+/// Small by design (KV metadata is limited to 1024 bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedJob {
+    /// Job id.
+    pub id: String,
+    /// Command.
+    pub command: Command,
+    /// Status.
+    pub status: JobStatus,
+    /// Requester's display name (cut).
+    pub requester: String,
+    /// Source description (cut).
+    pub source: String,
+    /// Created (ms).
+    pub created_at_ms: u64,
+    /// Last change (ms).
+    pub updated_at_ms: u64,
+}
+
+impl ListedJob {
+    /// The listing entry of a record.
+    pub fn of(record: &JobRecord) -> Self {
+        Self {
+            id: record.id.to_string(),
+            command: record.command,
+            status: record.status,
+            requester: crate::job::truncate(&record.requester, 100).0,
+            source: crate::job::truncate(&record.source, 200).0,
+            created_at_ms: record.created_at_ms,
+            updated_at_ms: record.updated_at_ms,
+        }
+    }
+}
+
+/// Merges the gateway's `accepted` entries and the consumer's `job` entries (the consumer's win),
+/// newest first, at most `limit`.
+pub fn newest_first(
+    accepted: Vec<ListedJob>,
+    jobs: Vec<ListedJob>,
+    limit: usize,
+) -> Vec<ListedJob> {
+    let mut by_id: std::collections::HashMap<String, ListedJob> =
+        accepted.into_iter().map(|j| (j.id.clone(), j)).collect();
+    for j in jobs {
+        by_id.insert(j.id.clone(), j);
+    }
+    let mut all: Vec<ListedJob> = by_id.into_values().collect();
+    all.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then(b.id.cmp(&a.id)));
+    all.truncate(limit);
+    all
 }

@@ -21,4 +21,6 @@ pub mod packet;
 pub mod path_policy;
 pub mod posthog;
 pub mod references;
+pub mod replies;
 pub mod signature;
+pub mod thread;

@@ -1,0 +1,83 @@
+//! The consumer's configuration, read from the Worker's vars and secrets (README, "Configuration").
+
+use bugbot_shared::discord_api::DiscordApi;
+use bugbot_shared::github_api::GithubApi;
+use bugbot_shared::http::{ApiError, Service};
+use bugbot_shared::linear::LinearApi;
+use bugbot_shared::posthog::PosthogApi;
+use worker::Env;
+
+/// Discord's API when `DISCORD_API_URL` is not set.
+pub const DISCORD_API_DEFAULT: &str = "https://discord.com/api/v10";
+/// Linear's API when `LINEAR_API_URL` is not set.
+pub const LINEAR_API_DEFAULT: &str = "https://api.linear.app";
+/// PostHog's API (and app) when `POSTHOG_API_URL` is not set.
+pub const POSTHOG_API_DEFAULT: &str = "https://us.posthog.com";
+/// GitHub's API when `GITHUB_API_URL` is not set.
+pub const GITHUB_API_DEFAULT: &str = "https://api.github.com";
+
+/// A var or secret, trimmed; `None` when unset or empty.
+pub fn var(env: &Env, name: &str) -> Option<String> {
+    env.secret(name)
+        .map(|s| s.to_string())
+        .or_else(|_| env.var(name).map(|v| v.to_string()))
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+fn required(env: &Env, service: Service, name: &str) -> Result<String, ApiError> {
+    var(env, name).ok_or_else(|| {
+        ApiError::permanent(
+            service,
+            format!("{name} is not configured (see the README, \"Configuration\")"),
+        )
+    })
+}
+
+/// Discord's client.
+pub fn discord(env: &Env) -> Result<DiscordApi, ApiError> {
+    let base = var(env, "DISCORD_API_URL").unwrap_or_else(|| DISCORD_API_DEFAULT.into());
+    Ok(DiscordApi::new(
+        &base,
+        &required(env, Service::Discord, "DISCORD_BOT_TOKEN")?,
+    ))
+}
+
+/// Linear's client and the team new issues go to.
+pub fn linear(env: &Env) -> Result<(LinearApi, String), ApiError> {
+    let base = var(env, "LINEAR_API_URL").unwrap_or_else(|| LINEAR_API_DEFAULT.into());
+    let key = required(env, Service::Linear, "LINEAR_API_KEY")?;
+    let team = required(env, Service::Linear, "LINEAR_TEAM_KEY")?;
+    Ok((LinearApi::new(&base, &key), team))
+}
+
+/// PostHog's client, or `None` when PostHog is not configured (recordings are then "unknown").
+pub fn posthog(env: &Env) -> Option<PosthogApi> {
+    let key = var(env, "POSTHOG_API_KEY")?;
+    let project = var(env, "POSTHOG_PROJECT_ID")?;
+    let base = var(env, "POSTHOG_API_URL").unwrap_or_else(|| POSTHOG_API_DEFAULT.into());
+    let app = var(env, "POSTHOG_APP_URL").unwrap_or_else(|| base.clone());
+    Some(PosthogApi::new(&base, &app, &project, &key))
+}
+
+/// GitHub's client with a personal access token (`GITHUB_TOKEN`).
+pub fn github(env: &Env) -> Result<GithubApi, ApiError> {
+    let base = var(env, "GITHUB_API_URL").unwrap_or_else(|| GITHUB_API_DEFAULT.into());
+    Ok(GithubApi::new(
+        &base,
+        &required(env, Service::Github, "GITHUB_TOKEN")?,
+    ))
+}
+
+/// Retry timing: first delay `RETRY_BASE_SECONDS` (default 5), doubling, at most
+/// `RETRY_MAX_SECONDS` (default 600).
+pub fn retry_timing(env: &Env) -> (u32, u32) {
+    let num = |name: &str, default: u32| {
+        var(env, name)
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(default)
+    };
+    (num("RETRY_BASE_SECONDS", 5), num("RETRY_MAX_SECONDS", 600))
+}

@@ -1,0 +1,82 @@
+//! Answers where the job was asked: the deferred Discord answer (or, once its 15-minute token has
+//! expired, a message in the channel), or bugbot's status comment on the GitHub issue.
+
+use crate::config;
+use crate::http::call;
+use crate::log;
+use crate::run::Run;
+use bugbot_shared::discord_api::{self, is_expired_interaction};
+use bugbot_shared::github_api;
+use bugbot_shared::http::ApiError;
+use bugbot_shared::job::{JobMessage, JobRecord, Source};
+use worker::Env;
+
+/// Shows progress. Progress is a courtesy: a failure is logged, never fails the job.
+pub async fn progress(run: &mut Run<'_>, text: &str) {
+    if let Err(e) = say(run.env, run.job, &mut run.record, text).await {
+        log::info(
+            "progress not shown",
+            &[("job", run.job.id.as_str()), ("error", &e.to_string())],
+        );
+    }
+}
+
+/// Gives the final answer (once: a redelivery after it was given says nothing more).
+pub async fn finish(run: &mut Run<'_>, text: &str) -> Result<(), ApiError> {
+    if run.record.checkpoints.answered {
+        return Ok(());
+    }
+    say(run.env, run.job, &mut run.record, text).await?;
+    run.record.checkpoints.answered = true;
+    run.step("answered", "the requester was told").await
+}
+
+/// Says `text` where the job was asked, keeping the GitHub status comment's id on the record.
+pub async fn say(
+    env: &Env,
+    job: &JobMessage,
+    record: &mut JobRecord,
+    text: &str,
+) -> Result<(), ApiError> {
+    match &job.source {
+        Source::Discord {
+            channel_id,
+            interaction_token,
+            application_id,
+            ..
+        } => {
+            let api = config::discord(env)?;
+            match call(
+                api.edit_original(application_id, interaction_token, text),
+                discord_api::parse_ok,
+            )
+            .await
+            {
+                Err(e) if is_expired_interaction(&e) => {
+                    call(api.create_message(channel_id, text), discord_api::parse_ok).await
+                }
+                other => other,
+            }
+        }
+        Source::Github { repo, number, .. } => {
+            let api = config::github(env)?;
+            let body = format!("{text}\n\n<sub>bugbot · job `{}`</sub>", job.id);
+            if let Some(id) = record.checkpoints.github_status_comment {
+                call(
+                    api.update_comment(repo, id, &body),
+                    github_api::parse_comment,
+                )
+                .await?;
+            } else {
+                let c = call(
+                    api.create_comment(repo, *number, &body),
+                    github_api::parse_comment,
+                )
+                .await?;
+                record.checkpoints.github_status_comment = Some(c.id);
+            }
+            Ok(())
+        }
+        Source::Admin => Ok(()),
+    }
+}

@@ -1,0 +1,82 @@
+//! The consumer's state in Workers KV: job records, thread → Linear issue mappings, dead jobs.
+//!
+//! KV failures are transient for the job (the queue redelivers it).
+
+use bugbot_shared::http::{ApiError, Service};
+use bugbot_shared::ids::JobId;
+use bugbot_shared::job::{DeadJob, JobRecord};
+use bugbot_shared::kv;
+use bugbot_shared::linear::Issue;
+use worker::Env;
+
+/// KV namespace binding shared with the gateway.
+pub const KV_BINDING: &str = "BUGBOT_KV";
+
+/// Thread mappings live as long as a thread is likely to be asked about again.
+const MAPPING_TTL_SECONDS: u64 = 180 * 24 * 3600;
+
+fn kv_error(e: impl std::fmt::Display) -> ApiError {
+    // A KV failure behaves like a service's: retry later.
+    ApiError::Transient {
+        service: Service::Kv,
+        status: None,
+        retry_after_secs: None,
+        message: format!("KV: {e}"),
+    }
+}
+
+fn store(env: &Env) -> Result<worker::kv::KvStore, ApiError> {
+    env.kv(KV_BINDING).map_err(kv_error)
+}
+
+/// The job's record, if the consumer wrote one.
+pub async fn load_record(env: &Env, id: &JobId) -> Result<Option<JobRecord>, ApiError> {
+    store(env)?
+        .get(&kv::job(id))
+        .json::<JobRecord>()
+        .await
+        .map_err(kv_error)
+}
+
+/// Saves the record, with a small listing summary as KV metadata (so `GET /v1/jobs` needs one
+/// list call, not one read per job).
+pub async fn save_record(env: &Env, record: &JobRecord) -> Result<(), ApiError> {
+    store(env)?
+        .put(&kv::job(&record.id), record)
+        .map_err(kv_error)?
+        .metadata(kv::ListedJob::of(record))
+        .map_err(kv_error)?
+        .expiration_ttl(kv::JOB_TTL_SECONDS)
+        .execute()
+        .await
+        .map_err(kv_error)
+}
+
+/// The Linear issue a thread was mapped to.
+pub async fn load_mapping(env: &Env, key: &str) -> Result<Option<Issue>, ApiError> {
+    store(env)?.get(key).json::<Issue>().await.map_err(kv_error)
+}
+
+/// Remembers the thread's Linear issue.
+pub async fn save_mapping(env: &Env, key: &str, issue: &Issue) -> Result<(), ApiError> {
+    store(env)?
+        .put(key, issue)
+        .map_err(kv_error)?
+        .expiration_ttl(MAPPING_TTL_SECONDS)
+        .execute()
+        .await
+        .map_err(kv_error)
+}
+
+/// Records a dead job.
+pub async fn save_dead(env: &Env, dead: &DeadJob) -> Result<(), ApiError> {
+    store(env)?
+        .put(&kv::dead(&dead.id), dead)
+        .map_err(kv_error)?
+        .metadata(dead.summary())
+        .map_err(kv_error)?
+        .expiration_ttl(kv::DEAD_TTL_SECONDS)
+        .execute()
+        .await
+        .map_err(kv_error)
+}
