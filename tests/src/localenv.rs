@@ -12,6 +12,11 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// The real API specifications (`../shared/specs/`, beside the repository).
+pub fn specs_dir() -> PathBuf {
+    repo_root().join("../shared/specs")
+}
+
 /// `KEY=VALUE` pairs in file order, with `${KEY}` references to earlier keys substituted.
 #[derive(Debug, Clone, Default)]
 pub struct LocalEnv {

@@ -6,14 +6,19 @@
 //! of it at `/_sandbox/state`.
 
 pub mod anthropic;
+pub mod discord;
 mod faults;
 pub mod git;
+pub mod github;
+pub mod linear;
+mod openapi;
+pub mod posthog;
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -97,6 +102,55 @@ pub struct SandboxState {
     /// The git remote's repositories and tokens.
     #[serde(skip)]
     pub git: git::GitState,
+    /// Discord: channels, answers, posts.
+    pub discord: discord::DiscordState,
+    /// Interaction tokens tests registered → interaction ids (tokens never appear in the state).
+    #[serde(skip)]
+    pub discord_tokens: BTreeMap<String, String>,
+    /// Linear: teams, issues, attachments, comments.
+    pub linear: linear::LinearState,
+    /// PostHog: persons and recordings.
+    pub posthog: posthog::PosthogState,
+    /// GitHub: issues and comments.
+    pub github: github::GithubState,
+    /// Requests a stand-in refused because the real service would (spec or schema violations).
+    pub violations: Vec<String>,
+}
+
+/// The credentials the stand-ins expect, from `dev/local.env` (test-only values).
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// `DISCORD_BOT_TOKEN`.
+    pub discord_bot_token: String,
+    /// `DISCORD_APPLICATION_ID`.
+    pub discord_application_id: String,
+    /// `LINEAR_API_KEY`.
+    pub linear_api_key: String,
+    /// `POSTHOG_API_KEY`.
+    pub posthog_api_key: String,
+    /// `POSTHOG_PROJECT_ID`.
+    pub posthog_project_id: String,
+    /// `GITHUB_TOKEN`.
+    pub github_token: String,
+    /// `GITHUB_BOT_LOGIN`: the author of comments made with the token.
+    pub github_bot_login: String,
+}
+
+impl Credentials {
+    /// Reads them from `dev/local.env`.
+    pub fn from_local_env() -> Self {
+        let env = crate::localenv::LocalEnv::load().unwrap_or_default();
+        let get = |k: &str| env.try_get(k).unwrap_or_default();
+        Self {
+            discord_bot_token: get("DISCORD_BOT_TOKEN"),
+            discord_application_id: get("DISCORD_APPLICATION_ID"),
+            linear_api_key: get("LINEAR_API_KEY"),
+            posthog_api_key: get("POSTHOG_API_KEY"),
+            posthog_project_id: get("POSTHOG_PROJECT_ID"),
+            github_token: get("GITHUB_TOKEN"),
+            github_bot_login: get("GITHUB_BOT_LOGIN"),
+        }
+    }
 }
 
 /// Shared handle to the sandbox's state.
@@ -104,6 +158,8 @@ pub struct SandboxState {
 pub struct Sandbox {
     state: Arc<Mutex<SandboxState>>,
     started: std::time::Instant,
+    /// What the stand-ins accept as credentials.
+    pub credentials: Arc<Credentials>,
 }
 
 impl Default for Sandbox {
@@ -118,6 +174,7 @@ impl Sandbox {
         Self {
             state: Arc::new(Mutex::new(SandboxState::default())),
             started: std::time::Instant::now(),
+            credentials: Arc::new(Credentials::from_local_env()),
         }
     }
 
@@ -135,6 +192,18 @@ impl Sandbox {
         let services = Router::new()
             .route("/anthropic/v1/messages", post(anthropic::messages))
             .route("/git/{owner}/{*rest}", get(git::serve).post(git::serve))
+            .route("/discord/api/v10/{*rest}", any(discord::api))
+            .route("/linear/graphql", post(linear::graphql))
+            .route("/posthog/api/projects/{project}/persons/", get(posthog::persons))
+            .route(
+                "/posthog/api/projects/{project}/session_recordings/",
+                get(posthog::recordings),
+            )
+            .route(
+                "/posthog/api/projects/{project}/session_recordings/{session}/",
+                get(posthog::recording),
+            )
+            .route("/github/{*rest}", any(github::api))
             .fallback(unmatched)
             .layer(middleware::from_fn_with_state(
                 self.clone(),
@@ -147,7 +216,18 @@ impl Sandbox {
             )
             .route("/_sandbox/state", get(state))
             .route("/_sandbox/reset", post(reset))
-            .route("/_sandbox/faults", post(add_fault).get(list_faults))
+            .route(
+                "/_sandbox/faults",
+                post(add_fault).get(list_faults).delete(clear_faults),
+            )
+            .route(
+                "/_sandbox/discord/channels/{channel}/messages",
+                post(discord::seed_messages),
+            )
+            .route("/_sandbox/discord/interactions", post(discord::seed_interaction))
+            .route("/_sandbox/linear/seed", post(linear::seed))
+            .route("/_sandbox/posthog/seed", post(posthog::seed))
+            .route("/_sandbox/github/issues", post(github::seed_issues))
             .route("/_sandbox/git/repos", post(git::create_repo))
             .route(
                 "/_sandbox/anthropic/scenario",
@@ -175,6 +255,11 @@ async fn state(State(sb): State<Sandbox>) -> Json<serde_json::Value> {
         "unmatched": s.unmatched,
         "anthropic": s.anthropic,
         "git": { "branches": branches },
+        "discord": s.discord,
+        "linear": s.linear,
+        "posthog": s.posthog,
+        "github": s.github,
+        "violations": s.violations,
     }))
 }
 
@@ -201,6 +286,11 @@ async fn add_fault(
         }
         Err(why) => error(StatusCode::BAD_REQUEST, &why),
     }
+}
+
+async fn clear_faults(State(sb): State<Sandbox>) -> StatusCode {
+    sb.lock().faults.clear();
+    StatusCode::NO_CONTENT
 }
 
 async fn list_faults(State(sb): State<Sandbox>) -> Json<Vec<Fault>> {
@@ -309,20 +399,27 @@ mod tests {
             assert_eq!(r.status(), 503);
             assert_eq!(r.headers()["retry-after"], "7");
         }
-        // Disarmed: the call reaches the (here: missing) stand-in route and is flagged unmatched.
+        // Disarmed: the call reaches the stand-in, which wants an API key as Linear does.
         let r = http
             .post(format!("{base}/linear/graphql"))
             .send()
             .await
             .unwrap();
+        assert_eq!(r.status(), 400);
+        // Other services were never affected; a path no stand-in serves is flagged unmatched.
+        let r = http
+            .get(format!("{base}/posthog/api/nope"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 404);
-        // Other services were never affected.
+        // A path the real API does not have is a violation.
         let r = http
             .get(format!("{base}/discord/api/v10/x"))
             .send()
             .await
             .unwrap();
-        assert_eq!(r.status(), 404);
+        assert_eq!(r.status(), 400);
 
         let state = sandbox_state(&http, &base).await;
         let linear = state["requests"]["linear"].as_array().unwrap();
@@ -330,7 +427,8 @@ mod tests {
         assert_eq!(linear[0]["faulted"], true);
         assert_eq!(linear[0]["path"], "/graphql");
         assert_eq!(linear[2]["faulted"], false);
-        assert_eq!(state["unmatched"].as_array().unwrap().len(), 2);
+        assert_eq!(state["unmatched"].as_array().unwrap().len(), 1);
+        assert_eq!(state["violations"].as_array().unwrap().len(), 1);
         assert_eq!(state["faults"].as_array().unwrap().len(), 0);
 
         let r = http
@@ -357,7 +455,7 @@ mod tests {
         let t = std::time::Instant::now();
         let r = http.get(format!("{base}/github/x")).send().await.unwrap();
         assert!(t.elapsed() >= std::time::Duration::from_millis(300));
-        assert_eq!(r.status(), 404);
+        assert_eq!(r.status(), 422, "GitHub has no path /x");
 
         for bad in [
             serde_json::json!({"service": "nope", "status": 500}),

@@ -1,0 +1,282 @@
+//! Discord's HTTP API stand-in (`/discord/api/v10/...`): channel messages, interaction answers.
+//!
+//! Every request is checked against `discord-openapi.json` (path, method, query, body). Bot calls
+//! need `Authorization: Bot <DISCORD_BOT_TOKEN>`. Interaction tokens are accepted unless a test
+//! marked them expired (`POST /_sandbox/discord/expire`), which answers as Discord does after 15
+//! minutes.
+
+use super::{Sandbox, openapi::OpenApi};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
+
+/// What the Discord stand-in holds.
+#[derive(Debug, Default, Serialize)]
+pub struct DiscordState {
+    /// Messages per channel, oldest first.
+    pub channels: BTreeMap<String, Vec<Value>>,
+    /// The deferred answers' contents per interaction token, every edit in order.
+    #[serde(skip)]
+    pub answers: BTreeMap<String, Vec<String>>,
+    /// Every edit of an interaction answer, in order (tokens left out).
+    pub answer_edits: Vec<AnswerEdit>,
+    /// Interaction tokens that are expired.
+    #[serde(skip)]
+    pub expired: BTreeSet<String>,
+    /// Messages bugbot posted with its bot token.
+    pub posted: Vec<Value>,
+    next_id: u64,
+}
+
+/// One edit of a deferred answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct AnswerEdit {
+    /// The application.
+    pub application_id: String,
+    /// The interaction id the token belongs to, when a test registered it; else the token's hash.
+    pub interaction: String,
+    /// The new content.
+    pub content: String,
+}
+
+impl DiscordState {
+    fn id(&mut self) -> String {
+        self.next_id += 1;
+        (1_300_000_000_000_000_000u64 + self.next_id).to_string()
+    }
+}
+
+fn spec() -> Result<&'static OpenApi, String> {
+    static SPEC: OnceLock<Result<OpenApi, String>> = OnceLock::new();
+    SPEC.get_or_init(|| OpenApi::load("Discord", "discord-openapi.json").map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+fn discord_error(status: StatusCode, code: u32, message: &str) -> Response {
+    (status, Json(json!({ "message": message, "code": code }))).into_response()
+}
+
+/// Every Discord API call: checked against the spec, then answered.
+pub async fn api(
+    State(sb): State<Sandbox>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri
+        .path()
+        .strip_prefix("/discord/api/v10")
+        .unwrap_or_default()
+        .to_owned();
+    let body: Option<Value> = if body.is_empty() {
+        None
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => Some(v),
+            Err(_) => return discord_error(StatusCode::BAD_REQUEST, 50109, "The request body contains invalid JSON."),
+        }
+    };
+    let spec = match spec() {
+        Ok(s) => s,
+        Err(e) => return super::error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+    };
+    let matched = match spec.check(method.as_str(), &path, uri.query(), body.as_ref()) {
+        Ok(m) => m,
+        Err(why) => {
+            sb.lock().violations.push(why.clone());
+            return discord_error(StatusCode::BAD_REQUEST, 50035, &format!("Invalid Form Body: {why}"));
+        }
+    };
+    let p = |k: &str| matched.params.get(k).cloned().unwrap_or_default();
+    let bot_ok = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == format!("Bot {}", sb.credentials.discord_bot_token));
+    match (method.as_str(), matched.template.as_str()) {
+        ("GET", "/channels/{channel_id}/messages") => {
+            if !bot_ok {
+                return discord_error(StatusCode::UNAUTHORIZED, 0, "401: Unauthorized");
+            }
+            let limit: usize = query_value(uri.query(), "limit")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(50);
+            let s = sb.lock();
+            match s.discord.channels.get(&p("channel_id")) {
+                Some(messages) => Json(messages.iter().rev().take(limit).cloned().collect::<Vec<_>>()).into_response(),
+                None => discord_error(StatusCode::NOT_FOUND, 10003, "Unknown Channel"),
+            }
+        }
+        ("POST", "/channels/{channel_id}/messages") => {
+            if !bot_ok {
+                return discord_error(StatusCode::UNAUTHORIZED, 0, "401: Unauthorized");
+            }
+            let mut s = sb.lock();
+            let channel = p("channel_id");
+            if !s.discord.channels.contains_key(&channel) {
+                return discord_error(StatusCode::NOT_FOUND, 10003, "Unknown Channel");
+            }
+            let id = s.discord.id();
+            let content = body.as_ref().and_then(|b| b["content"].as_str()).unwrap_or_default();
+            let message = message_json(&id, &channel, &bot_author(&sb), content, &now_iso());
+            s.discord.posted.push(message.clone());
+            if let Some(list) = s.discord.channels.get_mut(&channel) {
+                list.push(message.clone());
+            }
+            Json(message).into_response()
+        }
+        ("PATCH", "/webhooks/{webhook_id}/{webhook_token}/messages/@original") => {
+            let token = p("webhook_token");
+            let mut s = sb.lock();
+            if s.discord.expired.contains(&token) {
+                return discord_error(StatusCode::UNAUTHORIZED, 50027, "Invalid Webhook Token");
+            }
+            let content = body.as_ref().and_then(|b| b["content"].as_str()).unwrap_or_default().to_owned();
+            s.discord.answers.entry(token.clone()).or_default().push(content.clone());
+            let interaction = s.discord_tokens.get(&token).cloned().unwrap_or_else(|| "unregistered".into());
+            s.discord.answer_edits.push(AnswerEdit {
+                application_id: p("webhook_id"),
+                interaction,
+                content: content.clone(),
+            });
+            let id = s.discord.id();
+            Json(message_json(&id, "0", &bot_author(&sb), &content, &now_iso())).into_response()
+        }
+        (m, t) => {
+            let why = format!("the Discord stand-in does not implement {m} {t}");
+            sb.lock().violations.push(why.clone());
+            discord_error(StatusCode::NOT_FOUND, 0, &why)
+        }
+    }
+}
+
+fn query_value(query: Option<&str>, name: &str) -> Option<String> {
+    query?
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+fn bot_author(sb: &Sandbox) -> Value {
+    json!({
+        "id": sb.credentials.discord_application_id,
+        "username": "bugbot",
+        "global_name": null,
+        "avatar": null,
+        "discriminator": "0",
+        "public_flags": 0,
+        "flags": 0,
+        "bot": true
+    })
+}
+
+/// A message object in the shape Discord returns.
+pub fn message_json(id: &str, channel: &str, author: &Value, content: &str, at: &str) -> Value {
+    json!({
+        "type": 0,
+        "id": id,
+        "channel_id": channel,
+        "author": author,
+        "content": content,
+        "timestamp": at,
+        "edited_timestamp": null,
+        "tts": false,
+        "mention_everyone": false,
+        "mentions": [],
+        "mention_roles": [],
+        "attachments": [],
+        "embeds": [],
+        "pinned": false,
+        "flags": 0,
+        "components": []
+    })
+}
+
+fn now_iso() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.000000+00:00",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    )
+}
+
+/// A message a test puts in a channel.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedMessage {
+    /// Author's user id.
+    pub author_id: String,
+    /// Author's user name.
+    pub username: String,
+    /// Display name.
+    #[serde(default)]
+    pub global_name: Option<String>,
+    /// Text.
+    pub content: String,
+    /// When (ISO 8601); now when absent.
+    #[serde(default)]
+    pub timestamp: Option<String>,
+}
+
+/// `POST /_sandbox/discord/channels/{id}/messages`: adds messages (oldest first) to a channel,
+/// creating it. Answers the created messages.
+pub async fn seed_messages(
+    State(sb): State<Sandbox>,
+    Path(channel): Path<String>,
+    Json(messages): Json<Vec<SeedMessage>>,
+) -> Json<Vec<Value>> {
+    let mut s = sb.lock();
+    let mut created = Vec::new();
+    for m in messages {
+        let id = s.discord.id();
+        let author = json!({
+            "id": m.author_id, "username": m.username, "global_name": m.global_name,
+            "avatar": null, "discriminator": "0", "public_flags": 0, "flags": 0
+        });
+        let at = m.timestamp.unwrap_or_else(now_iso);
+        created.push(message_json(&id, &channel, &author, &m.content, &at));
+    }
+    s.discord
+        .channels
+        .entry(channel)
+        .or_default()
+        .extend(created.iter().cloned());
+    Json(created)
+}
+
+/// `POST /_sandbox/discord/interactions`: `{ "token": .., "interaction_id": .., "expired": bool }` —
+/// names a token (so the state shows edits by interaction, never by token) and can expire it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InteractionSeed {
+    /// The interaction token the test signed into the interaction.
+    pub token: String,
+    /// The interaction's id.
+    pub interaction_id: String,
+    /// Answer edits with 401 "Invalid Webhook Token", as after 15 minutes.
+    #[serde(default)]
+    pub expired: bool,
+}
+
+/// Registers (and maybe expires) an interaction token.
+pub async fn seed_interaction(State(sb): State<Sandbox>, Json(seed): Json<InteractionSeed>) -> StatusCode {
+    let mut s = sb.lock();
+    s.discord_tokens.insert(seed.token.clone(), seed.interaction_id);
+    if seed.expired {
+        s.discord.expired.insert(seed.token);
+    }
+    StatusCode::NO_CONTENT
+}

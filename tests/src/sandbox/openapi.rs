@@ -1,0 +1,232 @@
+//! Checks requests against a service's published OpenAPI document (`../shared/specs/`): the path
+//! and method must exist, query parameters must be declared (and integers in range), and a JSON body
+//! must validate against the operation's request schema.
+
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// One OpenAPI document, with compiled request-body validators cached per operation.
+pub struct OpenApi {
+    name: &'static str,
+    doc: Value,
+    templates: Vec<(String, Vec<String>)>,
+    validators: Mutex<HashMap<(String, String), Arc<jsonschema::Validator>>>,
+}
+
+impl std::fmt::Debug for OpenApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OpenApi({})", self.name)
+    }
+}
+
+/// The operation a request matched.
+#[derive(Debug, Clone)]
+pub struct Matched {
+    /// The path template (`/channels/{channel_id}/messages`).
+    pub template: String,
+    /// Values of the template's parameters.
+    pub params: HashMap<String, String>,
+}
+
+impl OpenApi {
+    /// Loads a document from `../shared/specs/{file}`.
+    pub fn load(name: &'static str, file: &str) -> anyhow::Result<Self> {
+        let path = crate::localenv::specs_dir().join(file);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        let doc: Value = serde_json::from_str(&text)?;
+        let templates = doc["paths"]
+            .as_object()
+            .map(|paths| {
+                paths
+                    .keys()
+                    .map(|k| (k.clone(), split(k)))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        Ok(Self {
+            name,
+            doc,
+            templates,
+            validators: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Checks a request. `path` is the API path (without the server's base path), `query` the raw
+    /// query string. Returns the matched operation or why the real service would refuse it.
+    pub fn check(
+        &self,
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<Matched, String> {
+        let segments = split(path);
+        // The most specific template wins (`@original` over `{message_id}`).
+        let mut best: Option<(usize, &String, HashMap<String, String>)> = None;
+        for (template, parts) in &self.templates {
+            if parts.len() != segments.len() {
+                continue;
+            }
+            let mut literals = 0;
+            let mut params = HashMap::new();
+            let fits = parts.iter().zip(&segments).all(|(p, s)| {
+                if p.starts_with('{') && p.ends_with('}') {
+                    params.insert(p[1..p.len() - 1].to_owned(), s.clone());
+                    !s.is_empty()
+                } else {
+                    literals += 1;
+                    p == s
+                }
+            });
+            if fits && best.as_ref().is_none_or(|(n, _, _)| literals > *n) {
+                best = Some((literals, template, params));
+            }
+        }
+        let Some((_, template, params)) = best else {
+            return Err(format!("{} has no path {path}", self.name));
+        };
+        let item = &self.doc["paths"][template];
+        let op = &item[method.to_ascii_lowercase()];
+        if !op.is_object() {
+            return Err(format!("{} has no {method} {template}", self.name));
+        }
+        self.check_query(item, op, query)?;
+        self.check_body(method, template, op, body)?;
+        Ok(Matched {
+            template: template.clone(),
+            params,
+        })
+    }
+
+    fn parameters<'a>(&'a self, item: &'a Value, op: &'a Value) -> Vec<&'a Value> {
+        item["parameters"]
+            .as_array()
+            .into_iter()
+            .chain(op["parameters"].as_array())
+            .flatten()
+            .map(|p| self.resolve(p))
+            .collect()
+    }
+
+    fn resolve<'a>(&'a self, v: &'a Value) -> &'a Value {
+        match v.get("$ref").and_then(Value::as_str) {
+            Some(r) => r
+                .strip_prefix("#/")
+                .map_or(v, |p| p.split('/').fold(&self.doc, |d, k| &d[k])),
+            None => v,
+        }
+    }
+
+    fn check_query(&self, item: &Value, op: &Value, query: Option<&str>) -> Result<(), String> {
+        let params = self.parameters(item, op);
+        for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let Some(p) = params
+                .iter()
+                .find(|p| p["in"] == "query" && p["name"] == name)
+            else {
+                return Err(format!("{}: unknown query parameter {name}", self.name));
+            };
+            let schema = self.resolve(&p["schema"]);
+            if schema["type"] == "integer" {
+                let n: i64 = value
+                    .parse()
+                    .map_err(|_| format!("{}: {name} must be an integer", self.name))?;
+                if schema["minimum"].as_i64().is_some_and(|m| n < m)
+                    || schema["maximum"].as_i64().is_some_and(|m| n > m)
+                {
+                    return Err(format!("{}: {name}={n} is out of range", self.name));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_body(
+        &self,
+        method: &str,
+        template: &str,
+        op: &Value,
+        body: Option<&Value>,
+    ) -> Result<(), String> {
+        let request_body = self.resolve(&op["requestBody"]);
+        let schema = &request_body["content"]["application/json"]["schema"];
+        let Some(body) = body else {
+            if request_body["required"] == true {
+                return Err(format!("{}: {method} {template} needs a JSON body", self.name));
+            }
+            return Ok(());
+        };
+        if !schema.is_object() {
+            return Err(format!("{}: {method} {template} takes no JSON body", self.name));
+        }
+        let key = (method.to_owned(), template.to_owned());
+        let validator = {
+            let mut cache = self.validators.lock().unwrap_or_else(|e| e.into_inner());
+            match cache.get(&key) {
+                Some(v) => v.clone(),
+                None => {
+                    let mut root = schema.clone();
+                    if let Some(obj) = root.as_object_mut() {
+                        obj.insert("components".into(), self.doc["components"].clone());
+                    }
+                    let v = Arc::new(
+                        jsonschema::validator_for(&root)
+                            .map_err(|e| format!("{}: schema of {template}: {e}", self.name))?,
+                    );
+                    cache.insert(key, v.clone());
+                    v
+                }
+            }
+        };
+        let errors: Vec<String> = validator
+            .iter_errors(body)
+            .take(3)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{}: invalid body for {method} {template}: {}",
+                self.name,
+                errors.join("; ")
+            ))
+        }
+    }
+}
+
+fn split(path: &str) -> Vec<String> {
+    path.trim_matches('/').split('/').map(str::to_owned).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn discord_requests_are_checked_against_the_spec() {
+        let spec = OpenApi::load("Discord", "discord-openapi.json").unwrap();
+        let m = spec
+            .check("PATCH", "/webhooks/1/tok/messages/@original", None, Some(&json!({"content": "hi", "allowed_mentions": {"parse": []}})))
+            .unwrap();
+        assert_eq!(m.template, "/webhooks/{webhook_id}/{webhook_token}/messages/@original");
+        assert!(spec.check("PATCH", "/webhooks/1/tok/messages/@original", None, Some(&json!({"content": 5}))).is_err());
+        assert!(spec.check("GET", "/channels/1/messages", Some("limit=50"), None).is_ok());
+        assert!(spec.check("GET", "/channels/1/messages", Some("limit=500"), None).is_err());
+        assert!(spec.check("GET", "/channels/1/messages", Some("lim=5"), None).is_err());
+        assert!(spec.check("PUT", "/channels/1/messages", None, None).is_err());
+        assert!(spec.check("GET", "/nope", None, None).is_err());
+    }
+
+    #[test]
+    fn github_requests_are_checked_against_the_spec() {
+        let spec = OpenApi::load("GitHub", "github-openapi.json").unwrap();
+        assert!(spec.check("POST", "/repos/a/b/issues/1/comments", None, Some(&json!({"body": "x"}))).is_ok());
+        assert!(spec.check("POST", "/repos/a/b/issues/1/comments", None, Some(&json!({"text": "x"}))).is_err());
+        assert!(spec.check("GET", "/repos/a/b/issues/1/comments", Some("per_page=50"), None).is_ok());
+    }
+}
