@@ -43,7 +43,17 @@ pub async fn gather(run: &mut Run<'_>, origin: &Origin) -> Result<Contextualized
         conversation(run)
     );
     let issue = issue?;
-    let conversation = conversation?;
+    // A conversation bugbot may not read (missing access, deleted thread) is a gap in the packet,
+    // not a reason to fail; an unavailable service is retried like any other.
+    let mut unknowns = Vec::new();
+    let conversation = match conversation {
+        Ok(c) => c,
+        Err(e) if e.is_transient() => return Err(e),
+        Err(e) => {
+            unknowns.push(format!("The conversation could not be read ({e})."));
+            Vec::new()
+        }
+    };
     run.record.checkpoints.linear_issue = Some(issue.clone());
     run.step(
         "linear.issue",
@@ -87,11 +97,7 @@ pub async fn gather(run: &mut Run<'_>, origin: &Origin) -> Result<Contextualized
         .join("\n");
     merge(&mut refs, references::extract(&all_text));
 
-    let mut unknowns = Vec::new();
     let recordings = recordings(run, &refs, &mut unknowns).await?;
-    if conversation.is_empty() {
-        unknowns.push("The conversation could not be read or had no messages.".into());
-    }
 
     let packet = ContextPacket {
         job_id: run.job.id.to_string(),

@@ -133,6 +133,29 @@ pub async fn replay(req: &Request, env: &Env, id: &str) -> Result<Response, Gate
     )?)
 }
 
+/// `POST /v1/dev/enqueue-raw`: puts the request body on the queue as it is — a local testing
+/// hook (how else would a test show what the consumer does with a malformed message?). It exists
+/// only where `BUGBOT_DEV_ENDPOINTS=true` (dev/local.env); everywhere else it is 404.
+pub async fn enqueue_raw(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
+    if config::optional(env, "BUGBOT_DEV_ENDPOINTS").as_deref() != Some("true") {
+        return Err(GatewayError::NotFound);
+    }
+    authorize(req, env)?;
+    let body = crate::read_body(req).await?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| GatewayError::BadRequest("the body must be JSON".into()))?;
+    // As the JSON says, not re-serialized (serde would turn objects into JS Maps).
+    let value = worker::js_sys::JSON::parse(text)
+        .map_err(|_| GatewayError::BadRequest("the body must be JSON".into()))?;
+    env.queue(config::QUEUE_BINDING)?
+        .send_raw(
+            worker::RawMessageBuilder::new(value)
+                .build_with_content_type(worker::QueueContentType::Json),
+        )
+        .await?;
+    Ok(json_response(202, &serde_json::json!({ "queued": true }))?)
+}
+
 /// `POST /v1/selftest`: puts a self-test job on the queue and returns its id. The consumer marks
 /// it succeeded without touching any outside service, which proves gateway → queue → consumer → KV.
 pub async fn selftest(req: &Request, env: &Env, ctx: &Context) -> Result<Response, GatewayError> {

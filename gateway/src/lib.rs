@@ -42,6 +42,7 @@ async fn route(req: &mut Request, env: &Env, ctx: &Context) -> Result<Response, 
         (["github", "webhook"], Method::Post) => github::handle(req, env, ctx).await,
         (["github", "webhook"], _) => Err(GatewayError::MethodNotAllowed("POST")),
 
+        (["v1", "dev", "enqueue-raw"], Method::Post) => admin::enqueue_raw(req, env).await,
         (["v1", "selftest"], Method::Post) => admin::selftest(req, env, ctx).await,
         (["v1", "selftest"], _) => Err(GatewayError::MethodNotAllowed("POST")),
         (["v1", "jobs"], Method::Get) => admin::list_jobs(req, env).await,

@@ -28,7 +28,7 @@ macro_rules! cases {
 
 /// Every case, by name.
 pub fn all_cases() -> Vec<(&'static str, Case)> {
-    use crate::{executor, foundation, gateway};
+    use crate::{contextualize, executor, foundation, gateway};
     cases![
         foundation::gateway_health,
         foundation::discord_ping_signed_gets_pong,
@@ -50,6 +50,13 @@ pub fn all_cases() -> Vec<(&'static str, Case)> {
         executor::executor_stops_a_model_that_never_stops,
         executor::executor_refuses_bad_requests,
         executor::executor_uses_the_token_only_through_git,
+        contextualize::contextualize_in_a_thread_makes_one_issue_one_packet_and_answers,
+        contextualize::linear_failing_twice_still_makes_one_issue_and_one_comment,
+        contextualize::linear_429_retry_waits_for_retry_after,
+        contextualize::linear_down_for_good_ends_in_the_dlq_and_replay_completes_once,
+        contextualize::github_contextualize_comments_on_the_issue,
+        contextualize::malformed_queue_messages_are_acked_and_recorded,
+        contextualize::admin_lists_jobs_newest_first,
     ]
 }
 
@@ -235,6 +242,59 @@ impl E2e {
                 l.contains("\"msg\":\"job received\"") && l.contains(&format!("\"job\":\"{job}\""))
             })
             .count()
+    }
+
+    /// POST to one of the sandbox's control endpoints (`/_sandbox/...`); fails on a non-2xx.
+    pub async fn sandbox_post(&self, path: &str, body: &Value) -> Result<Answer> {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.env.get("SANDBOX_URL")))
+            .json(body)
+            .send()
+            .await?;
+        let a = Self::answer(r).await?;
+        if !(200..300).contains(&a.status) {
+            bail!("sandbox {path} answered {}: {}", a.status, a.text);
+        }
+        Ok(a)
+    }
+
+    /// Disarms every injected fault.
+    pub async fn clear_faults(&self) -> Result<()> {
+        self.http
+            .delete(format!("{}/_sandbox/faults", self.env.get("SANDBOX_URL")))
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
+    /// Waits until no job is queued, running or waiting for a retry, so that a case's injected
+    /// faults meet only its own job (earlier cases' jobs may still be on their way).
+    pub async fn wait_idle(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let a = self.admin_get("/v1/jobs?limit=100").await?;
+            let busy: Vec<String> = a.json["jobs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|j| {
+                    matches!(
+                        j["status"].as_str(),
+                        Some("queued" | "running" | "retrying")
+                    )
+                })
+                .map(|j| format!("{} {}", j["id"], j["status"]))
+                .collect();
+            if busy.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("jobs still busy after 60 s: {busy:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// The sandbox's recorded state.

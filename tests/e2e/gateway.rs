@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A unique snowflake-like id for each interaction a case sends.
-fn fresh_id() -> String {
+pub(crate) fn fresh_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
@@ -131,7 +131,7 @@ pub async fn discord_unknown_command_gets_an_ephemeral_answer(ctx: Arc<E2e>) -> 
     Ok(())
 }
 
-fn examples() -> Result<Vec<(String, Value)>> {
+pub(crate) fn examples() -> Result<Vec<(String, Value)>> {
     let path =
         bugbot_tests::localenv::repo_root().join("../shared/specs/github-webhook-examples.json");
     let all: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&path)?)?;

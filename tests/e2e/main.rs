@@ -5,6 +5,7 @@
 //! (`scripts/test` does both). Filter cases as with any test binary: `... --test e2e -- discord`.
 
 mod context;
+mod contextualize;
 mod executor;
 mod foundation;
 mod gateway;

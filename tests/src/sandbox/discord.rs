@@ -81,7 +81,13 @@ pub async fn api(
     } else {
         match serde_json::from_slice(&body) {
             Ok(v) => Some(v),
-            Err(_) => return discord_error(StatusCode::BAD_REQUEST, 50109, "The request body contains invalid JSON."),
+            Err(_) => {
+                return discord_error(
+                    StatusCode::BAD_REQUEST,
+                    50109,
+                    "The request body contains invalid JSON.",
+                );
+            }
         }
     };
     let spec = match spec() {
@@ -92,7 +98,11 @@ pub async fn api(
         Ok(m) => m,
         Err(why) => {
             sb.lock().violations.push(why.clone());
-            return discord_error(StatusCode::BAD_REQUEST, 50035, &format!("Invalid Form Body: {why}"));
+            return discord_error(
+                StatusCode::BAD_REQUEST,
+                50035,
+                &format!("Invalid Form Body: {why}"),
+            );
         }
     };
     let p = |k: &str| matched.params.get(k).cloned().unwrap_or_default();
@@ -110,7 +120,15 @@ pub async fn api(
                 .unwrap_or(50);
             let s = sb.lock();
             match s.discord.channels.get(&p("channel_id")) {
-                Some(messages) => Json(messages.iter().rev().take(limit).cloned().collect::<Vec<_>>()).into_response(),
+                Some(messages) => Json(
+                    messages
+                        .iter()
+                        .rev()
+                        .take(limit)
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                )
+                .into_response(),
                 None => discord_error(StatusCode::NOT_FOUND, 10003, "Unknown Channel"),
             }
         }
@@ -124,7 +142,10 @@ pub async fn api(
                 return discord_error(StatusCode::NOT_FOUND, 10003, "Unknown Channel");
             }
             let id = s.discord.id();
-            let content = body.as_ref().and_then(|b| b["content"].as_str()).unwrap_or_default();
+            let content = body
+                .as_ref()
+                .and_then(|b| b["content"].as_str())
+                .unwrap_or_default();
             let message = message_json(&id, &channel, &bot_author(&sb), content, &now_iso());
             s.discord.posted.push(message.clone());
             if let Some(list) = s.discord.channels.get_mut(&channel) {
@@ -138,16 +159,35 @@ pub async fn api(
             if s.discord.expired.contains(&token) {
                 return discord_error(StatusCode::UNAUTHORIZED, 50027, "Invalid Webhook Token");
             }
-            let content = body.as_ref().and_then(|b| b["content"].as_str()).unwrap_or_default().to_owned();
-            s.discord.answers.entry(token.clone()).or_default().push(content.clone());
-            let interaction = s.discord_tokens.get(&token).cloned().unwrap_or_else(|| "unregistered".into());
+            let content = body
+                .as_ref()
+                .and_then(|b| b["content"].as_str())
+                .unwrap_or_default()
+                .to_owned();
+            s.discord
+                .answers
+                .entry(token.clone())
+                .or_default()
+                .push(content.clone());
+            let interaction = s
+                .discord_tokens
+                .get(&token)
+                .cloned()
+                .unwrap_or_else(|| "unregistered".into());
             s.discord.answer_edits.push(AnswerEdit {
                 application_id: p("webhook_id"),
                 interaction,
                 content: content.clone(),
             });
             let id = s.discord.id();
-            Json(message_json(&id, "0", &bot_author(&sb), &content, &now_iso())).into_response()
+            Json(message_json(
+                &id,
+                "0",
+                &bot_author(&sb),
+                &content,
+                &now_iso(),
+            ))
+            .into_response()
         }
         (m, t) => {
             let why = format!("the Discord stand-in does not implement {m} {t}");
@@ -272,9 +312,13 @@ pub struct InteractionSeed {
 }
 
 /// Registers (and maybe expires) an interaction token.
-pub async fn seed_interaction(State(sb): State<Sandbox>, Json(seed): Json<InteractionSeed>) -> StatusCode {
+pub async fn seed_interaction(
+    State(sb): State<Sandbox>,
+    Json(seed): Json<InteractionSeed>,
+) -> StatusCode {
     let mut s = sb.lock();
-    s.discord_tokens.insert(seed.token.clone(), seed.interaction_id);
+    s.discord_tokens
+        .insert(seed.token.clone(), seed.interaction_id);
     if seed.expired {
         s.discord.expired.insert(seed.token);
     }

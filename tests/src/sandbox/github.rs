@@ -109,7 +109,11 @@ pub async fn api(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let path = uri.path().strip_prefix("/github").unwrap_or_default().to_owned();
+    let path = uri
+        .path()
+        .strip_prefix("/github")
+        .unwrap_or_default()
+        .to_owned();
     let body: Option<Value> = if body.is_empty() {
         None
     } else {
@@ -143,14 +147,26 @@ pub async fn api(
     let gh = &mut s.github;
     match (method.as_str(), matched.template.as_str()) {
         ("GET", "/repos/{owner}/{repo}/issues/{issue_number}") => {
-            let count = gh.comments.iter().filter(|c| c.repo == repo && c.number == number).count();
-            match gh.issues.iter().find(|i| i.repo == repo && i.number == number) {
+            let count = gh
+                .comments
+                .iter()
+                .filter(|c| c.repo == repo && c.number == number)
+                .count();
+            match gh
+                .issues
+                .iter()
+                .find(|i| i.repo == repo && i.number == number)
+            {
                 Some(i) => Json(issue_json(i, count)).into_response(),
                 None => gh_error(StatusCode::NOT_FOUND, "Not Found"),
             }
         }
         ("GET", "/repos/{owner}/{repo}/issues/{issue_number}/comments") => {
-            if !gh.issues.iter().any(|i| i.repo == repo && i.number == number) {
+            if !gh
+                .issues
+                .iter()
+                .any(|i| i.repo == repo && i.number == number)
+            {
                 return gh_error(StatusCode::NOT_FOUND, "Not Found");
             }
             let list: Vec<Value> = gh
@@ -162,7 +178,11 @@ pub async fn api(
             Json(list).into_response()
         }
         ("POST", "/repos/{owner}/{repo}/issues/{issue_number}/comments") => {
-            if !gh.issues.iter().any(|i| i.repo == repo && i.number == number) {
+            if !gh
+                .issues
+                .iter()
+                .any(|i| i.repo == repo && i.number == number)
+            {
                 return gh_error(StatusCode::NOT_FOUND, "Not Found");
             }
             let c = GhComment {
@@ -170,7 +190,11 @@ pub async fn api(
                 repo,
                 number,
                 user: sb.credentials.github_bot_login.clone(),
-                body: body.as_ref().and_then(|b| b["body"].as_str()).unwrap_or_default().to_owned(),
+                body: body
+                    .as_ref()
+                    .and_then(|b| b["body"].as_str())
+                    .unwrap_or_default()
+                    .to_owned(),
                 edits: 0,
             };
             let json = comment_json(&c);
@@ -179,9 +203,17 @@ pub async fn api(
         }
         ("PATCH", "/repos/{owner}/{repo}/issues/comments/{comment_id}") => {
             let id: u64 = p("comment_id").parse().unwrap_or(0);
-            match gh.comments.iter_mut().find(|c| c.id == id && c.repo == repo) {
+            match gh
+                .comments
+                .iter_mut()
+                .find(|c| c.id == id && c.repo == repo)
+            {
                 Some(c) => {
-                    c.body = body.as_ref().and_then(|b| b["body"].as_str()).unwrap_or_default().to_owned();
+                    c.body = body
+                        .as_ref()
+                        .and_then(|b| b["body"].as_str())
+                        .unwrap_or_default()
+                        .to_owned();
                     c.edits += 1;
                     Json(comment_json(c)).into_response()
                 }
@@ -197,7 +229,10 @@ pub async fn api(
 }
 
 /// `POST /_sandbox/github/issues`: adds issues.
-pub async fn seed_issues(State(sb): State<Sandbox>, Json(issues): Json<Vec<GhIssue>>) -> StatusCode {
+pub async fn seed_issues(
+    State(sb): State<Sandbox>,
+    Json(issues): Json<Vec<GhIssue>>,
+) -> StatusCode {
     sb.lock().github.issues.extend(issues);
     StatusCode::NO_CONTENT
 }

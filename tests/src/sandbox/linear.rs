@@ -104,7 +104,8 @@ fn schema() -> Result<&'static Valid<Schema>, String> {
     SCHEMA
         .get_or_init(|| {
             let path = crate::localenv::specs_dir().join("linear-schema.graphql");
-            let sdl = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let sdl =
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             Schema::parse_and_validate(sdl, "linear-schema.graphql").map_err(|e| e.to_string())
         })
         .as_ref()
@@ -137,17 +138,31 @@ fn gql_error(status: StatusCode, message: &str, code: &str) -> Response {
 }
 
 /// `POST /linear/graphql`.
-pub async fn graphql(State(sb): State<Sandbox>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+pub async fn graphql(
+    State(sb): State<Sandbox>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     let key_ok = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v == sb.credentials.linear_api_key);
     if !key_ok {
-        return gql_error(StatusCode::BAD_REQUEST, "Authentication required, not authenticated", "AUTHENTICATION_ERROR");
+        return gql_error(
+            StatusCode::BAD_REQUEST,
+            "Authentication required, not authenticated",
+            "AUTHENTICATION_ERROR",
+        );
     }
     let request: GraphQlRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return gql_error(StatusCode::BAD_REQUEST, &format!("invalid GraphQL request: {e}"), "GRAPHQL_PARSE_FAILED"),
+        Err(e) => {
+            return gql_error(
+                StatusCode::BAD_REQUEST,
+                &format!("invalid GraphQL request: {e}"),
+                "GRAPHQL_PARSE_FAILED",
+            );
+        }
     };
     let doc = match validate(&request.query) {
         Ok(d) => d,
@@ -157,13 +172,25 @@ pub async fn graphql(State(sb): State<Sandbox>, headers: HeaderMap, body: axum::
         }
     };
     let Ok(operation) = doc.operations.get(request.operation_name.as_deref()) else {
-        return gql_error(StatusCode::BAD_REQUEST, "no single operation to run", "GRAPHQL_VALIDATION_FAILED");
+        return gql_error(
+            StatusCode::BAD_REQUEST,
+            "no single operation to run",
+            "GRAPHQL_VALIDATION_FAILED",
+        );
     };
     let variables = request.variables.unwrap_or_default();
     let vars_json = serde_json_bytes::Value::from(Value::Object(variables.clone()));
     let coerced = match vars_json.as_object() {
-        Some(obj) => coerce_variable_values(schema().unwrap_or_else(|_| unreachable!()), operation, obj),
-        None => return gql_error(StatusCode::BAD_REQUEST, "variables must be an object", "INVALID_INPUT"),
+        Some(obj) => {
+            coerce_variable_values(schema().unwrap_or_else(|_| unreachable!()), operation, obj)
+        }
+        None => {
+            return gql_error(
+                StatusCode::BAD_REQUEST,
+                "variables must be an object",
+                "INVALID_INPUT",
+            );
+        }
     };
     if let Err(e) = coerced {
         let why = format!("Linear: variables: {}", e.message());
@@ -173,7 +200,9 @@ pub async fn graphql(State(sb): State<Sandbox>, headers: HeaderMap, body: axum::
 
     let mut data = Map::new();
     for selection in &operation.selection_set.selections {
-        let Selection::Field(field) = selection else { continue };
+        let Selection::Field(field) = selection else {
+            continue;
+        };
         let args: Map<String, Value> = field
             .arguments
             .iter()
@@ -182,7 +211,10 @@ pub async fn graphql(State(sb): State<Sandbox>, headers: HeaderMap, body: axum::
         let resolved = resolve(&sb, field.name.as_str(), &args);
         match resolved {
             Ok(value) => {
-                data.insert(field.response_key().to_string(), project(&value, &field.selection_set));
+                data.insert(
+                    field.response_key().to_string(),
+                    project(&value, &field.selection_set),
+                );
             }
             Err((message, code)) => {
                 return (
@@ -257,7 +289,12 @@ fn not_found(what: &str) -> (String, &'static str) {
 }
 
 fn resolve(sb: &Sandbox, field: &str, args: &Map<String, Value>) -> Resolved {
-    let arg = |k: &str| args.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let arg = |k: &str| {
+        args.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
     let input = args.get("input").cloned().unwrap_or(Value::Null);
     let inp = |k: &str| input.get(k).and_then(Value::as_str).map(str::to_owned);
     let mut s = sb.lock();
@@ -265,7 +302,9 @@ fn resolve(sb: &Sandbox, field: &str, args: &Map<String, Value>) -> Resolved {
     match field {
         "issue" => {
             let id = arg("id");
-            l.find_issue(&id).map(|i| l.issue_json(i)).ok_or_else(|| not_found("Issue"))
+            l.find_issue(&id)
+                .map(|i| l.issue_json(i))
+                .ok_or_else(|| not_found("Issue"))
         }
         "attachmentsForURL" => {
             let url = arg("url");
@@ -275,7 +314,9 @@ fn resolve(sb: &Sandbox, field: &str, args: &Map<String, Value>) -> Resolved {
                 .filter(|a| a.url == url)
                 .map(|a| l.attachment_json(a))
                 .collect();
-            Ok(json!({ "nodes": nodes, "edges": [], "pageInfo": { "hasNextPage": false, "hasPreviousPage": false } }))
+            Ok(
+                json!({ "nodes": nodes, "edges": [], "pageInfo": { "hasNextPage": false, "hasPreviousPage": false } }),
+            )
         }
         "teams" => {
             let key = args
@@ -291,12 +332,17 @@ fn resolve(sb: &Sandbox, field: &str, args: &Map<String, Value>) -> Resolved {
             Ok(json!({ "nodes": nodes }))
         }
         "issueCreate" => {
-            let Some(team) = inp("teamId").and_then(|t| l.teams.iter().find(|x| x.id == t || x.key == t).cloned()) else {
+            let Some(team) = inp("teamId")
+                .and_then(|t| l.teams.iter().find(|x| x.id == t || x.key == t).cloned())
+            else {
                 return Err(not_found("Team"));
             };
             let id = inp("id").unwrap_or_else(|| uuid_like(l.issues.len() + 1, 0x1));
             if l.issues.iter().any(|i| i.id == id) {
-                return Err((format!("Entity already exists: Issue {id}"), "INVALID_INPUT"));
+                return Err((
+                    format!("Entity already exists: Issue {id}"),
+                    "INVALID_INPUT",
+                ));
             }
             let number = l.issues.iter().filter(|i| i.team_id == team.id).count() + 1;
             let issue = Issue {
@@ -307,7 +353,9 @@ fn resolve(sb: &Sandbox, field: &str, args: &Map<String, Value>) -> Resolved {
                 team_id: team.id,
             };
             l.issues.push(issue.clone());
-            Ok(json!({ "success": true, "lastSyncId": l.issues.len(), "issue": l.issue_json(&issue) }))
+            Ok(
+                json!({ "success": true, "lastSyncId": l.issues.len(), "issue": l.issue_json(&issue) }),
+            )
         }
         "attachmentCreate" => {
             let issue_ref = inp("issueId").unwrap_or_default();
@@ -317,7 +365,11 @@ fn resolve(sb: &Sandbox, field: &str, args: &Map<String, Value>) -> Resolved {
             let url = inp("url").unwrap_or_default();
             let title = inp("title").unwrap_or_default();
             // Linear updates the attachment when the URL is already linked to the issue.
-            let attachment = if let Some(a) = l.attachments.iter_mut().find(|a| a.issue_id == issue.id && a.url == url) {
+            let attachment = if let Some(a) = l
+                .attachments
+                .iter_mut()
+                .find(|a| a.issue_id == issue.id && a.url == url)
+            {
                 a.title = title;
                 a.clone()
             } else {
@@ -330,7 +382,9 @@ fn resolve(sb: &Sandbox, field: &str, args: &Map<String, Value>) -> Resolved {
                 l.attachments.push(a.clone());
                 a
             };
-            Ok(json!({ "success": true, "lastSyncId": 1, "attachment": l.attachment_json(&attachment) }))
+            Ok(
+                json!({ "success": true, "lastSyncId": 1, "attachment": l.attachment_json(&attachment) }),
+            )
         }
         "commentCreate" => {
             let issue_ref = inp("issueId").unwrap_or_default();
@@ -339,9 +393,16 @@ fn resolve(sb: &Sandbox, field: &str, args: &Map<String, Value>) -> Resolved {
             };
             let id = inp("id").unwrap_or_else(|| uuid_like(l.comments.len() + 1, 0xc));
             if l.comments.iter().any(|c| c.id == id) {
-                return Err((format!("Entity already exists: Comment {id}"), "INVALID_INPUT"));
+                return Err((
+                    format!("Entity already exists: Comment {id}"),
+                    "INVALID_INPUT",
+                ));
             }
-            let comment = Comment { id, issue_id: issue.id.clone(), body: inp("body").unwrap_or_default() };
+            let comment = Comment {
+                id,
+                issue_id: issue.id.clone(),
+                body: inp("body").unwrap_or_default(),
+            };
             l.comments.push(comment.clone());
             Ok(json!({ "success": true, "lastSyncId": 1, "comment": l.comment_json(&comment) }))
         }
@@ -353,7 +414,10 @@ fn resolve(sb: &Sandbox, field: &str, args: &Map<String, Value>) -> Resolved {
                 .map(|c| l.comment_json(c))
                 .ok_or_else(|| not_found("Comment"))
         }
-        other => Err((format!("the Linear stand-in does not implement {other}"), "INVALID_INPUT")),
+        other => Err((
+            format!("the Linear stand-in does not implement {other}"),
+            "INVALID_INPUT",
+        )),
     }
 }
 
@@ -369,10 +433,10 @@ impl LinearState {
     }
 
     fn team_json(&self, team_id: &str) -> Value {
-        self.teams
-            .iter()
-            .find(|t| t.id == team_id)
-            .map_or(Value::Null, |t| json!({ "id": t.id, "key": t.key, "name": t.name }))
+        self.teams.iter().find(|t| t.id == team_id).map_or(
+            Value::Null,
+            |t| json!({ "id": t.id, "key": t.key, "name": t.name }),
+        )
     }
 
     fn issue_json(&self, i: &Issue) -> Value {
@@ -484,7 +548,13 @@ mod tests {
             coerce_variable_values(schema().unwrap(), op, v.as_object().unwrap()).map(|_| ())
         };
         assert!(coerce(json!({"input": {"teamId": "t", "title": "x", "id": "u"}})).is_ok());
-        assert!(coerce(json!({"input": {"title": "x"}})).is_err(), "teamId is required");
-        assert!(coerce(json!({"input": {"teamId": "t", "nope": 1}})).is_err(), "unknown field");
+        assert!(
+            coerce(json!({"input": {"title": "x"}})).is_err(),
+            "teamId is required"
+        );
+        assert!(
+            coerce(json!({"input": {"teamId": "t", "nope": 1}})).is_err(),
+            "unknown field"
+        );
     }
 }

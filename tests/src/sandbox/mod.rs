@@ -194,7 +194,10 @@ impl Sandbox {
             .route("/git/{owner}/{*rest}", get(git::serve).post(git::serve))
             .route("/discord/api/v10/{*rest}", any(discord::api))
             .route("/linear/graphql", post(linear::graphql))
-            .route("/posthog/api/projects/{project}/persons/", get(posthog::persons))
+            .route(
+                "/posthog/api/projects/{project}/persons/",
+                get(posthog::persons),
+            )
             .route(
                 "/posthog/api/projects/{project}/session_recordings/",
                 get(posthog::recordings),
@@ -224,7 +227,10 @@ impl Sandbox {
                 "/_sandbox/discord/channels/{channel}/messages",
                 post(discord::seed_messages),
             )
-            .route("/_sandbox/discord/interactions", post(discord::seed_interaction))
+            .route(
+                "/_sandbox/discord/interactions",
+                post(discord::seed_interaction),
+            )
             .route("/_sandbox/linear/seed", post(linear::seed))
             .route("/_sandbox/posthog/seed", post(posthog::seed))
             .route("/_sandbox/github/issues", post(github::seed_issues))

@@ -121,7 +121,11 @@ impl OpenApi {
 
     fn check_query(&self, item: &Value, op: &Value, query: Option<&str>) -> Result<(), String> {
         let params = self.parameters(item, op);
-        for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        for pair in query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             let Some(p) = params
                 .iter()
@@ -155,12 +159,18 @@ impl OpenApi {
         let schema = &request_body["content"]["application/json"]["schema"];
         let Some(body) = body else {
             if request_body["required"] == true {
-                return Err(format!("{}: {method} {template} needs a JSON body", self.name));
+                return Err(format!(
+                    "{}: {method} {template} needs a JSON body",
+                    self.name
+                ));
             }
             return Ok(());
         };
         if !schema.is_object() {
-            return Err(format!("{}: {method} {template} takes no JSON body", self.name));
+            return Err(format!(
+                "{}: {method} {template} takes no JSON body",
+                self.name
+            ));
         }
         let key = (method.to_owned(), template.to_owned());
         let validator = {
@@ -199,7 +209,10 @@ impl OpenApi {
 }
 
 fn split(path: &str) -> Vec<String> {
-    path.trim_matches('/').split('/').map(str::to_owned).collect()
+    path.trim_matches('/')
+        .split('/')
+        .map(str::to_owned)
+        .collect()
 }
 
 #[cfg(test)]
@@ -211,22 +224,74 @@ mod tests {
     fn discord_requests_are_checked_against_the_spec() {
         let spec = OpenApi::load("Discord", "discord-openapi.json").unwrap();
         let m = spec
-            .check("PATCH", "/webhooks/1/tok/messages/@original", None, Some(&json!({"content": "hi", "allowed_mentions": {"parse": []}})))
+            .check(
+                "PATCH",
+                "/webhooks/1/tok/messages/@original",
+                None,
+                Some(&json!({"content": "hi", "allowed_mentions": {"parse": []}})),
+            )
             .unwrap();
-        assert_eq!(m.template, "/webhooks/{webhook_id}/{webhook_token}/messages/@original");
-        assert!(spec.check("PATCH", "/webhooks/1/tok/messages/@original", None, Some(&json!({"content": 5}))).is_err());
-        assert!(spec.check("GET", "/channels/1/messages", Some("limit=50"), None).is_ok());
-        assert!(spec.check("GET", "/channels/1/messages", Some("limit=500"), None).is_err());
-        assert!(spec.check("GET", "/channels/1/messages", Some("lim=5"), None).is_err());
-        assert!(spec.check("PUT", "/channels/1/messages", None, None).is_err());
+        assert_eq!(
+            m.template,
+            "/webhooks/{webhook_id}/{webhook_token}/messages/@original"
+        );
+        assert!(
+            spec.check(
+                "PATCH",
+                "/webhooks/1/tok/messages/@original",
+                None,
+                Some(&json!({"content": 5}))
+            )
+            .is_err()
+        );
+        assert!(
+            spec.check("GET", "/channels/1/messages", Some("limit=50"), None)
+                .is_ok()
+        );
+        assert!(
+            spec.check("GET", "/channels/1/messages", Some("limit=500"), None)
+                .is_err()
+        );
+        assert!(
+            spec.check("GET", "/channels/1/messages", Some("lim=5"), None)
+                .is_err()
+        );
+        assert!(
+            spec.check("PUT", "/channels/1/messages", None, None)
+                .is_err()
+        );
         assert!(spec.check("GET", "/nope", None, None).is_err());
     }
 
     #[test]
     fn github_requests_are_checked_against_the_spec() {
         let spec = OpenApi::load("GitHub", "github-openapi.json").unwrap();
-        assert!(spec.check("POST", "/repos/a/b/issues/1/comments", None, Some(&json!({"body": "x"}))).is_ok());
-        assert!(spec.check("POST", "/repos/a/b/issues/1/comments", None, Some(&json!({"text": "x"}))).is_err());
-        assert!(spec.check("GET", "/repos/a/b/issues/1/comments", Some("per_page=50"), None).is_ok());
+        assert!(
+            spec.check(
+                "POST",
+                "/repos/a/b/issues/1/comments",
+                None,
+                Some(&json!({"body": "x"}))
+            )
+            .is_ok()
+        );
+        assert!(
+            spec.check(
+                "POST",
+                "/repos/a/b/issues/1/comments",
+                None,
+                Some(&json!({"text": "x"}))
+            )
+            .is_err()
+        );
+        assert!(
+            spec.check(
+                "GET",
+                "/repos/a/b/issues/1/comments",
+                Some("per_page=50"),
+                None
+            )
+            .is_ok()
+        );
     }
 }

@@ -33,29 +33,50 @@ pub struct Person {
 }
 
 fn ph_error(status: StatusCode, code: &str, detail: &str) -> Response {
-    let kind = if status == StatusCode::UNAUTHORIZED { "authentication_error" } else { "invalid_request" };
-    (status, Json(json!({ "type": kind, "code": code, "detail": detail, "attr": null }))).into_response()
+    let kind = if status == StatusCode::UNAUTHORIZED {
+        "authentication_error"
+    } else {
+        "invalid_request"
+    };
+    (
+        status,
+        Json(json!({ "type": kind, "code": code, "detail": detail, "attr": null })),
+    )
+        .into_response()
 }
 
-fn check(sb: &Sandbox, headers: &HeaderMap, project: &str) -> Result<(), Response> {
+/// Why PostHog would refuse the call (credentials, project, unknown query parameters), if it would.
+fn refusal(
+    sb: &Sandbox,
+    headers: &HeaderMap,
+    project: &str,
+    query: &BTreeMap<String, String>,
+    allowed: &[&str],
+) -> Option<Response> {
     let ok = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v == format!("Bearer {}", sb.credentials.posthog_api_key));
     if !ok {
-        return Err(ph_error(StatusCode::UNAUTHORIZED, "not_authenticated", "Authentication credentials were not provided."));
+        return Some(ph_error(
+            StatusCode::UNAUTHORIZED,
+            "not_authenticated",
+            "Authentication credentials were not provided.",
+        ));
     }
     if project != sb.credentials.posthog_project_id {
-        return Err(ph_error(StatusCode::NOT_FOUND, "not_found", "Not found."));
+        return Some(ph_error(StatusCode::NOT_FOUND, "not_found", "Not found."));
     }
-    Ok(())
-}
-
-fn only(query: &BTreeMap<String, String>, allowed: &[&str]) -> Result<(), Response> {
-    match query.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(ph_error(StatusCode::BAD_REQUEST, "invalid_input", &format!("unknown parameter {k}"))),
-        None => Ok(()),
-    }
+    query
+        .keys()
+        .find(|k| !allowed.contains(&k.as_str()))
+        .map(|k| {
+            ph_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_input",
+                &format!("unknown parameter {k}"),
+            )
+        })
 }
 
 /// `GET /posthog/api/projects/{id}/persons/?email=`.
@@ -65,7 +86,13 @@ pub async fn persons(
     headers: HeaderMap,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Response {
-    if let Err(r) = check(&sb, &headers, &project).and_then(|()| only(&query, &["email", "limit", "offset"])) {
+    if let Some(r) = refusal(
+        &sb,
+        &headers,
+        &project,
+        &query,
+        &["email", "limit", "offset"],
+    ) {
         return r;
     }
     let email = query.get("email").cloned().unwrap_or_default();
@@ -92,12 +119,24 @@ pub async fn recordings(
     headers: HeaderMap,
     Query(query): Query<BTreeMap<String, String>>,
 ) -> Response {
-    if let Err(r) = check(&sb, &headers, &project).and_then(|()| only(&query, &["person_uuid", "limit", "offset"])) {
+    if let Some(r) = refusal(
+        &sb,
+        &headers,
+        &project,
+        &query,
+        &["person_uuid", "limit", "offset"],
+    ) {
         return r;
     }
     let limit: usize = match query.get("limit").map(|l| l.parse()) {
         Some(Ok(n)) => n,
-        Some(Err(_)) => return ph_error(StatusCode::BAD_REQUEST, "invalid_input", "limit must be a number"),
+        Some(Err(_)) => {
+            return ph_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_input",
+                "limit must be a number",
+            );
+        }
         None => 50,
     };
     let s = sb.lock();
@@ -115,7 +154,12 @@ pub async fn recordings(
         .posthog
         .recordings
         .iter()
-        .filter(|r| query.get("person_uuid").is_none() || r["distinct_id"].as_str().is_some_and(|d| distinct.iter().any(|x| x == d)))
+        .filter(|r| {
+            !query.contains_key("person_uuid")
+                || r["distinct_id"]
+                    .as_str()
+                    .is_some_and(|d| distinct.iter().any(|x| x == d))
+        })
         .take(limit)
         .cloned()
         .collect();
@@ -128,11 +172,16 @@ pub async fn recording(
     Path((project, session)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = check(&sb, &headers, &project) {
+    if let Some(r) = refusal(&sb, &headers, &project, &BTreeMap::new(), &[]) {
         return r;
     }
     let s = sb.lock();
-    match s.posthog.recordings.iter().find(|r| r["id"] == session.as_str()) {
+    match s
+        .posthog
+        .recordings
+        .iter()
+        .find(|r| r["id"] == session.as_str())
+    {
         Some(r) => Json(r.clone()).into_response(),
         None => ph_error(StatusCode::NOT_FOUND, "not_found", "Not found."),
     }

@@ -1,0 +1,461 @@
+//! contextualize end to end: a signed request becomes one Linear issue with the thread attached, one
+//! context packet comment and an answer where it was asked — also when Linear fails on the way, and
+//! through the dead-letter queue and a replay.
+
+use crate::context::E2e;
+use crate::ensure_eq;
+use crate::gateway::{examples, fresh_id};
+use anyhow::{Context, Result, ensure};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A Discord thread with a conversation, seeded in the sandbox.
+struct Thread {
+    channel: String,
+    url: String,
+    session: String,
+}
+
+async fn thread_with_report(ctx: &E2e) -> Result<Thread> {
+    let channel = fresh_id();
+    let session = format!("0193-sess-{channel}");
+    let email = format!("jane-{channel}@acme.io");
+    ctx.sandbox_post(
+        &format!("/_sandbox/discord/channels/{channel}/messages"),
+        &json!([
+            {"author_id": "1200000000000000001", "username": "jane", "global_name": "Jane Doe",
+             "content": format!("Checkout total is wrong with 3+ items. I'm {email}")},
+            {"author_id": "1200000000000000002", "username": "sam",
+             "content": format!("Here is her session: https://us.posthog.com/project/4242/replay/{session}")},
+        ]),
+    )
+    .await?;
+    ctx.sandbox_post(
+        "/_sandbox/posthog/seed",
+        &json!({
+            "persons": [{"email": email, "distinct_id": format!("d-{channel}")}],
+            "recordings": [{"id": session, "distinct_id": format!("d-{channel}"),
+                            "start_time": "2026-11-20T09:50:00Z", "duration": 185.0,
+                            "console_errors": 3, "clicks": 17, "start_url": "https://shop.acme.io/cart"}]
+        }),
+    )
+    .await?;
+    Ok(Thread {
+        url: format!(
+            "https://discord.com/channels/{}/{channel}",
+            ctx.env.get("DISCORD_TEST_GUILD_ID")
+        ),
+        channel,
+        session,
+    })
+}
+
+/// Sends `/bugbot contextualize` in the thread, signed as Discord signs it; returns the job id.
+async fn contextualize(ctx: &E2e, thread: &Thread) -> Result<(String, String)> {
+    let id = fresh_id();
+    let token = format!("interaction-token-{}", fresh_id());
+    ctx.sandbox_post(
+        "/_sandbox/discord/interactions",
+        &json!({"token": token, "interaction_id": id}),
+    )
+    .await?;
+    let interaction = json!({
+        "id": id,
+        "application_id": ctx.env.get("DISCORD_APPLICATION_ID"),
+        "type": 2,
+        "token": token,
+        "version": 1,
+        "guild_id": ctx.env.get("DISCORD_TEST_GUILD_ID"),
+        "channel_id": thread.channel,
+        "channel": {"id": thread.channel, "type": 11, "parent_id": ctx.env.get("DISCORD_TEST_CHANNEL_ID")},
+        "member": {"user": {"id": "1200000000000000001", "username": "jane", "global_name": "Jane Doe"}, "roles": []},
+        "data": {"id": "1100000000000000050", "name": "bugbot", "type": 1,
+                 "options": [{"name": "contextualize", "type": 1,
+                              "options": [{"name": "details", "type": 3, "value": "Cart total is wrong for 3 or more items"}]}]}
+    });
+    let a = ctx.discord_interaction(&interaction).await?;
+    ensure_eq!(a.status, 200, "{}", a.text);
+    ensure_eq!(a.json["type"], 5, "a deferred answer");
+    Ok((format!("dc-{id}"), id))
+}
+
+async fn wait_status(ctx: &E2e, job: &str, status: &str, secs: u64) -> Result<Value> {
+    ctx.wait_for_job(job, Duration::from_secs(secs), |r| {
+        r["status"] == status || (r["status"] == "failed" && status != "failed")
+    })
+    .await
+    .and_then(|r| {
+        ensure!(
+            r["status"] == status,
+            "job {job} ended {}: {r}",
+            r["status"]
+        );
+        Ok(r)
+    })
+}
+
+/// The Linear issues a thread URL is attached to, and the comments on them.
+fn linear_for(state: &Value, url: &str) -> (Vec<Value>, Vec<Value>) {
+    let issue_ids: Vec<&str> = state["linear"]["attachments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| a["url"] == url)
+        .filter_map(|a| a["issue_id"].as_str())
+        .collect();
+    let issues: Vec<Value> = state["linear"]["issues"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| {
+            issue_ids.contains(&i["id"].as_str().unwrap_or_default())
+                || i["description"].as_str().is_some_and(|d| d.contains(url))
+        })
+        .cloned()
+        .collect();
+    let ids: Vec<&str> = issues.iter().filter_map(|i| i["id"].as_str()).collect();
+    let comments = state["linear"]["comments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| ids.contains(&c["issue_id"].as_str().unwrap_or_default()))
+        .cloned()
+        .collect();
+    (issues, comments)
+}
+
+fn answers_for(state: &Value, interaction: &str) -> Vec<String> {
+    state["discord"]["answer_edits"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["interaction"] == interaction)
+        .filter_map(|e| e["content"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn no_violations(state: &Value) -> Result<()> {
+    let v = &state["violations"];
+    ensure!(
+        v.as_array().is_none_or(Vec::is_empty),
+        "a stand-in refused a request the real service would refuse: {v}"
+    );
+    Ok(())
+}
+
+pub async fn contextualize_in_a_thread_makes_one_issue_one_packet_and_answers(
+    ctx: Arc<E2e>,
+) -> Result<()> {
+    ctx.wait_idle().await?;
+    let thread = thread_with_report(&ctx).await?;
+    let (job, interaction) = contextualize(&ctx, &thread).await?;
+    let record = wait_status(&ctx, &job, "succeeded", 30).await?;
+
+    let state = ctx.sandbox_state().await?;
+    no_violations(&state)?;
+    let (issues, comments) = linear_for(&state, &thread.url);
+    ensure_eq!(
+        issues.len(),
+        1,
+        "one Linear issue for the thread: {issues:?}"
+    );
+    ensure_eq!(comments.len(), 1, "one context packet");
+    let packet = comments[0]["body"].as_str().unwrap_or_default();
+    for needle in [
+        thread.session.as_str(),
+        "Jane Doe",
+        "3m 05s",
+        "Conversation",
+        "sam",
+    ] {
+        ensure!(
+            packet.contains(needle),
+            "the packet lacks {needle:?}:\n{packet}"
+        );
+    }
+    let identifier = issues[0]["identifier"].as_str().unwrap_or_default();
+    let answers = answers_for(&state, &interaction);
+    ensure!(
+        answers
+            .first()
+            .is_some_and(|a| a.contains("Gathering context")),
+        "progress first: {answers:?}"
+    );
+    ensure!(
+        answers
+            .last()
+            .is_some_and(|a| a.contains(identifier) && a.contains("linear.app")),
+        "the answer links the issue: {answers:?}"
+    );
+    ensure!(
+        record["links"].to_string().contains(identifier),
+        "the job record links the issue: {record}"
+    );
+
+    // The same thread asks again: the same issue, a second packet, no second issue.
+    let (job2, _) = contextualize(&ctx, &thread).await?;
+    wait_status(&ctx, &job2, "succeeded", 30).await?;
+    let state = ctx.sandbox_state().await?;
+    let (issues, comments) = linear_for(&state, &thread.url);
+    ensure_eq!(issues.len(), 1, "still one issue: {issues:?}");
+    ensure_eq!(comments.len(), 2);
+    ensure_eq!(
+        ctx.consumer_receipts(&job),
+        1,
+        "one delivery of the first job"
+    );
+    Ok(())
+}
+
+pub async fn linear_failing_twice_still_makes_one_issue_and_one_comment(
+    ctx: Arc<E2e>,
+) -> Result<()> {
+    ctx.wait_idle().await?;
+    let thread = thread_with_report(&ctx).await?;
+    ctx.sandbox_post(
+        "/_sandbox/faults",
+        &json!({"service": "linear", "count": 2, "status": 500}),
+    )
+    .await?;
+    let (job, _) = contextualize(&ctx, &thread).await?;
+    let record = wait_status(&ctx, &job, "succeeded", 40).await?;
+    ensure!(
+        record["attempts"].as_u64().unwrap_or(0) >= 2,
+        "the job was retried: {record}"
+    );
+    let state = ctx.sandbox_state().await?;
+    no_violations(&state)?;
+    let (issues, comments) = linear_for(&state, &thread.url);
+    ensure_eq!(issues.len(), 1);
+    ensure_eq!(comments.len(), 1);
+    Ok(())
+}
+
+pub async fn linear_429_retry_waits_for_retry_after(ctx: Arc<E2e>) -> Result<()> {
+    ctx.wait_idle().await?;
+    let thread = thread_with_report(&ctx).await?;
+    ctx.sandbox_post(
+        "/_sandbox/faults",
+        &json!({"service": "linear", "count": 1, "status": 429, "retry_after": 2}),
+    )
+    .await?;
+    let (job, _) = contextualize(&ctx, &thread).await?;
+    wait_status(&ctx, &job, "succeeded", 40).await?;
+    let state = ctx.sandbox_state().await?;
+    let linear = state["requests"]["linear"]
+        .as_array()
+        .context("linear requests")?;
+    let limited = linear
+        .iter()
+        .rposition(|r| r["status"] == 429 && r["faulted"] == true)
+        .context("the 429 was answered")?;
+    let next = linear.get(limited + 1).context("Linear was called again")?;
+    let waited =
+        next["at_ms"].as_u64().unwrap_or(0) - linear[limited]["at_ms"].as_u64().unwrap_or(0);
+    ensure!(
+        waited >= 2000,
+        "the retry came {waited} ms after a 429 with Retry-After: 2"
+    );
+    Ok(())
+}
+
+pub async fn linear_down_for_good_ends_in_the_dlq_and_replay_completes_once(
+    ctx: Arc<E2e>,
+) -> Result<()> {
+    ctx.wait_idle().await?;
+    let thread = thread_with_report(&ctx).await?;
+    ctx.sandbox_post(
+        "/_sandbox/faults",
+        &json!({"service": "linear", "count": 1000, "status": 503}),
+    )
+    .await?;
+    let (job, interaction) = contextualize(&ctx, &thread).await?;
+    let outcome = wait_status(&ctx, &job, "dead", 90).await;
+    ctx.clear_faults().await?;
+    let record = outcome?;
+    ensure!(
+        record["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("linear")),
+        "the record says what failed: {record}"
+    );
+
+    let dlq = ctx.admin_get("/v1/dlq").await?;
+    ensure_eq!(dlq.status, 200, "{}", dlq.text);
+    let entry = dlq.json["dead"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|d| d["id"] == job.as_str())
+        .cloned()
+        .with_context(|| format!("{job} is not listed: {}", dlq.text))?;
+    ensure_eq!(entry["replayable"], true);
+    ensure!(entry["attempts"].as_u64().unwrap_or(0) >= 2, "{entry}");
+    ensure!(
+        !dlq.text.contains("interaction-token"),
+        "the listing leaks a token"
+    );
+
+    let state = ctx.sandbox_state().await?;
+    let told = answers_for(&state, &interaction);
+    ensure!(
+        told.last()
+            .is_some_and(|t| t.contains("gave up") && t.contains(&job)),
+        "the requester is told, with the job id: {told:?}"
+    );
+
+    // Linear is back: the replay completes the job, once.
+    let replay = ctx.admin_post(&format!("/v1/dlq/{job}/replay")).await?;
+    ensure_eq!(replay.status, 202, "{}", replay.text);
+    wait_status(&ctx, &job, "succeeded", 30).await?;
+    let state = ctx.sandbox_state().await?;
+    no_violations(&state)?;
+    let (issues, comments) = linear_for(&state, &thread.url);
+    ensure_eq!(issues.len(), 1);
+    ensure_eq!(comments.len(), 1);
+    let dlq = ctx.admin_get("/v1/dlq").await?;
+    ensure!(
+        !dlq.text.contains(&job),
+        "replayed jobs leave the DLQ: {}",
+        dlq.text
+    );
+    ensure_eq!(
+        ctx.admin_post(&format!("/v1/dlq/{job}/replay"))
+            .await?
+            .status,
+        404,
+        "a second replay finds nothing"
+    );
+    Ok(())
+}
+
+pub async fn github_contextualize_comments_on_the_issue(ctx: Arc<E2e>) -> Result<()> {
+    ctx.wait_idle().await?;
+    let repo = ctx.env.get("GITHUB_TEST_REPO");
+    let number: u64 = 7000 + fresh_id()[10..14].parse::<u64>().unwrap_or(1);
+    ctx.sandbox_post(
+        "/_sandbox/github/issues",
+        &json!([{"repo": repo, "number": number, "title": "Cart total wrong",
+                 "body": "Three items cost $40 instead of $30. Reporter: sam@acme.io", "user": "octocat"}]),
+    )
+    .await?;
+    let (_, mut payload) = examples()?
+        .into_iter()
+        .find(|(e, p)| e == "issue_comment" && p["action"] == "created")
+        .unwrap_or_default();
+    payload["repository"]["full_name"] = repo.clone().into();
+    payload["issue"]["number"] = number.into();
+    payload["issue"]["html_url"] = format!("https://github.com/{repo}/issues/{number}").into();
+    payload["comment"]["body"] = "@bugbot contextualize".into();
+    payload["comment"]["author_association"] = "MEMBER".into();
+    let delivery = format!("9a1f0a2c-{}", fresh_id());
+    let a = ctx
+        .github_delivery("issue_comment", &delivery, &serde_json::to_vec(&payload)?)
+        .await?;
+    ensure_eq!(a.status, 202, "{}", a.text);
+    wait_status(&ctx, &format!("gh-{delivery}"), "succeeded", 30).await?;
+
+    let state = ctx.sandbox_state().await?;
+    no_violations(&state)?;
+    let url = format!("https://github.com/{repo}/issues/{number}");
+    let (issues, comments) = linear_for(&state, &url);
+    ensure_eq!(issues.len(), 1);
+    ensure_eq!(comments.len(), 1);
+    let packet = comments[0]["body"].as_str().unwrap_or_default();
+    ensure!(
+        packet.contains("Three items cost $40"),
+        "the issue body is in the packet:\n{packet}"
+    );
+    let status: Vec<&Value> = state["github"]["comments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["number"] == number)
+        .collect();
+    ensure_eq!(
+        status.len(),
+        1,
+        "one status comment, edited in place: {status:?}"
+    );
+    let identifier = issues[0]["identifier"].as_str().unwrap_or_default();
+    ensure!(
+        status[0]["body"]
+            .as_str()
+            .is_some_and(|b| b.contains(identifier)),
+        "the status comment links the Linear issue: {}",
+        status[0]
+    );
+    Ok(())
+}
+
+pub async fn malformed_queue_messages_are_acked_and_recorded(ctx: Arc<E2e>) -> Result<()> {
+    let before = ctx.admin_get("/v1/dlq?limit=100").await?;
+    let count = |a: &crate::context::Answer| {
+        a.json["dead"]
+            .as_array()
+            .map_or(0, |d| d.iter().filter(|x| x["replayable"] == false).count())
+    };
+    let n0 = count(&before);
+    for body in [json!({"hello": "world"}), json!({"v": 99, "id": "dc-1"})] {
+        let r = ctx
+            .http
+            .post(ctx.gateway("/v1/dev/enqueue-raw"))
+            .bearer_auth(ctx.env.get("ADMIN_TOKEN"))
+            .json(&body)
+            .send()
+            .await?;
+        ensure_eq!(r.status().as_u16(), 202);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = ctx.admin_get("/v1/dlq?limit=100").await?;
+        if count(&now) >= n0 + 2 {
+            ensure!(
+                now.text.contains("unsupported job message version 99"),
+                "{}",
+                now.text
+            );
+            break;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "not recorded: {}",
+            now.text
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Acked, not retried: each was seen once, and stays seen once.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let log = std::fs::read_to_string(ctx.log_dir.join("workers.log")).unwrap_or_default();
+    let seen = log.matches("malformed queue message").count();
+    ensure_eq!(seen, 2, "each malformed message was handled once");
+    Ok(())
+}
+
+pub async fn admin_lists_jobs_newest_first(ctx: Arc<E2e>) -> Result<()> {
+    let first = ctx.admin_post("/v1/selftest").await?;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let second = ctx.admin_post("/v1/selftest").await?;
+    let (a, b) = (first.json["job_id"].clone(), second.json["job_id"].clone());
+    ctx.wait_for_job(
+        b.as_str().unwrap_or_default(),
+        Duration::from_secs(20),
+        |r| r["status"] == "succeeded",
+    )
+    .await?;
+    let list = ctx.admin_get("/v1/jobs?limit=100").await?;
+    ensure_eq!(list.status, 200);
+    let ids: Vec<&Value> = list.json["jobs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|j| &j["id"])
+        .collect();
+    let pa = ids.iter().position(|i| **i == a).context("first listed")?;
+    let pb = ids.iter().position(|i| **i == b).context("second listed")?;
+    ensure!(pb < pa, "newest first: {ids:?}");
+    let unauthorized = ctx.http.get(ctx.gateway("/v1/jobs")).send().await?;
+    ensure_eq!(unauthorized.status().as_u16(), 401);
+    Ok(())
+}
