@@ -457,5 +457,29 @@ pub async fn admin_lists_jobs_newest_first(ctx: Arc<E2e>) -> Result<()> {
     ensure!(pb < pa, "newest first: {ids:?}");
     let unauthorized = ctx.http.get(ctx.gateway("/v1/jobs")).send().await?;
     ensure_eq!(unauthorized.status().as_u16(), 401);
+
+    // The command-line tool prints the same for humans.
+    let b = b.as_str().unwrap_or_default();
+    for args in [vec!["list"], vec!["show", b]] {
+        let out = std::process::Command::new(bugbot_tests::stack::workspace_binary("jobs")?)
+            .args([
+                "--url",
+                &ctx.env.get("GATEWAY_URL"),
+                "--token",
+                &ctx.env.get("ADMIN_TOKEN"),
+            ])
+            .args(&args)
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            out.status.success(),
+            "jobs {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ensure!(
+            text.contains(b) && text.contains("succeeded"),
+            "jobs {args:?}:\n{text}"
+        );
+    }
     Ok(())
 }
