@@ -74,7 +74,7 @@ pub async fn handle(env: &Env, message: &RawMessage) {
         ],
     );
     let text = replies::dead(job.id.as_str(), record.attempts, &error);
-    if let Err(e) = reply::say(env, &job, &mut record, &text).await {
+    if let Err(e) = reply::say(env, &job, &mut record, &text, reply::Urgency::Outcome).await {
         log::error(
             "requester not told",
             &[("job", job.id.as_str()), ("error", &e.to_string())],

@@ -155,7 +155,9 @@ async fn process(env: &Env, job: &JobMessage) -> Settled {
         Err(e) => {
             run.record.last_error = Some(e.to_string());
             let text = replies::failed(job.id.as_str(), what(job.command), &e.to_string());
-            if let Err(told) = reply::say(env, job, &mut run.record, &text).await {
+            if let Err(told) =
+                reply::say(env, job, &mut run.record, &text, reply::Urgency::Outcome).await
+            {
                 log::error(
                     "requester not told",
                     &[("job", job.id.as_str()), ("error", &told.to_string())],

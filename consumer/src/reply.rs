@@ -13,7 +13,7 @@ use worker::Env;
 
 /// Shows progress. Progress is a courtesy: a failure is logged, never fails the job.
 pub async fn progress(run: &mut Run<'_>, text: &str) {
-    if let Err(e) = say(run.env, run.job, &mut run.record, text).await {
+    if let Err(e) = say(run.env, run.job, &mut run.record, text, Urgency::Progress).await {
         log::info(
             "progress not shown",
             &[("job", run.job.id.as_str()), ("error", &e.to_string())],
@@ -26,9 +26,18 @@ pub async fn finish(run: &mut Run<'_>, text: &str) -> Result<(), ApiError> {
     if run.record.checkpoints.answered {
         return Ok(());
     }
-    say(run.env, run.job, &mut run.record, text).await?;
+    say(run.env, run.job, &mut run.record, text, Urgency::Outcome).await?;
     run.record.checkpoints.answered = true;
     run.step("answered", "the requester was told").await
+}
+
+/// Whether a message must reach the requester even when the interaction token has expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Urgency {
+    /// A step on the way: only where it can replace the previous answer.
+    Progress,
+    /// How the job ended: posted to the channel if the deferred answer can no longer be edited.
+    Outcome,
 }
 
 /// Says `text` where the job was asked, keeping the GitHub status comment's id on the record.
@@ -37,6 +46,7 @@ pub async fn say(
     job: &JobMessage,
     record: &mut JobRecord,
     text: &str,
+    urgency: Urgency,
 ) -> Result<(), ApiError> {
     match &job.source {
         Source::Discord {
@@ -52,7 +62,7 @@ pub async fn say(
             )
             .await
             {
-                Err(e) if is_expired_interaction(&e) => {
+                Err(e) if is_expired_interaction(&e) && urgency == Urgency::Outcome => {
                     call(api.create_message(channel_id, text), discord_api::parse_ok).await
                 }
                 other => other,

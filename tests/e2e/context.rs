@@ -51,6 +51,7 @@ pub fn all_cases() -> Vec<(&'static str, Case)> {
         executor::executor_refuses_bad_requests,
         executor::executor_uses_the_token_only_through_git,
         contextualize::contextualize_in_a_thread_makes_one_issue_one_packet_and_answers,
+        contextualize::an_expired_interaction_token_answers_in_the_channel,
         contextualize::linear_failing_twice_still_makes_one_issue_and_one_comment,
         contextualize::linear_429_retry_waits_for_retry_after,
         contextualize::linear_down_for_good_ends_in_the_dlq_and_replay_completes_once,

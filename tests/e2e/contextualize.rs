@@ -53,11 +53,17 @@ async fn thread_with_report(ctx: &E2e) -> Result<Thread> {
 
 /// Sends `/bugbot contextualize` in the thread, signed as Discord signs it; returns the job id.
 async fn contextualize(ctx: &E2e, thread: &Thread) -> Result<(String, String)> {
+    contextualize_with(ctx, thread, false).await
+}
+
+/// As [`contextualize`]; `expired` makes the sandbox refuse the interaction token as Discord does
+/// after 15 minutes.
+async fn contextualize_with(ctx: &E2e, thread: &Thread, expired: bool) -> Result<(String, String)> {
     let id = fresh_id();
     let token = format!("interaction-token-{}", fresh_id());
     ctx.sandbox_post(
         "/_sandbox/discord/interactions",
-        &json!({"token": token, "interaction_id": id}),
+        &json!({"token": token, "interaction_id": id, "expired": expired}),
     )
     .await?;
     let interaction = json!({
@@ -204,6 +210,43 @@ pub async fn contextualize_in_a_thread_makes_one_issue_one_packet_and_answers(
         ctx.consumer_receipts(&job),
         1,
         "one delivery of the first job"
+    );
+    Ok(())
+}
+
+pub async fn an_expired_interaction_token_answers_in_the_channel(ctx: Arc<E2e>) -> Result<()> {
+    ctx.wait_idle().await?;
+    let thread = thread_with_report(&ctx).await?;
+    let (job, interaction) = contextualize_with(&ctx, &thread, true).await?;
+    wait_status(&ctx, &job, "succeeded", 30).await?;
+    let state = ctx.sandbox_state().await?;
+    no_violations(&state)?;
+    let (issues, _) = linear_for(&state, &thread.url);
+    let identifier = issues
+        .first()
+        .and_then(|i| i["identifier"].as_str())
+        .unwrap_or("?");
+    ensure!(
+        answers_for(&state, &interaction).is_empty(),
+        "the expired token was refused"
+    );
+    let posted: Vec<&Value> = state["discord"]["posted"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["channel_id"] == thread.channel.as_str())
+        .collect();
+    ensure_eq!(
+        posted.len(),
+        1,
+        "one message in the thread instead: {posted:?}"
+    );
+    ensure!(
+        posted[0]["content"]
+            .as_str()
+            .is_some_and(|c| c.contains(identifier)),
+        "it links the issue: {}",
+        posted[0]
     );
     Ok(())
 }
