@@ -68,6 +68,110 @@ impl GithubApi {
     }
 }
 
+impl GithubApi {
+    /// `GET /repos/{owner}/{repo}` (for the default branch).
+    pub fn repository(&self, repo: &RepoFullName) -> HttpRequest {
+        self.request(Method::Get, &format!("/repos/{repo}"))
+    }
+
+    /// `GET /repos/{owner}/{repo}/git/trees/{branch}?recursive=1`: every path of the branch.
+    pub fn tree(&self, repo: &RepoFullName, branch: &str) -> HttpRequest {
+        self.request(
+            Method::Get,
+            &format!(
+                "/repos/{repo}/git/trees/{}?recursive=1",
+                crate::http::encode(branch)
+            ),
+        )
+    }
+
+    /// `GET /repos/{owner}/{repo}/pulls?head={owner}:{branch}&state=open`: the open pull request
+    /// of a branch, if any.
+    pub fn open_pulls_for(&self, repo: &RepoFullName, branch: &str) -> HttpRequest {
+        self.request(
+            Method::Get,
+            &format!(
+                "/repos/{repo}/pulls?head={}&state=open",
+                crate::http::encode(&format!("{}:{branch}", repo.owner()))
+            ),
+        )
+    }
+
+    /// `POST /repos/{owner}/{repo}/pulls`.
+    pub fn create_pull(
+        &self,
+        repo: &RepoFullName,
+        title: &str,
+        head: &str,
+        base: &str,
+        body: &str,
+    ) -> HttpRequest {
+        self.request(Method::Post, &format!("/repos/{repo}/pulls"))
+            .json(&json!({ "title": title, "head": head, "base": base, "body": body }))
+    }
+}
+
+/// A repository (the fields bugbot uses).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Repository {
+    /// The branch pull requests go to.
+    pub default_branch: String,
+    /// The git URL (`https://github.com/{owner}/{repo}.git`).
+    pub clone_url: String,
+}
+
+/// Parses a repository.
+pub fn parse_repository(response: &HttpResponse) -> Result<Repository, ApiError> {
+    response.json(Service::Github)
+}
+
+#[derive(Deserialize)]
+struct Tree {
+    tree: Vec<TreeEntry>,
+    #[serde(default)]
+    truncated: bool,
+}
+
+#[derive(Deserialize)]
+struct TreeEntry {
+    path: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+/// Parses a recursive tree: the paths of its files (blobs), and whether GitHub cut the list.
+pub fn parse_tree(response: &HttpResponse) -> Result<(Vec<String>, bool), ApiError> {
+    let tree: Tree = response.json(Service::Github)?;
+    Ok((
+        tree.tree
+            .into_iter()
+            .filter(|e| e.kind == "blob")
+            .map(|e| e.path)
+            .collect(),
+        tree.truncated,
+    ))
+}
+
+/// A pull request (the fields bugbot uses).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct PullRequest {
+    /// Number.
+    pub number: u64,
+    /// Web URL.
+    pub html_url: String,
+}
+
+/// Parses a pull request list: the first one.
+pub fn parse_first_pull(response: &HttpResponse) -> Result<Option<PullRequest>, ApiError> {
+    let list: Vec<PullRequest> = response.json(Service::Github)?;
+    Ok(list.into_iter().next())
+}
+
+/// Parses a created pull request.
+pub fn parse_pull(response: &HttpResponse) -> Result<PullRequest, ApiError> {
+    response.json(Service::Github)
+}
+
 /// A user.
 #[derive(Debug, Clone, Deserialize)]
 pub struct User {

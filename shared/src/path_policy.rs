@@ -186,6 +186,11 @@ fn path_reason(path: &str, allowed: &[String]) -> Option<String> {
     }
 }
 
+/// True when a change to `path` would be allowed (used to keep file hints inside the allowed paths).
+pub fn is_allowed(path: &str, allowed: &[String]) -> bool {
+    path_reason(path, allowed).is_none()
+}
+
 /// Every violation among the changes (empty: the fix may be pushed).
 pub fn check(changes: &[Change], allowed: &[String]) -> Vec<Violation> {
     let mut violations = Vec::new();

@@ -1,0 +1,394 @@
+//! The fix flow's decisions: which repository, which files to point Claude Code at, the branch,
+//! the pull request's title and body, and what to tell the requester at each step.
+
+use crate::executor::{FixResult, Outcome};
+use crate::github_api::PullRequest;
+use crate::ids::{JobId, RepoFullName};
+use crate::job::{JobMessage, Source};
+use crate::linear::Issue;
+use crate::references::References;
+use std::fmt::Write;
+
+/// At most this many file hints go to the executor.
+pub const MAX_FILE_HINTS: usize = 8;
+
+/// Which repository a Discord channel's reports belong to (`DISCORD_CHANNEL_REPOS`), and the
+/// fallback (`GITHUB_DEFAULT_REPO`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RepoRouting {
+    /// Channel (or parent channel of a thread) → repository.
+    pub channels: Vec<(String, RepoFullName)>,
+    /// Used when nothing else decides.
+    pub default: Option<RepoFullName>,
+}
+
+impl RepoRouting {
+    /// Parses `channel=owner/repo,channel=owner/repo` and the default.
+    pub fn parse(channels: Option<&str>, default: Option<&str>) -> Result<Self, String> {
+        let mut out = Self::default();
+        for pair in channels
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let (channel, repo) = pair.split_once('=').ok_or_else(|| {
+                format!("DISCORD_CHANNEL_REPOS: {pair:?} is not channel=owner/repo")
+            })?;
+            let repo = RepoFullName::parse(repo.trim())
+                .map_err(|e| format!("DISCORD_CHANNEL_REPOS: {e}"))?;
+            out.channels.push((channel.trim().to_owned(), repo));
+        }
+        if let Some(d) = default.map(str::trim).filter(|d| !d.is_empty()) {
+            out.default =
+                Some(RepoFullName::parse(d).map_err(|e| format!("GITHUB_DEFAULT_REPO: {e}"))?);
+        }
+        Ok(out)
+    }
+}
+
+/// Decides the repository: one named in the report (if bugbot serves it), else the GitHub issue's
+/// own, else the Discord channel's, else the default. `served` empty means "any".
+pub fn choose_repo(
+    job: &JobMessage,
+    references: &References,
+    routing: &RepoRouting,
+    served: &[RepoFullName],
+) -> Result<RepoFullName, String> {
+    let is_served = |r: &RepoFullName| served.is_empty() || served.contains(r);
+    let named = references
+        .github_repos
+        .iter()
+        .cloned()
+        .chain(references.github_issues.iter().map(|i| i.repo.clone()))
+        .filter_map(|r| RepoFullName::parse(&r).ok())
+        .find(|r| is_served(r));
+    if let Some(r) = named {
+        return Ok(r);
+    }
+    match &job.source {
+        Source::Github { repo, .. } => return Ok(repo.clone()),
+        Source::Discord {
+            channel_id,
+            parent_channel_id,
+            ..
+        } => {
+            for id in std::iter::once(channel_id).chain(parent_channel_id.as_ref()) {
+                if let Some((_, r)) = routing.channels.iter().find(|(c, _)| c == id.as_str()) {
+                    return Ok(r.clone());
+                }
+            }
+        }
+        Source::Admin => {}
+    }
+    routing.default.clone().ok_or_else(|| {
+        "no repository is configured for this channel (set DISCORD_CHANNEL_REPOS or GITHUB_DEFAULT_REPO), and the report names none".to_owned()
+    })
+}
+
+const STOPWORDS: &[&str] = &[
+    "the", "and", "for", "with", "when", "that", "this", "from", "are", "was", "but", "not",
+    "have", "has", "its", "it's", "into", "than", "then", "there", "which", "what", "wrong", "bug",
+    "issue", "fix", "please", "should", "would", "could", "does", "doesn't", "items", "page",
+    "user", "users",
+];
+
+/// The words of a report that may name code (lower case, 3+ letters, no stop words).
+pub fn keywords(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for w in text
+        .split(|c: char| !c.is_alphanumeric() && c != '_')
+        .map(str::to_lowercase)
+        .filter(|w| w.len() >= 3 && !w.chars().all(|c| c.is_ascii_digit()))
+    {
+        if !STOPWORDS.contains(&w.as_str()) && !out.contains(&w) {
+            out.push(w);
+        }
+    }
+    out
+}
+
+/// The repository's files most likely involved: allowed paths only, scored by how many of the
+/// report's keywords (or their stems) their path names. Files no keyword names are left out.
+pub fn relevant_files(paths: &[String], text: &str, allowed: &[String]) -> Vec<String> {
+    let words = keywords(text);
+    let mut scored: Vec<(usize, &String)> = paths
+        .iter()
+        .filter(|p| crate::path_policy::is_allowed(p, allowed))
+        .map(|p| {
+            let lower = p.to_lowercase();
+            let parts: Vec<&str> = lower
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|s| s.len() >= 3)
+                .collect();
+            let score = words
+                .iter()
+                .filter(|w| {
+                    parts.iter().any(|part| {
+                        part == *w
+                            || (part.len() >= 4 && w.starts_with(part))
+                            || (w.len() >= 4 && part.starts_with(w.as_str()))
+                    })
+                })
+                .count();
+            (score, p)
+        })
+        .filter(|(score, _)| *score > 0)
+        .collect();
+    scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+    scored
+        .into_iter()
+        .take(MAX_FILE_HINTS)
+        .map(|(_, p)| p.clone())
+        .collect()
+}
+
+/// The branch of a job's fix: stable for the job, so a retry pushes to (and finds) the same one.
+pub fn branch_name(issue: &Issue, job: &JobId) -> String {
+    let slug: String = issue
+        .identifier
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    let job: String = job
+        .as_str()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(40)
+        .collect();
+    format!("bugbot/{slug}-{job}")
+}
+
+/// The pull request's title.
+pub fn pr_title(issue: &Issue) -> String {
+    format!("{}: {}", issue.identifier, issue.title)
+}
+
+/// The pull request's body: the Linear link, the context, what Claude Code did, the changed files,
+/// cost and turns, and `Fixes ID` so that Linear links the pull request to the issue.
+pub fn pr_body(issue: &Issue, context_summary: &str, result: &FixResult, job: &JobId) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Fixes {} — [{}]({})\n",
+        issue.identifier, issue.title, issue.url
+    );
+    let _ = writeln!(md, "### Report\n\n{context_summary}\n");
+    let _ = writeln!(md, "### What Claude Code did\n");
+    let summary = result.summary.trim();
+    let _ = writeln!(
+        md,
+        "{}\n",
+        if summary.is_empty() {
+            "(no summary was given)"
+        } else {
+            summary
+        }
+    );
+    if !result.changed_files.is_empty() {
+        let _ = writeln!(md, "### Changed files\n\n| file | + | − |\n|---|---|---|");
+        for f in &result.changed_files {
+            let _ = writeln!(md, "| `{}` | {} | {} |", f.path, f.added, f.removed);
+        }
+        md.push('\n');
+    }
+    let _ = writeln!(
+        md,
+        "<sub>bugbot · job `{job}` · {} turns · ${:.2} · {:.1} s. Review before merging: the change was made by a model and only its paths were checked.</sub>",
+        result.turns,
+        result.cost_usd,
+        result.duration_ms as f64 / 1000.0
+    );
+    md
+}
+
+/// Progress texts, shown while a fix runs.
+pub mod progress {
+    /// The executor is cloning.
+    pub fn cloning(repo: &str) -> String {
+        format!("🛠️ Cloning `{repo}`…")
+    }
+    /// Claude Code is at turn `n`.
+    pub fn turn(n: u32, summary: &str) -> String {
+        let (s, _) = crate::job::truncate(summary.trim(), 200);
+        if s.is_empty() {
+            format!("🤖 Claude Code is working — turn {n}")
+        } else {
+            format!("🤖 Claude Code is working — turn {n}: {s}")
+        }
+    }
+    /// The executor checks the changed paths.
+    pub fn checking_paths() -> String {
+        "🔍 Checking which paths changed…".into()
+    }
+    /// The executor pushes.
+    pub fn pushing(branch: &str) -> String {
+        format!("⬆️ Pushing `{branch}`…")
+    }
+}
+
+/// The final answer of a fix.
+pub fn outcome_text(issue: &Issue, result: &FixResult, pr: Option<&PullRequest>) -> String {
+    let linear = format!("[{}]({})", issue.identifier, issue.url);
+    match (result.outcome, pr) {
+        (Outcome::Pushed, Some(pr)) => format!(
+            "✅ Pull request opened: {} — {} file(s) changed, {} turns. Linear: {linear}",
+            pr.html_url,
+            result.changed_files.len(),
+            result.turns
+        ),
+        (Outcome::Rejected, _) => {
+            let paths: Vec<String> = result
+                .rejected_paths
+                .iter()
+                .map(|v| format!("`{}` ({})", v.path, v.reason))
+                .collect();
+            format!(
+                "🚫 No pull request: the change touched paths bugbot may not change: {}. Nothing was pushed. Linear: {linear}",
+                paths.join(", ")
+            )
+        }
+        (Outcome::NoChanges, _) => format!(
+            "🤷 No pull request: Claude Code made no changes. {} Linear: {linear}",
+            one_line(&result.summary)
+        ),
+        (Outcome::TimedOut, _) => format!(
+            "⏱️ No pull request: Claude Code ran out of time ({:.0} s). Nothing was pushed. Linear: {linear}",
+            result.duration_ms as f64 / 1000.0
+        ),
+        (Outcome::MaxTurns, _) => format!(
+            "⏱️ No pull request: Claude Code used all its turns ({}) without finishing. Nothing was pushed. Linear: {linear}",
+            result.turns
+        ),
+        (Outcome::BudgetExceeded, _) => format!(
+            "💸 No pull request: Claude Code reached its cost limit (${:.2}). Nothing was pushed. Linear: {linear}",
+            result.cost_usd
+        ),
+        (Outcome::Failed, _) | (Outcome::Pushed, None) => format!(
+            "❌ The fix failed: {}. Nothing was opened. Linear: {linear}",
+            result.error.as_deref().unwrap_or("no reason was given")
+        ),
+    }
+}
+
+fn one_line(text: &str) -> String {
+    let t = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    crate::job::truncate(&t, 300).0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::ChangedFile;
+    use crate::path_policy::Violation;
+
+    fn issue() -> Issue {
+        Issue {
+            id: "u".into(),
+            identifier: "BUG-7".into(),
+            title: "Cart total is off by one".into(),
+            url: "https://linear.app/acme/issue/BUG-7".into(),
+        }
+    }
+
+    fn result(outcome: Outcome) -> FixResult {
+        FixResult {
+            outcome,
+            branch: Some("bugbot/bug-7".into()),
+            commit_sha: Some("abc".into()),
+            changed_files: vec![ChangedFile {
+                path: "src/cart.js".into(),
+                added: 1,
+                removed: 1,
+            }],
+            rejected_paths: vec![Violation {
+                path: "package.json".into(),
+                reason: "package manifests and lock files are never changed".into(),
+            }],
+            summary: "Start the sum at 0.".into(),
+            turns: 3,
+            cost_usd: 0.01,
+            duration_ms: 4200,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn repo_choice() {
+        let job: JobMessage = serde_json::from_value(serde_json::json!({
+            "v": 1, "id": "dc-1", "command": "fix", "requester": {"id": "1", "name": "j"},
+            "source": {"kind": "discord", "guild_id": "1", "channel_id": "20", "parent_channel_id": "10",
+                       "interaction_id": "5", "interaction_token": "t", "application_id": "3"},
+            "report": {"text": "x"}, "references": {}, "enqueued_at_ms": 1
+        })).unwrap();
+        let routing =
+            RepoRouting::parse(Some("10=acme/web-app, 99=acme/other"), Some("acme/default"))
+                .unwrap();
+        let served = vec![RepoFullName::parse("acme/web-app").unwrap()];
+        assert_eq!(
+            choose_repo(&job, &References::default(), &routing, &served)
+                .unwrap()
+                .as_str(),
+            "acme/web-app"
+        );
+        let refs = References {
+            github_repos: vec!["evil/elsewhere".into(), "acme/web-app".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            choose_repo(&job, &refs, &RepoRouting::default(), &served)
+                .unwrap()
+                .as_str(),
+            "acme/web-app"
+        );
+        assert!(
+            choose_repo(
+                &job,
+                &References::default(),
+                &RepoRouting::default(),
+                &served
+            )
+            .is_err()
+        );
+        assert!(RepoRouting::parse(Some("nonsense"), None).is_err());
+    }
+
+    #[test]
+    fn file_hints_follow_the_report_and_the_allowed_paths() {
+        let paths: Vec<String> = [
+            "src/cart.js",
+            "src/checkout/total.ts",
+            "package.json",
+            "docs/cart.md",
+            "src/user.js",
+            "src/.env.cart",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let allowed = vec!["src/".to_owned()];
+        let hints = relevant_files(&paths, "The cart total is wrong at checkout", &allowed);
+        assert_eq!(hints, vec!["src/checkout/total.ts", "src/cart.js"]);
+        assert!(relevant_files(&paths, "nothing matches here", &allowed).is_empty());
+    }
+
+    #[test]
+    fn branch_body_and_answers() {
+        let job = JobId::parse("dc-123").unwrap();
+        assert_eq!(branch_name(&issue(), &job), "bugbot/bug-7-dc-123");
+        assert!(crate::executor::valid_branch(&branch_name(&issue(), &job)));
+        let body = pr_body(&issue(), "Cart total wrong", &result(Outcome::Pushed), &job);
+        assert!(body.starts_with("Fixes BUG-7"));
+        assert!(body.contains("| `src/cart.js` | 1 | 1 |") && body.contains("3 turns"));
+        let pr = PullRequest {
+            number: 1,
+            html_url: "https://github.com/acme/web-app/pull/1".into(),
+        };
+        assert!(outcome_text(&issue(), &result(Outcome::Pushed), Some(&pr)).contains("/pull/1"));
+        assert!(
+            outcome_text(&issue(), &result(Outcome::Rejected), None).contains("`package.json`")
+        );
+        assert!(outcome_text(&issue(), &result(Outcome::TimedOut), None).contains("out of time"));
+    }
+}
