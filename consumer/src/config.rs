@@ -1,7 +1,6 @@
 //! The consumer's configuration, read from the Worker's vars and secrets (README, "Configuration").
 
 use bugbot_shared::discord_api::DiscordApi;
-use bugbot_shared::github_api::GithubApi;
 use bugbot_shared::http::{ApiError, Service};
 use bugbot_shared::linear::LinearApi;
 use bugbot_shared::posthog::PosthogApi;
@@ -61,13 +60,9 @@ pub fn posthog(env: &Env) -> Option<PosthogApi> {
     Some(PosthogApi::new(&base, &app, &project, &key))
 }
 
-/// GitHub's client with a personal access token (`GITHUB_TOKEN`).
-pub fn github(env: &Env) -> Result<GithubApi, ApiError> {
-    let base = var(env, "GITHUB_API_URL").unwrap_or_else(|| GITHUB_API_DEFAULT.into());
-    Ok(GithubApi::new(
-        &base,
-        &required(env, Service::Github, "GITHUB_TOKEN")?,
-    ))
+/// GitHub's API base URL.
+pub fn github_base(env: &Env) -> String {
+    var(env, "GITHUB_API_URL").unwrap_or_else(|| GITHUB_API_DEFAULT.into())
 }
 
 /// Retry timing: first delay `RETRY_BASE_SECONDS` (default 5), doubling, at most

@@ -244,8 +244,13 @@ async fn conversation(run: &Run<'_>) -> Result<Vec<ConversationMessage>, ApiErro
                 })
                 .collect())
         }
-        Source::Github { repo, number, .. } => {
-            let api = config::github(run.env)?;
+        Source::Github {
+            repo,
+            number,
+            installation_id,
+            ..
+        } => {
+            let (api, _) = crate::github::client(run.env, repo, *installation_id).await?;
             let (issue, comments) = futures::join!(
                 call(api.issue(repo, *number), github_api::parse_issue),
                 call(

@@ -9,6 +9,7 @@ mod config;
 mod container;
 mod contextualize;
 mod dead;
+mod github;
 mod http;
 mod log;
 mod reply;

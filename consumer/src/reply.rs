@@ -68,8 +68,13 @@ pub async fn say(
                 other => other,
             }
         }
-        Source::Github { repo, number, .. } => {
-            let api = config::github(env)?;
+        Source::Github {
+            repo,
+            number,
+            installation_id,
+            ..
+        } => {
+            let (api, _) = crate::github::client(env, repo, *installation_id).await?;
             let body = format!("{text}\n\n<sub>bugbot · job `{}`</sub>", job.id);
             if let Some(id) = record.checkpoints.github_status_comment {
                 call(

@@ -54,6 +54,27 @@ impl Sandbox {
         Ok(root)
     }
 
+    /// The bare repository of `owner/name`, if the remote has it.
+    pub fn bare_repo(&self, repo: &str) -> Option<PathBuf> {
+        let (owner, name) = repo.split_once('/')?;
+        let path = self
+            .lock()
+            .git
+            .root
+            .clone()?
+            .join(owner)
+            .join(format!("{name}.git"));
+        path.is_dir().then_some(path)
+    }
+
+    /// Runs git in a bare repository of the remote.
+    pub fn git_in(&self, repo: &str, args: &[&str]) -> Result<String, String> {
+        let path = self
+            .bare_repo(repo)
+            .ok_or_else(|| format!("no repository {repo}"))?;
+        git(&path, args)
+    }
+
     /// Branches of every repository (`owner/name` → branch → commit), for the state view.
     pub fn git_branches(&self) -> BTreeMap<String, BTreeMap<String, String>> {
         // Reading the state never creates the directory.

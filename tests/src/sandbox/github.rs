@@ -20,6 +20,36 @@ pub struct GithubState {
     pub issues: Vec<GhIssue>,
     /// Issue comments, in creation order.
     pub comments: Vec<GhComment>,
+    /// Pull requests, in creation order.
+    pub pulls: Vec<GhPull>,
+    /// Installation tokens handed out (how many; the tokens themselves are not shown).
+    pub installation_tokens_issued: u32,
+    /// Tokens that open the API (installation tokens handed out).
+    #[serde(skip)]
+    pub tokens: Vec<String>,
+}
+
+/// A pull request.
+#[derive(Debug, Clone, Serialize)]
+pub struct GhPull {
+    /// `owner/name`.
+    pub repo: String,
+    /// Number.
+    pub number: u64,
+    /// Title.
+    pub title: String,
+    /// Body.
+    pub body: String,
+    /// Head branch.
+    pub head: String,
+    /// Head commit when opened.
+    pub head_sha: String,
+    /// Base branch.
+    pub base: String,
+    /// `git diff base...head` when opened.
+    pub diff: String,
+    /// Web URL.
+    pub html_url: String,
 }
 
 /// An issue.
@@ -133,14 +163,152 @@ pub async fn api(
             return gh_error(StatusCode::UNPROCESSABLE_ENTITY, &why);
         }
     };
-    let authorized = headers
+    let bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == format!("Bearer {}", sb.credentials.github_token));
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_owned();
+    let p = |k: &str| matched.params.get(k).cloned().unwrap_or_default();
+    // The App's own endpoints want its JWT; everything else a token.
+    if matches!(
+        matched.template.as_str(),
+        "/app/installations/{installation_id}/access_tokens" | "/repos/{owner}/{repo}/installation"
+    ) {
+        return app_endpoint(
+            &sb,
+            &method,
+            &matched.template,
+            &bearer,
+            &p("installation_id"),
+            &format!("{}/{}", p("owner"), p("repo")),
+        );
+    }
+    let authorized = !bearer.is_empty()
+        && ((!sb.credentials.github_token.is_empty() && bearer == sb.credentials.github_token)
+            || sb.lock().github.tokens.contains(&bearer));
     if !authorized {
         return gh_error(StatusCode::UNAUTHORIZED, "Bad credentials");
     }
-    let p = |k: &str| matched.params.get(k).cloned().unwrap_or_default();
+    let host = headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1")
+        .to_owned();
+    let repo_name = format!("{}/{}", p("owner"), p("repo"));
+    match (method.as_str(), matched.template.as_str()) {
+        ("GET", "/repos/{owner}/{repo}") => {
+            return match sb.bare_repo(&repo_name) {
+                Some(_) => Json(repository_json(&repo_name, &host)).into_response(),
+                None => gh_error(StatusCode::NOT_FOUND, "Not Found"),
+            };
+        }
+        ("GET", "/repos/{owner}/{repo}/git/trees/{tree_sha}") => {
+            let listing = sb.git_in(
+                &repo_name,
+                &["ls-tree", "-r", "--full-tree", &p("tree_sha")],
+            );
+            return match listing {
+                Ok(text) => {
+                    let tree: Vec<Value> = text
+                        .lines()
+                        .filter_map(|l| {
+                            let (meta, path) = l.split_once('\t')?;
+                            let mut m = meta.split_whitespace();
+                            let (mode, kind, sha) = (m.next()?, m.next()?, m.next()?);
+                            Some(json!({"path": path, "mode": mode, "type": kind, "sha": sha,
+                                        "url": format!("https://api.github.com/repos/{repo_name}/git/blobs/{sha}")}))
+                        })
+                        .collect();
+                    Json(json!({"sha": p("tree_sha"), "url": "", "tree": tree, "truncated": false}))
+                        .into_response()
+                }
+                Err(_) => gh_error(StatusCode::NOT_FOUND, "Not Found"),
+            };
+        }
+        ("GET", "/repos/{owner}/{repo}/pulls") => {
+            let head = query_value(uri.query(), "head").map(|h| percent_decode(&h));
+            let s = sb.lock();
+            let list: Vec<Value> = s
+                .github
+                .pulls
+                .iter()
+                .filter(|pr| pr.repo == repo_name)
+                .filter(|pr| {
+                    head.as_ref()
+                        .is_none_or(|h| *h == format!("{}:{}", p("owner"), pr.head))
+                })
+                .map(pull_json)
+                .collect();
+            return Json(list).into_response();
+        }
+        ("POST", "/repos/{owner}/{repo}/pulls") => {
+            let field = |k: &str| {
+                body.as_ref()
+                    .and_then(|b| b[k].as_str())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let (head, base) = (field("head"), field("base"));
+            let head_sha = match sb.git_in(
+                &repo_name,
+                &["rev-parse", "--verify", &format!("refs/heads/{head}")],
+            ) {
+                Ok(sha) => sha.trim().to_owned(),
+                Err(_) => {
+                    return gh_error(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "Validation Failed: head does not exist",
+                    );
+                }
+            };
+            if sb
+                .git_in(
+                    &repo_name,
+                    &["rev-parse", "--verify", &format!("refs/heads/{base}")],
+                )
+                .is_err()
+            {
+                return gh_error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Validation Failed: base does not exist",
+                );
+            }
+            let diff = sb
+                .git_in(&repo_name, &["diff", &format!("{base}...{head}")])
+                .unwrap_or_default();
+            let mut s = sb.lock();
+            if s.github
+                .pulls
+                .iter()
+                .any(|pr| pr.repo == repo_name && pr.head == head)
+            {
+                return gh_error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &format!(
+                        "Validation Failed: A pull request already exists for {}:{head}.",
+                        p("owner")
+                    ),
+                );
+            }
+            let number = 100 + s.github.pulls.len() as u64 + 1;
+            let pr = GhPull {
+                html_url: format!("{WEB}/{repo_name}/pull/{number}"),
+                repo: repo_name,
+                number,
+                title: field("title"),
+                body: field("body"),
+                head,
+                head_sha,
+                base,
+                diff,
+            };
+            let json = pull_json(&pr);
+            s.github.pulls.push(pr);
+            return (StatusCode::CREATED, Json(json)).into_response();
+        }
+        _ => {}
+    }
     let repo = format!("{}/{}", p("owner"), p("repo"));
     let number: u64 = p("issue_number").parse().unwrap_or(0);
     let mut s = sb.lock();
@@ -226,6 +394,163 @@ pub async fn api(
             gh_error(StatusCode::NOT_FOUND, &why)
         }
     }
+}
+
+fn query_value(query: Option<&str>, name: &str) -> Option<String> {
+    query?
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(b) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn repository_json(repo: &str, host: &str) -> Value {
+    let (owner, name) = repo.split_once('/').unwrap_or((repo, repo));
+    json!({
+        "id": 9000, "node_id": "R_x", "name": name, "full_name": repo, "private": false,
+        "owner": user(owner), "html_url": format!("{WEB}/{repo}"),
+        "default_branch": "main",
+        // The sandbox's git remote stands in for github.com's.
+        "clone_url": format!("http://{host}/git/{repo}.git"),
+    })
+}
+
+fn pull_json(pr: &GhPull) -> Value {
+    json!({
+        "id": 3_000_000 + pr.number, "number": pr.number, "state": "open", "title": pr.title, "body": pr.body,
+        "html_url": pr.html_url, "url": format!("https://api.github.com/repos/{}/pulls/{}", pr.repo, pr.number),
+        "head": {"ref": pr.head, "sha": pr.head_sha, "label": format!("{}:{}", pr.repo.split('/').next().unwrap_or_default(), pr.head)},
+        "base": {"ref": pr.base},
+        "user": user("bugbot[bot]"), "draft": false, "merged": false,
+        "created_at": CREATED, "updated_at": CREATED,
+    })
+}
+
+/// The App's endpoints: a valid JWT (RS256 with the App's key, `iss` = the App id, at most 10
+/// minutes long, not expired) is required.
+fn app_endpoint(
+    sb: &Sandbox,
+    method: &Method,
+    template: &str,
+    jwt: &str,
+    installation: &str,
+    repo: &str,
+) -> Response {
+    if let Err(why) = verify_jwt(sb, jwt) {
+        return gh_error(StatusCode::UNAUTHORIZED, &why);
+    }
+    let ours = sb.credentials.github_installation_id;
+    match (method.as_str(), template) {
+        ("GET", "/repos/{owner}/{repo}/installation") => {
+            if sb.bare_repo(repo).is_none()
+                && !sb.lock().github.issues.iter().any(|i| i.repo == repo)
+            {
+                return gh_error(StatusCode::NOT_FOUND, "Not Found");
+            }
+            Json(json!({"id": ours, "app_id": sb.credentials.github_app_id.parse::<u64>().unwrap_or(0),
+                        "account": user(repo.split('/').next().unwrap_or_default()),
+                        "repository_selection": "all", "target_type": "Organization",
+                        "permissions": {"contents": "write", "issues": "write", "pull_requests": "write"}}))
+            .into_response()
+        }
+        ("POST", "/app/installations/{installation_id}/access_tokens") => {
+            if installation != ours.to_string() {
+                return gh_error(StatusCode::NOT_FOUND, "Not Found");
+            }
+            let token = format!("ghs_{:032x}", rand::random::<u128>());
+            let mut s = sb.lock();
+            s.github.tokens.push(token.clone());
+            s.github.installation_tokens_issued += 1;
+            // The same token opens the git remote, as an installation token opens github.com.
+            s.git.tokens.push(token.clone());
+            let expires = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+            let expires_at = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+                expires.year(),
+                u8::from(expires.month()),
+                expires.day(),
+                expires.hour(),
+                expires.minute(),
+                expires.second()
+            );
+            (
+                StatusCode::CREATED,
+                Json(json!({"token": token, "expires_at": expires_at,
+                "permissions": {"contents": "write", "issues": "write", "pull_requests": "write"},
+                "repository_selection": "all"})),
+            )
+                .into_response()
+        }
+        _ => gh_error(StatusCode::NOT_FOUND, "Not Found"),
+    }
+}
+
+fn verify_jwt(sb: &Sandbox, jwt: &str) -> Result<(), String> {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use rsa::pkcs1v15::{Signature, VerifyingKey};
+    use rsa::signature::Verifier;
+    let bad = |why: &str| Err(format!("A JSON web token could not be decoded: {why}"));
+    let Some(key) = sb.credentials.github_app_public_key.clone() else {
+        return bad("the sandbox has no App key (GITHUB_APP_PRIVATE_KEY)");
+    };
+    let parts: Vec<&str> = jwt.split('.').collect();
+    if parts.len() != 3 {
+        return bad("not a JWT");
+    }
+    let decode = |p: &str| {
+        URL_SAFE_NO_PAD
+            .decode(p)
+            .map_err(|_| "bad base64url".to_owned())
+    };
+    let header: Value = serde_json::from_slice(&decode(parts[0])?).map_err(|_| "bad header")?;
+    if header["alg"] != "RS256" {
+        return bad("alg must be RS256");
+    }
+    let signature =
+        Signature::try_from(decode(parts[2])?.as_slice()).map_err(|_| "bad signature")?;
+    VerifyingKey::<sha2::Sha256>::new(key)
+        .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &signature)
+        .map_err(|_| {
+            "'Issuer' claim ('iss') must be an Integer; signature does not verify".to_owned()
+        })?;
+    let claims: Value = serde_json::from_slice(&decode(parts[1])?).map_err(|_| "bad claims")?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let (iat, exp) = (
+        claims["iat"].as_i64().unwrap_or(0),
+        claims["exp"].as_i64().unwrap_or(0),
+    );
+    let iss = claims["iss"]
+        .as_str()
+        .map(str::to_owned)
+        .or_else(|| claims["iss"].as_u64().map(|n| n.to_string()));
+    if iss.as_deref() != Some(sb.credentials.github_app_id.as_str()) {
+        return bad("iss is not this App's id");
+    }
+    if exp <= now || iat > now + 60 || exp - iat > 600 {
+        return bad("'Expiration time' claim ('exp') is too far in the future, or expired");
+    }
+    Ok(())
 }
 
 /// `POST /_sandbox/github/issues`: adds issues.

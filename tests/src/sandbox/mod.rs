@@ -134,6 +134,12 @@ pub struct Credentials {
     pub github_token: String,
     /// `GITHUB_BOT_LOGIN`: the author of comments made with the token.
     pub github_bot_login: String,
+    /// `GITHUB_APP_ID`.
+    pub github_app_id: String,
+    /// The App's public key (from `GITHUB_APP_PRIVATE_KEY`, as GitHub keeps it), to verify JWTs.
+    pub github_app_public_key: Option<rsa::RsaPublicKey>,
+    /// `GITHUB_TEST_INSTALLATION_ID`: the App's one installation, on every repository.
+    pub github_installation_id: u64,
 }
 
 impl Credentials {
@@ -149,6 +155,13 @@ impl Credentials {
             posthog_project_id: get("POSTHOG_PROJECT_ID"),
             github_token: get("GITHUB_TOKEN"),
             github_bot_login: get("GITHUB_BOT_LOGIN"),
+            github_app_id: get("GITHUB_APP_ID"),
+            github_app_public_key: bugbot_shared::github_app::parse_key(&get(
+                "GITHUB_APP_PRIVATE_KEY",
+            ))
+            .ok()
+            .map(|k| k.to_public_key()),
+            github_installation_id: get("GITHUB_TEST_INSTALLATION_ID").parse().unwrap_or(0),
         }
     }
 }

@@ -1,0 +1,80 @@
+//! A GitHub client for a repository: with the GitHub App (an installation token, from a JWT
+//! signed with the App's key, cached in this isolate until shortly before it expires), or with a
+//! personal access token (`GITHUB_TOKEN`) for small setups.
+
+use crate::config::{self, var};
+use crate::http::call;
+use bugbot_shared::github_api::GithubApi;
+use bugbot_shared::github_app;
+use bugbot_shared::http::{ApiError, Service};
+use bugbot_shared::ids::RepoFullName;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use worker::Env;
+
+/// A cached token is replaced this long before it expires.
+const REFRESH_MARGIN_SECS: u64 = 300;
+
+thread_local! {
+    /// Installation id → (token, expiry in seconds since the epoch). Memory only: never in KV.
+    static TOKENS: RefCell<HashMap<u64, (String, u64)>> = RefCell::new(HashMap::new());
+}
+
+/// A client, and the token it uses (the executor needs the token for the push).
+pub async fn client(
+    env: &Env,
+    repo: &RepoFullName,
+    installation: Option<u64>,
+) -> Result<(GithubApi, String), ApiError> {
+    let base = config::github_base(env);
+    let token = token(env, &base, repo, installation).await?;
+    Ok((GithubApi::new(&base, &token), token))
+}
+
+async fn token(
+    env: &Env,
+    base: &str,
+    repo: &RepoFullName,
+    installation: Option<u64>,
+) -> Result<String, ApiError> {
+    let Some(app_id) = var(env, "GITHUB_APP_ID") else {
+        return var(env, "GITHUB_TOKEN").ok_or_else(|| {
+            ApiError::permanent(
+                Service::Github,
+                "neither GITHUB_APP_ID (with GITHUB_APP_PRIVATE_KEY) nor GITHUB_TOKEN is configured",
+            )
+        });
+    };
+    let pem = var(env, "GITHUB_APP_PRIVATE_KEY").ok_or_else(|| {
+        ApiError::permanent(Service::Github, "GITHUB_APP_PRIVATE_KEY is not configured")
+    })?;
+    let now = worker::Date::now().as_millis() / 1000;
+    let key = github_app::parse_key(&pem)
+        .map_err(|e| ApiError::permanent(Service::Github, e.to_string()))?;
+    let jwt = github_app::app_jwt(&app_id, &key, now);
+    let installation = match installation {
+        Some(id) => id,
+        None => {
+            call(
+                github_app::installation_for_repo(base, &jwt, repo),
+                github_app::parse_installation,
+            )
+            .await?
+        }
+    };
+    if let Some(token) = TOKENS.with_borrow(|t| {
+        t.get(&installation)
+            .filter(|(_, exp)| *exp > now + REFRESH_MARGIN_SECS)
+            .map(|(tok, _)| tok.clone())
+    }) {
+        return Ok(token);
+    }
+    let fresh = call(
+        github_app::access_token(base, &jwt, installation),
+        github_app::parse_access_token,
+    )
+    .await?;
+    let expires = github_app::parse_utc(&fresh.expires_at).unwrap_or(now + 3000);
+    TOKENS.with_borrow_mut(|t| t.insert(installation, (fresh.token.clone(), expires)));
+    Ok(fresh.token)
+}
