@@ -4,6 +4,7 @@
 use crate::process;
 use crate::run::{Config, Emitter};
 use bugbot_shared::executor::{Event, FixRequest, Outcome};
+use bugbot_shared::path_policy::Violation;
 use std::path::Path;
 use tokio::io::AsyncBufReadExt;
 
@@ -23,6 +24,45 @@ pub struct ClaudeRun {
     pub cost_usd: f64,
     /// Error detail, when it failed.
     pub error: Option<String>,
+    /// Edits Claude Code's permissions refused (it tried to change a path it may not).
+    pub denied: Vec<Violation>,
+}
+
+/// The file edits in Claude Code's `permission_denials`, as path violations (paths relative to the
+/// repository; the reason says which rule refused them).
+pub fn denied_edits(result: &serde_json::Value, repo: &Path, allowed: &[String]) -> Vec<Violation> {
+    let mut out: Vec<Violation> = Vec::new();
+    for d in result["permission_denials"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let tool = d["tool_name"].as_str().unwrap_or_default();
+        if !matches!(tool, "Edit" | "Write" | "MultiEdit" | "NotebookEdit") {
+            continue;
+        }
+        let input = &d["tool_input"];
+        let Some(raw) = input["file_path"]
+            .as_str()
+            .or_else(|| input["notebook_path"].as_str())
+        else {
+            continue;
+        };
+        let path = Path::new(raw)
+            .strip_prefix(repo)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| raw.trim_start_matches("./").to_owned());
+        if out.iter().any(|v| v.path == path) {
+            continue;
+        }
+        let reason = bugbot_shared::path_policy::refusal_reason(&path, allowed)
+            .unwrap_or_else(|| "refused by Claude Code's permissions".to_owned());
+        out.push(Violation {
+            path,
+            reason: format!("{tool} refused: {reason}"),
+        });
+    }
+    out
 }
 
 /// Longest stream-json line kept in memory; longer lines are skipped as they arrive.
@@ -245,6 +285,7 @@ pub async fn run(
                 "Claude Code exited ({status}) without a result: {}",
                 stderr_tail.trim()
             )),
+            denied: Vec::new(),
         });
     };
     let subtype = r["subtype"].as_str().unwrap_or("");
@@ -263,6 +304,7 @@ pub async fn run(
             .unwrap_or(turn),
         cost_usd: r["total_cost_usd"].as_f64().unwrap_or(0.0),
         error: (outcome == Outcome::Failed).then(|| format!("Claude Code ended with {subtype:?}")),
+        denied: denied_edits(&r, repo, &req.allowed_paths),
     })
 }
 

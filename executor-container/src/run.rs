@@ -202,6 +202,12 @@ async fn attempt(config: &Config, req: &FixRequest, out: &Emitter) -> Result<Fix
     }
 
     out.emit(&Event::CheckingPaths).await;
+    if !claude.denied.is_empty() {
+        // It tried to change a path it may not: the whole fix is rejected, whatever else it did.
+        result.outcome = Outcome::Rejected;
+        result.rejected_paths = claude.denied;
+        return Ok(result);
+    }
     match check_changes(&repo, &askpass, &req.allowed_paths).await? {
         Checked::NoChanges => {
             result.outcome = Outcome::NoChanges;

@@ -191,6 +191,11 @@ pub fn is_allowed(path: &str, allowed: &[String]) -> bool {
     path_reason(path, allowed).is_none()
 }
 
+/// Why a change to `path` is not allowed, if it is not.
+pub fn refusal_reason(path: &str, allowed: &[String]) -> Option<String> {
+    path_reason(path, allowed)
+}
+
 /// Every violation among the changes (empty: the fix may be pushed).
 pub fn check(changes: &[Change], allowed: &[String]) -> Vec<Violation> {
     let mut violations = Vec::new();

@@ -391,7 +391,8 @@ pub async fn github_contextualize_comments_on_the_issue(ctx: Arc<E2e>) -> Result
     payload["issue"]["number"] = number.into();
     payload["issue"]["html_url"] = format!("https://github.com/{repo}/issues/{number}").into();
     payload["comment"]["body"] = "@bugbot contextualize".into();
-    payload["installation"] = json!({"id": ctx.env.get("GITHUB_TEST_INSTALLATION_ID").parse::<u64>()?});
+    payload["installation"] =
+        json!({"id": ctx.env.get("GITHUB_TEST_INSTALLATION_ID").parse::<u64>()?});
     payload["comment"]["author_association"] = "MEMBER".into();
     let delivery = format!("9a1f0a2c-{}", fresh_id());
     let a = ctx

@@ -202,7 +202,8 @@ pub async fn executor_rejects_forbidden_paths_and_pushes_nothing(ctx: Arc<E2e>) 
         "nothing was pushed"
     );
 
-    // Outside the allowed paths, Claude Code's permissions refuse the write itself: nothing changes.
+    // Outside the allowed paths, Claude Code's permissions refuse the write itself; the executor
+    // reports the refused path and rejects the fix.
     scenario(&ctx, json!({"steps": [
         {"tool_use": {"name": "Write", "input": {"file_path": "package.json", "content": "{}\n"}}},
         {"text": "Changed the manifest."}
@@ -214,7 +215,15 @@ pub async fn executor_rejects_forbidden_paths_and_pushes_nothing(ctx: Arc<E2e>) 
         &ctx.env.get("EXECUTOR_TOKEN"),
     )
     .await?;
-    ensure_eq!(result(&events)?["outcome"], "no_changes");
+    let r = result(&events)?;
+    ensure_eq!(r["outcome"], "rejected", "{r}");
+    ensure_eq!(r["rejected_paths"][0]["path"], "package.json", "{r}");
+    ensure!(
+        r["rejected_paths"][0]["reason"]
+            .as_str()
+            .is_some_and(|why| why.contains("package manifests")),
+        "{r}"
+    );
     ensure_eq!(
         remote.branches()?,
         vec!["main".to_owned()],
