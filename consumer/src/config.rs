@@ -60,6 +60,41 @@ pub fn posthog(env: &Env) -> Option<PosthogApi> {
     Some(PosthogApi::new(&base, &app, &project, &key))
 }
 
+/// Which repository a Discord channel's reports belong to.
+pub fn repo_routing(env: &Env) -> Result<bugbot_shared::fix::RepoRouting, ApiError> {
+    bugbot_shared::fix::RepoRouting::parse(
+        var(env, "DISCORD_CHANNEL_REPOS").as_deref(),
+        var(env, "GITHUB_DEFAULT_REPO").as_deref(),
+    )
+    .map_err(|e| ApiError::permanent(Service::Github, e))
+}
+
+/// The repositories bugbot serves (`GITHUB_REPOS`); a report may only point at these.
+pub fn served_repos(env: &Env) -> Vec<bugbot_shared::ids::RepoFullName> {
+    var(env, "GITHUB_REPOS")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|r| bugbot_shared::ids::RepoFullName::parse(r.trim()).ok())
+        .collect()
+}
+
+/// Paths Claude Code may change (`ALLOWED_PATHS`, comma-separated; default `src/, app/,
+/// components/, pages/`).
+pub fn allowed_paths(env: &Env) -> Vec<String> {
+    match var(env, "ALLOWED_PATHS") {
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        None => bugbot_shared::path_policy::DEFAULT_ALLOWED
+            .iter()
+            .map(|p| (*p).to_owned())
+            .collect(),
+    }
+}
+
 /// GitHub's API base URL.
 pub fn github_base(env: &Env) -> String {
     var(env, "GITHUB_API_URL").unwrap_or_else(|| GITHUB_API_DEFAULT.into())

@@ -31,6 +31,8 @@ pub struct Contextualized {
     pub comment: Comment,
     /// How many recordings the packet names.
     pub recordings: usize,
+    /// The packet's Markdown (absent when an earlier attempt posted it).
+    pub packet: Option<String>,
 }
 
 /// Runs the contextualize steps (without the final answer).
@@ -85,6 +87,7 @@ pub async fn gather(run: &mut Run<'_>, origin: &Origin) -> Result<Contextualized
             issue,
             comment,
             recordings: 0,
+            packet: None,
         });
     }
 
@@ -112,8 +115,9 @@ pub async fn gather(run: &mut Run<'_>, origin: &Origin) -> Result<Contextualized
         unknowns,
     };
     let comment_id = stable_uuid("packet", run.job.id.as_str());
+    let markdown = packet.render();
     let comment = match call(
-        linear_api.comment_create(&comment_id, &issue.id, &packet.render()),
+        linear_api.comment_create(&comment_id, &issue.id, &markdown),
         linear::parse_comment_create,
     )
     .await
@@ -137,6 +141,7 @@ pub async fn gather(run: &mut Run<'_>, origin: &Origin) -> Result<Contextualized
         issue,
         comment,
         recordings: recordings.len(),
+        packet: Some(markdown),
     })
 }
 

@@ -9,6 +9,8 @@ mod config;
 mod container;
 mod contextualize;
 mod dead;
+mod executor;
+mod fix;
 mod github;
 mod http;
 mod log;
@@ -202,9 +204,14 @@ async fn execute(run: &mut Run<'_>, attempt: u32) -> Result<(), ApiError> {
             }
             contextualize::contextualize(run, &origin).await
         }
-        Command::Fix => Err(ApiError::permanent(
-            Service::Executor,
-            "fix is not available in this build yet",
-        )),
+        Command::Fix => {
+            let origin = thread::origin(run.job).ok_or_else(|| {
+                ApiError::permanent(Service::Linear, "this job belongs to no conversation")
+            })?;
+            if attempt == 1 {
+                reply::progress(run, &replies::gathering(run.job.id.as_str())).await;
+            }
+            fix::fix(run, &origin).await
+        }
     }
 }

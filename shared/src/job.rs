@@ -234,7 +234,7 @@ pub struct JobEvent {
 }
 
 /// The job's run history, kept in KV under `job:{id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
     /// Job id.
     pub id: JobId,
@@ -271,7 +271,7 @@ pub struct JobRecord {
 }
 
 /// What a job has already done in the outside world.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoints {
     /// The Linear issue the job works on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -288,6 +288,15 @@ pub struct Checkpoints {
     /// bugbot's status comment on the GitHub issue, edited in place.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub github_status_comment: Option<u64>,
+    /// The executor's result (a retry after it does not run Claude Code again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fix_result: Option<crate::executor::FixResult>,
+    /// The pull request opened (or found open) for the fix's branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<crate::github_api::PullRequest>,
+    /// The pull request is attached to the Linear issue and announced there.
+    #[serde(default)]
+    pub pull_request_linked: bool,
     /// The final answer reached the requester.
     #[serde(default)]
     pub answered: bool,

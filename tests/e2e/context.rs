@@ -28,7 +28,7 @@ macro_rules! cases {
 
 /// Every case, by name.
 pub fn all_cases() -> Vec<(&'static str, Case)> {
-    use crate::{contextualize, executor, foundation, gateway};
+    use crate::{contextualize, executor, fix, foundation, gateway};
     cases![
         foundation::gateway_health,
         foundation::discord_ping_signed_gets_pong,
@@ -58,6 +58,10 @@ pub fn all_cases() -> Vec<(&'static str, Case)> {
         contextualize::github_contextualize_comments_on_the_issue,
         contextualize::malformed_queue_messages_are_acked_and_recorded,
         contextualize::admin_lists_jobs_newest_first,
+        fix::discord_fix_opens_one_pull_request_linked_on_linear,
+        fix::a_fix_touching_package_json_opens_nothing_and_says_why,
+        fix::github_member_fix_comment_opens_a_pull_request,
+        fix::github_502_on_pull_request_creation_still_opens_one,
     ]
 }
 

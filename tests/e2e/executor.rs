@@ -4,7 +4,7 @@
 use crate::context::E2e;
 use crate::ensure_eq;
 use anyhow::{Context, Result, ensure};
-use bugbot_tests::fixtures::{BUGGY_CART_JS, CART_FIX, git};
+use bugbot_tests::fixtures::{BUGGY_CART_JS, CART_FIX, git, read_then_edit};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -100,14 +100,6 @@ fn result(events: &[Value]) -> Result<&Value> {
     let last = events.last().context("no events")?;
     ensure_eq!(last["event"], "done");
     Ok(&last["result"])
-}
-
-fn read_then_edit(path: &str, old: &str, new: &str) -> Value {
-    json!({"steps": [
-        {"tool_use": {"name": "Read", "input": {"file_path": path}}},
-        {"tool_use": {"name": "Edit", "input": {"file_path": path, "old_string": old, "new_string": new}}},
-        {"text": "Started the sum at 0 instead of 1."}
-    ]})
 }
 
 pub async fn executor_pushes_a_correct_fix(ctx: Arc<E2e>) -> Result<()> {

@@ -7,6 +7,7 @@
 mod context;
 mod contextualize;
 mod executor;
+mod fix;
 mod foundation;
 mod gateway;
 

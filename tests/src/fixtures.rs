@@ -25,3 +25,26 @@ pub fn git(dir: &Path, args: &[&str]) -> Result<String> {
     );
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// A scripted model (for the sandbox's Anthropic stand-in) that reads `path`, replaces `old` with
+/// `new` in it, and says what it did.
+pub fn read_then_edit(path: &str, old: &str, new: &str) -> serde_json::Value {
+    serde_json::json!({"steps": [
+        {"tool_use": {"name": "Read", "input": {"file_path": path}}},
+        {"tool_use": {"name": "Edit", "input": {"file_path": path, "old_string": old, "new_string": new}}},
+        {"text": "Started the sum at 0 instead of 1."}
+    ]})
+}
+
+/// The demo web app's files: the buggy cart, a manifest, a README.
+pub fn web_app_files() -> std::collections::BTreeMap<String, String> {
+    [
+        ("src/cart.js", BUGGY_CART_JS),
+        ("src/checkout.js", "import { total } from './cart.js';\n\nexport function checkoutTotal(cart) {\n  return total(cart.items);\n}\n"),
+        ("package.json", "{\n  \"name\": \"web-app\",\n  \"version\": \"1.0.0\"\n}\n"),
+        ("README.md", "# web-app\n\nA tiny shop. `src/cart.js` sums the cart.\n"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}

@@ -23,6 +23,12 @@ pub struct FaultRequest {
     /// Wait this long before answering.
     #[serde(default)]
     pub delay_ms: u64,
+    /// Only calls with this method (`POST`); any when absent.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Only calls whose path (below the service prefix) ends with this (`/pulls`); any when absent.
+    #[serde(default)]
+    pub path_suffix: Option<String>,
 }
 
 fn one() -> u32 {
@@ -42,6 +48,10 @@ pub struct Fault {
     pub retry_after: Option<u32>,
     /// Delay before answering.
     pub delay_ms: u64,
+    /// Only this method.
+    pub method: Option<String>,
+    /// Only paths ending with this.
+    pub path_suffix: Option<String>,
 }
 
 impl FaultRequest {
@@ -67,6 +77,8 @@ impl FaultRequest {
             status: self.status,
             retry_after: self.retry_after,
             delay_ms: self.delay_ms,
+            method: self.method.map(|m| m.to_ascii_uppercase()),
+            path_suffix: self.path_suffix,
         })
     }
 }
@@ -86,9 +98,19 @@ impl Fault {
 }
 
 impl SandboxState {
-    /// Takes one use of the first armed fault for `service`, if any.
-    pub(super) fn take_fault(&mut self, service: Service) -> Option<Fault> {
-        let i = self.faults.iter().position(|f| f.service == service)?;
+    /// Takes one use of the first armed fault matching the call, if any.
+    pub(super) fn take_fault(
+        &mut self,
+        service: Service,
+        method: &str,
+        path: &str,
+    ) -> Option<Fault> {
+        let path = path.split('?').next().unwrap_or_default();
+        let i = self.faults.iter().position(|f| {
+            f.service == service
+                && f.method.as_deref().is_none_or(|m| m == method)
+                && f.path_suffix.as_deref().is_none_or(|p| path.ends_with(p))
+        })?;
         let fault = self.faults[i].clone();
         self.faults[i].remaining -= 1;
         if self.faults[i].remaining == 0 {

@@ -353,7 +353,7 @@ async fn record_and_fault(State(sb): State<Sandbox>, req: Request, next: Next) -
         .unwrap_or(&path)
         .to_owned();
 
-    let armed = sb.lock().take_fault(service);
+    let armed = sb.lock().take_fault(service, &method, &path);
     let (response, faulted) = match armed {
         Some(fault) => {
             if fault.delay_ms > 0 {

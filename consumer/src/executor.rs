@@ -1,0 +1,127 @@
+//! The executor, one interface with two transports: the Container binding (`EXECUTOR`, production)
+//! or a URL (`EXECUTOR_URL`, the local executor process). Either way the answer is the executor's
+//! NDJSON event stream, read line by line as it arrives.
+
+use crate::config::var;
+use bugbot_shared::executor::{Event, FixRequest};
+use bugbot_shared::http::{ApiError, Service};
+use futures::StreamExt;
+use worker::{Env, Headers, Method, Request, RequestInit, Response};
+
+/// Longest event line accepted (a `done` with a long summary stays far below).
+const MAX_LINE: usize = 256 * 1024;
+
+/// Starts a fix; the returned stream yields the executor's events.
+pub async fn start(env: &Env, request: &FixRequest) -> Result<EventStream, ApiError> {
+    let token = var(env, "EXECUTOR_TOKEN").ok_or_else(|| {
+        ApiError::permanent(Service::Executor, "EXECUTOR_TOKEN is not configured")
+    })?;
+    let body = serde_json::to_string(request)
+        .map_err(|e| ApiError::permanent(Service::Executor, e.to_string()))?;
+    let headers = Headers::new();
+    let _ = headers.set("authorization", &format!("Bearer {token}"));
+    let _ = headers.set("content-type", "application/json");
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_headers(headers)
+        .with_body(Some(body.into()));
+    let unreachable = |_| ApiError::network(Service::Executor, "the executor did not answer");
+    let response = match var(env, "EXECUTOR_URL") {
+        Some(url) => {
+            let req =
+                Request::new_with_init(&format!("{}/v1/fix", url.trim_end_matches('/')), &init)
+                    .map_err(|_| {
+                        ApiError::permanent(Service::Executor, "EXECUTOR_URL is not a valid URL")
+                    })?;
+            worker::Fetch::Request(req)
+                .send()
+                .await
+                .map_err(unreachable)?
+        }
+        None => {
+            // One container per job would cold-start every time; one named instance serves them
+            // one at a time (the consumer runs one job at a time).
+            let namespace = env.durable_object("EXECUTOR").map_err(|_| {
+                ApiError::permanent(
+                    Service::Executor,
+                    "neither EXECUTOR_URL nor the EXECUTOR binding is configured",
+                )
+            })?;
+            let stub = namespace
+                .id_from_name("executor")
+                .and_then(|id| id.get_stub())
+                .map_err(unreachable)?;
+            let req =
+                Request::new_with_init("http://executor/v1/fix", &init).map_err(unreachable)?;
+            stub.fetch_with_request(req).await.map_err(unreachable)?
+        }
+    };
+    EventStream::new(response).await
+}
+
+/// The executor's events, as they arrive.
+pub struct EventStream {
+    body: worker::ByteStream,
+    buffer: Vec<u8>,
+}
+
+impl std::fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EventStream")
+    }
+}
+
+impl EventStream {
+    async fn new(mut response: Response) -> Result<Self, ApiError> {
+        let status = response.status_code();
+        if !(200..300).contains(&status) {
+            let text = response.text().await.unwrap_or_default();
+            let answer = bugbot_shared::http::HttpResponse {
+                status,
+                retry_after: None,
+                body: text,
+            };
+            return Err(ApiError::from_status(Service::Executor, &answer));
+        }
+        let body = response.stream().map_err(|_| {
+            ApiError::network(Service::Executor, "the executor's answer has no body")
+        })?;
+        Ok(Self {
+            body,
+            buffer: Vec::new(),
+        })
+    }
+
+    /// The next event; `None` when the stream ended.
+    pub async fn next(&mut self) -> Result<Option<Event>, ApiError> {
+        loop {
+            if let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.buffer.drain(..=end).collect();
+                let line = String::from_utf8_lossy(&line);
+                if line.trim().is_empty() {
+                    continue;
+                }
+                return serde_json::from_str(line.trim()).map(Some).map_err(|e| {
+                    ApiError::permanent(Service::Executor, format!("unreadable event: {e}"))
+                });
+            }
+            if self.buffer.len() > MAX_LINE {
+                return Err(ApiError::permanent(
+                    Service::Executor,
+                    "an event line was too long",
+                ));
+            }
+            match self.body.next().await {
+                Some(Ok(chunk)) => self.buffer.extend_from_slice(&chunk),
+                Some(Err(_)) => {
+                    return Err(ApiError::network(
+                        Service::Executor,
+                        "the executor's stream broke off",
+                    ));
+                }
+                None if self.buffer.is_empty() => return Ok(None),
+                None => self.buffer.push(b'\n'),
+            }
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! fix: contextualize, decide the repository and the files, run the executor (its progress shown
+//! where the fix was asked), open the pull request (or find the one already open for the branch),
+//! link it on Linear, and say how it ended. The executor's result and the pull request are
+//! checkpointed, so a retry neither runs Claude Code again nor opens a second pull request.
+
+use crate::contextualize::{self, Contextualized};
+use crate::http::call;
+use crate::run::{Run, now_ms};
+use crate::{config, executor, github, reply};
+use bugbot_shared::executor::{Event, FixRequest, FixResult, Limits, Outcome, Task};
+use bugbot_shared::fix::{self as decide, progress};
+use bugbot_shared::github_api::{self, PullRequest};
+use bugbot_shared::http::{ApiError, Service};
+use bugbot_shared::ids::stable_uuid;
+use bugbot_shared::job::Source;
+use bugbot_shared::linear;
+use bugbot_shared::thread::Origin;
+
+/// Progress edits for Claude Code's turns come at most this often (each is one API call).
+const TURN_PROGRESS_EVERY_MS: u64 = 2000;
+
+/// Runs the fix.
+pub async fn fix(run: &mut Run<'_>, origin: &Origin) -> Result<(), ApiError> {
+    let context = contextualize::gather(run, origin).await?;
+    let issue = context.issue.clone();
+
+    let routing = config::repo_routing(run.env)?;
+    let served = config::served_repos(run.env);
+    let repo = decide::choose_repo(run.job, &run.job.references, &routing, &served)
+        .map_err(|why| ApiError::permanent(Service::Github, why))?;
+    let installation = match &run.job.source {
+        Source::Github {
+            installation_id, ..
+        } => *installation_id,
+        _ => None,
+    };
+    let (gh, token) = github::client(run.env, &repo, installation).await?;
+
+    let result = match run.record.checkpoints.fix_result.clone() {
+        Some(result) => result,
+        None => {
+            let result = execute(run, &gh, &repo, token, &context).await?;
+            run.record.checkpoints.fix_result = Some(result.clone());
+            run.step(
+                "executor.done",
+                format!(
+                    "{:?}: {} file(s), {} turns, ${:.2}",
+                    result.outcome,
+                    result.changed_files.len(),
+                    result.turns,
+                    result.cost_usd
+                ),
+            )
+            .await?;
+            result
+        }
+    };
+
+    if result.outcome == Outcome::Failed {
+        return Err(ApiError::permanent(
+            Service::Executor,
+            result
+                .error
+                .clone()
+                .unwrap_or_else(|| "the executor failed".into()),
+        ));
+    }
+    let pr = if result.outcome == Outcome::Pushed {
+        Some(open_pull_request(run, &gh, &repo, &issue, &result).await?)
+    } else {
+        None
+    };
+    if let Some(pr) = &pr {
+        link_on_linear(run, &issue, pr).await?;
+    }
+    reply::finish(run, &decide::outcome_text(&issue, &result, pr.as_ref())).await
+}
+
+async fn execute(
+    run: &mut Run<'_>,
+    gh: &github_api::GithubApi,
+    repo: &bugbot_shared::ids::RepoFullName,
+    token: String,
+    context: &Contextualized,
+) -> Result<FixResult, ApiError> {
+    let repository = call(gh.repository(repo), github_api::parse_repository).await?;
+    let (paths, _) = call(
+        gh.tree(repo, &repository.default_branch),
+        github_api::parse_tree,
+    )
+    .await?;
+    let allowed = config::allowed_paths(run.env);
+    let report = format!(
+        "{}\n{}",
+        run.job.report.title.clone().unwrap_or_default(),
+        run.job.report.text
+    );
+    let hints = decide::relevant_files(
+        &paths,
+        &format!("{report}\n{}", context.issue.title),
+        &allowed,
+    );
+    let branch = decide::branch_name(&context.issue, &run.job.id);
+    run.step(
+        "executor.start",
+        format!(
+            "{repo}: branch {branch} from {}, {} file hint(s)",
+            repository.default_branch,
+            hints.len()
+        ),
+    )
+    .await?;
+    let request = FixRequest {
+        repo_url: repository.clone_url,
+        base_branch: repository.default_branch,
+        branch,
+        task: Task {
+            issue_id: context.issue.identifier.clone(),
+            title: context.issue.title.clone(),
+            context: context.packet.clone().unwrap_or(report),
+            file_hints: hints,
+        },
+        allowed_paths: allowed,
+        limits: Limits::default(),
+        github_token: Some(token),
+    };
+    let mut events = executor::start(run.env, &request).await?;
+    let mut last_turn_shown = 0u64;
+    while let Some(event) = events.next().await? {
+        let text = match &event {
+            Event::Cloning { .. } => progress::cloning(repo.as_str()),
+            Event::Running => "🤖 Claude Code is reading the code…".to_owned(),
+            Event::Turn { n, summary } => {
+                let now = now_ms();
+                if now.saturating_sub(last_turn_shown) < TURN_PROGRESS_EVERY_MS {
+                    continue;
+                }
+                last_turn_shown = now;
+                progress::turn(*n, summary)
+            }
+            Event::CheckingPaths => progress::checking_paths(),
+            Event::Pushing { branch } => progress::pushing(branch),
+            Event::Done { result } => return Ok(result.clone()),
+        };
+        reply::progress(run, &text).await;
+    }
+    Err(ApiError::network(
+        Service::Executor,
+        "the executor's stream ended without a result",
+    ))
+}
+
+async fn open_pull_request(
+    run: &mut Run<'_>,
+    gh: &github_api::GithubApi,
+    repo: &bugbot_shared::ids::RepoFullName,
+    issue: &linear::Issue,
+    result: &FixResult,
+) -> Result<PullRequest, ApiError> {
+    if let Some(pr) = run.record.checkpoints.pull_request.clone() {
+        return Ok(pr);
+    }
+    let branch = result
+        .branch
+        .clone()
+        .unwrap_or_else(|| decide::branch_name(issue, &run.job.id));
+    // An earlier attempt may have opened it and lost the answer: look before creating.
+    let pr = match call(
+        gh.open_pulls_for(repo, &branch),
+        github_api::parse_first_pull,
+    )
+    .await?
+    {
+        Some(pr) => pr,
+        None => {
+            let base = call(gh.repository(repo), github_api::parse_repository)
+                .await?
+                .default_branch;
+            let summary = run
+                .record
+                .checkpoints
+                .summary
+                .clone()
+                .unwrap_or_else(|| issue.title.clone());
+            call(
+                gh.create_pull(
+                    repo,
+                    &decide::pr_title(issue),
+                    &branch,
+                    &base,
+                    &decide::pr_body(issue, &summary, result, &run.job.id),
+                ),
+                github_api::parse_pull,
+            )
+            .await?
+        }
+    };
+    run.record.checkpoints.pull_request = Some(pr.clone());
+    run.link(&pr.html_url);
+    run.step("github.pull_request", pr.html_url.clone()).await?;
+    Ok(pr)
+}
+
+async fn link_on_linear(
+    run: &mut Run<'_>,
+    issue: &linear::Issue,
+    pr: &PullRequest,
+) -> Result<(), ApiError> {
+    if run.record.checkpoints.pull_request_linked {
+        return Ok(());
+    }
+    let (api, _) = config::linear(run.env)?;
+    call(
+        api.attachment_create(
+            &stable_uuid("attachment", &format!("{}|{}", issue.id, pr.html_url)),
+            &issue.id,
+            &pr.html_url,
+            &format!("Pull request #{}", pr.number),
+        ),
+        linear::parse_attachment_create,
+    )
+    .await?;
+    let comment_id = stable_uuid("pr-comment", run.job.id.as_str());
+    let body = format!(
+        "🔧 bugbot opened a pull request: {} (job `{}`)",
+        pr.html_url, run.job.id
+    );
+    match call(
+        api.comment_create(&comment_id, &issue.id, &body),
+        linear::parse_comment_create,
+    )
+    .await
+    {
+        Ok(_) => {}
+        Err(e) if !e.is_transient() => {
+            call(api.comment(&comment_id), linear::parse_comment)
+                .await?
+                .ok_or(e)?;
+        }
+        Err(e) => return Err(e),
+    }
+    run.record.checkpoints.pull_request_linked = true;
+    run.step("linear.pull_request", "attached and announced on Linear")
+        .await
+}

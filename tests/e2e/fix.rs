@@ -1,0 +1,328 @@
+//! fix end to end: a signed `/bugbot fix` (or a GitHub comment) becomes one pull request whose diff
+//! is the scripted model's fix, linked on Linear, with progress and the link where it was asked.
+
+use crate::context::E2e;
+use crate::ensure_eq;
+use crate::gateway::{examples, fresh_id};
+use anyhow::{Context, Result, ensure};
+use bugbot_tests::fixtures::{CART_FIX, read_then_edit, web_app_files};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Creates (or resets) the served repository on the sandbox's git remote, and scripts the model.
+async fn seed(ctx: &E2e, model: Value) -> Result<String> {
+    let repo = ctx.env.get("GITHUB_TEST_REPO");
+    ctx.sandbox_post(
+        "/_sandbox/git/repos",
+        &json!({"repo": repo, "files": web_app_files()}),
+    )
+    .await?;
+    ctx.sandbox_post("/_sandbox/anthropic/scenario", &model)
+        .await?;
+    Ok(repo)
+}
+
+/// A thread under the configured channel, with a report, and a signed `/bugbot fix` in it.
+/// Returns (job id, interaction id, the interaction JSON).
+async fn discord_fix(ctx: &E2e) -> Result<(String, String, Value)> {
+    let thread = fresh_id();
+    ctx.sandbox_post(
+        &format!("/_sandbox/discord/channels/{thread}/messages"),
+        &json!([{"author_id": "1200000000000000001", "username": "jane",
+                 "content": "The cart total is one too high: three $10 items cost $31."}]),
+    )
+    .await?;
+    let id = fresh_id();
+    let token = format!("interaction-token-{}", fresh_id());
+    ctx.sandbox_post(
+        "/_sandbox/discord/interactions",
+        &json!({"token": token, "interaction_id": id}),
+    )
+    .await?;
+    let interaction = json!({
+        "id": id,
+        "application_id": ctx.env.get("DISCORD_APPLICATION_ID"),
+        "type": 2,
+        "token": token,
+        "version": 1,
+        "guild_id": ctx.env.get("DISCORD_TEST_GUILD_ID"),
+        "channel_id": thread,
+        "channel": {"id": thread, "type": 11, "parent_id": ctx.env.get("DISCORD_TEST_CHANNEL_ID")},
+        "member": {"user": {"id": "1200000000000000001", "username": "jane"},
+                   "roles": [ctx.env.get("DISCORD_TEST_FIX_ROLE_ID")]},
+        "data": {"id": "1100000000000000050", "name": "bugbot", "type": 1,
+                 "options": [{"name": "fix", "type": 1,
+                              "options": [{"name": "details", "type": 3, "value": "Cart total is one too high"}]}]}
+    });
+    let a = ctx.discord_interaction(&interaction).await?;
+    ensure_eq!(a.status, 200, "{}", a.text);
+    ensure_eq!(a.json["type"], 5);
+    Ok((format!("dc-{id}"), id, interaction))
+}
+
+async fn finished(ctx: &E2e, job: &str) -> Result<Value> {
+    let r = ctx
+        .wait_for_job(job, Duration::from_secs(120), |r| {
+            matches!(r["status"].as_str(), Some("succeeded" | "failed" | "dead"))
+        })
+        .await?;
+    ensure!(
+        r["status"] == "succeeded",
+        "job {job} ended {}: {r}",
+        r["status"]
+    );
+    Ok(r)
+}
+
+/// The pull requests whose branch belongs to `job`.
+fn pulls_of(state: &Value, job: &str) -> Vec<Value> {
+    state["github"]["pulls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["head"].as_str().is_some_and(|h| h.ends_with(job)))
+        .cloned()
+        .collect()
+}
+
+fn answers_for(state: &Value, interaction: &str) -> Vec<String> {
+    state["discord"]["answer_edits"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["interaction"] == interaction)
+        .filter_map(|e| e["content"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn no_violations(state: &Value) -> Result<()> {
+    let v = &state["violations"];
+    ensure!(
+        v.as_array().is_none_or(Vec::is_empty),
+        "a stand-in refused a request the real service would refuse: {v}"
+    );
+    Ok(())
+}
+
+fn is_the_scripted_fix(diff: &str) -> bool {
+    diff.contains(&format!(
+        "-  return items.reduce((sum, item) => sum + {}",
+        CART_FIX.0
+    )) && diff.contains(&format!(
+        "+  return items.reduce((sum, item) => sum + {}",
+        CART_FIX.1
+    )) && diff.matches("diff --git").count() == 1
+}
+
+pub async fn discord_fix_opens_one_pull_request_linked_on_linear(ctx: Arc<E2e>) -> Result<()> {
+    ctx.wait_idle().await?;
+    let repo = seed(&ctx, read_then_edit("src/cart.js", CART_FIX.0, CART_FIX.1)).await?;
+    let (job, interaction, _) = discord_fix(&ctx).await?;
+    let record = finished(&ctx, &job).await?;
+
+    let state = ctx.sandbox_state().await?;
+    no_violations(&state)?;
+    let pulls = pulls_of(&state, &job);
+    ensure_eq!(pulls.len(), 1, "one pull request: {pulls:?}");
+    let pr = &pulls[0];
+    ensure_eq!(pr["repo"], repo.as_str());
+    ensure_eq!(pr["base"], "main");
+    let diff = pr["diff"].as_str().unwrap_or_default();
+    ensure!(
+        is_the_scripted_fix(diff),
+        "the diff is the scripted fix:\n{diff}"
+    );
+    let body = pr["body"].as_str().unwrap_or_default();
+    ensure!(
+        body.starts_with("Fixes BUG-"),
+        "the body links Linear: {body}"
+    );
+    let url = pr["html_url"].as_str().unwrap_or_default();
+
+    // Linked on Linear: attached and announced.
+    let attached = state["linear"]["attachments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|a| a["url"] == url);
+    ensure!(attached, "the pull request is attached on Linear");
+    let announced = state["linear"]["comments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["body"].as_str().is_some_and(|b| b.contains(url)));
+    ensure!(announced, "and announced in a comment");
+
+    // Progress, then the link.
+    let answers = answers_for(&state, &interaction);
+    for step in ["Gathering context", "Cloning", "Claude Code", "Pushing"] {
+        ensure!(
+            answers.iter().any(|a| a.contains(step)),
+            "progress {step:?} shown: {answers:?}"
+        );
+    }
+    ensure!(
+        answers.last().is_some_and(|a| a.contains(url)),
+        "the answer ends with the pull request: {answers:?}"
+    );
+    ensure!(record["links"].to_string().contains(url), "{record}");
+
+    // The same job delivered again (at-least-once): still one pull request, nothing run twice.
+    let message = json!({
+        "v": 1, "id": job, "command": "fix",
+        "requester": {"id": "1200000000000000001", "name": "jane"},
+        "source": {"kind": "discord", "guild_id": ctx.env.get("DISCORD_TEST_GUILD_ID"),
+                   "channel_id": record["source"].as_str().and_then(|s| s.rsplit(' ').next()).unwrap_or_default(),
+                   "interaction_id": interaction, "interaction_token": "interaction-token-redelivered",
+                   "application_id": ctx.env.get("DISCORD_APPLICATION_ID")},
+        "report": {"text": "Cart total is one too high"}, "references": {}, "enqueued_at_ms": 1
+    });
+    let r = ctx
+        .http
+        .post(ctx.gateway("/v1/dev/enqueue-raw"))
+        .bearer_auth(ctx.env.get("ADMIN_TOKEN"))
+        .json(&message)
+        .send()
+        .await?;
+    ensure_eq!(r.status().as_u16(), 202);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while ctx.consumer_receipts(&job) < 2 {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the redelivery never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ctx.wait_idle().await?;
+    let state = ctx.sandbox_state().await?;
+    ensure_eq!(pulls_of(&state, &job).len(), 1, "still one pull request");
+    Ok(())
+}
+
+pub async fn a_fix_touching_package_json_opens_nothing_and_says_why(ctx: Arc<E2e>) -> Result<()> {
+    ctx.wait_idle().await?;
+    seed(
+        &ctx,
+        json!({"steps": [
+            {"tool_use": {"name": "Write", "input": {"file_path": "package.json", "content": "{\"name\": \"pwned\"}\n"}}},
+            {"text": "Changed the manifest."}
+        ]}),
+    )
+    .await?;
+    let before = ctx.sandbox_state().await?["git"]["branches"].clone();
+    let (job, interaction, _) = discord_fix(&ctx).await?;
+    finished(&ctx, &job).await?;
+    let state = ctx.sandbox_state().await?;
+    no_violations(&state)?;
+    ensure!(pulls_of(&state, &job).is_empty(), "no pull request");
+    let repo = ctx.env.get("GITHUB_TEST_REPO");
+    ensure_eq!(
+        state["git"]["branches"][&repo],
+        before[&repo],
+        "nothing was pushed"
+    );
+    let answers = answers_for(&state, &interaction);
+    let last = answers.last().cloned().unwrap_or_default();
+    ensure!(
+        last.contains("package.json") && last.contains("No pull request"),
+        "the answer names the refused path: {last}"
+    );
+    Ok(())
+}
+
+pub async fn github_member_fix_comment_opens_a_pull_request(ctx: Arc<E2e>) -> Result<()> {
+    ctx.wait_idle().await?;
+    let repo = seed(&ctx, read_then_edit("src/cart.js", CART_FIX.0, CART_FIX.1)).await?;
+    let number: u64 = 8000 + fresh_id()[10..14].parse::<u64>().unwrap_or(1);
+    ctx.sandbox_post(
+        "/_sandbox/github/issues",
+        &json!([{"repo": repo, "number": number, "title": "Cart total is one too high",
+                 "body": "Three $10 items cost $31 in the cart.", "user": "octocat"}]),
+    )
+    .await?;
+    let (_, mut payload) = examples()?
+        .into_iter()
+        .find(|(e, p)| e == "issue_comment" && p["action"] == "created")
+        .unwrap_or_default();
+    payload["repository"]["full_name"] = repo.clone().into();
+    payload["issue"]["number"] = number.into();
+    payload["issue"]["title"] = "Cart total is one too high".into();
+    payload["issue"]["html_url"] = format!("https://github.com/{repo}/issues/{number}").into();
+    payload["comment"]["body"] = "Confirmed. @bugbot fix".into();
+    payload["comment"]["author_association"] = "MEMBER".into();
+    payload["installation"] =
+        json!({"id": ctx.env.get("GITHUB_TEST_INSTALLATION_ID").parse::<u64>()?});
+    let delivery = format!("7b1f0a2c-{}", fresh_id());
+    let a = ctx
+        .github_delivery("issue_comment", &delivery, &serde_json::to_vec(&payload)?)
+        .await?;
+    ensure_eq!(a.status, 202, "{}", a.text);
+    let job = format!("gh-{delivery}");
+    finished(&ctx, &job).await?;
+
+    let state = ctx.sandbox_state().await?;
+    no_violations(&state)?;
+    let pulls = pulls_of(&state, &job);
+    ensure_eq!(pulls.len(), 1);
+    let url = pulls[0]["html_url"].as_str().unwrap_or_default();
+    let status: Vec<&Value> = state["github"]["comments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["number"] == number)
+        .collect();
+    ensure_eq!(status.len(), 1, "one status comment: {status:?}");
+    ensure!(
+        status[0]["body"].as_str().is_some_and(|b| b.contains(url)),
+        "the status comment links the pull request: {}",
+        status[0]
+    );
+    ensure!(
+        status[0]["edits"].as_u64().unwrap_or(0) >= 2,
+        "and was edited in place as the fix went on: {}",
+        status[0]
+    );
+    Ok(())
+}
+
+pub async fn github_502_on_pull_request_creation_still_opens_one(ctx: Arc<E2e>) -> Result<()> {
+    ctx.wait_idle().await?;
+    seed(&ctx, read_then_edit("src/cart.js", CART_FIX.0, CART_FIX.1)).await?;
+    ctx.sandbox_post(
+        "/_sandbox/faults",
+        &json!({"service": "github", "status": 502, "method": "POST", "path_suffix": "/pulls"}),
+    )
+    .await?;
+    let (job, _, _) = discord_fix(&ctx).await?;
+    let record = finished(&ctx, &job).await?;
+    ensure!(
+        record["attempts"].as_u64().unwrap_or(0) >= 2,
+        "retried: {record}"
+    );
+    let state = ctx.sandbox_state().await?;
+    no_violations(&state)?;
+    ensure_eq!(pulls_of(&state, &job).len(), 1, "one pull request");
+    let turns: usize = state["anthropic"]["requests"]
+        .as_array()
+        .map_or(0, Vec::len);
+    ensure!(turns > 0, "the model was called");
+    let faulted = state["requests"]["github"]
+        .as_array()
+        .context("github requests")?
+        .iter()
+        .filter(|r| r["faulted"] == true)
+        .count();
+    ensure_eq!(faulted, 1, "the 502 was served");
+    ensure!(
+        record["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["step"] == "executor.start")
+            .count()
+            == 1,
+        "Claude Code ran once: {record}"
+    );
+    Ok(())
+}
