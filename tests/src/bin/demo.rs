@@ -6,9 +6,11 @@
 #![allow(clippy::print_stdout)]
 
 use anyhow::{Context, Result, bail};
+use bugbot_tests::fixtures::{CART_FIX, read_then_edit, web_app_files};
 use bugbot_tests::localenv::{LocalEnv, repo_root};
 use bugbot_tests::signing;
 use bugbot_tests::stack::{Ports, Stack, StackOptions};
+use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 #[tokio::main]
@@ -40,70 +42,289 @@ async fn main() -> Result<()> {
         )
     };
 
-    // 1. Discord checks the endpoint with a signed PING before it sends anything else.
-    let ping = serde_json::to_vec(&serde_json::json!({
-        "id": "1200000000000000001", "application_id": env.get("DISCORD_APPLICATION_ID"),
-        "type": 1, "token": "demo", "version": 1
-    }))?;
-    let (sig, ts) = signing::discord_headers(
-        &env.get("DISCORD_TEST_SIGNING_SEED"),
-        &signing::unix_timestamp(),
-        &ping,
-    );
-    let r = http
-        .post(format!("{gateway}/discord/interactions"))
-        .header("x-signature-ed25519", sig)
-        .header("x-signature-timestamp", ts)
-        .body(ping)
-        .send()
-        .await?;
-    println!(
-        "\n1. Signed Discord PING -> {} {}",
-        r.status(),
-        r.text().await?
-    );
+    let demo = Demo {
+        http,
+        gateway: gateway.clone(),
+        sandbox: env.get("SANDBOX_URL"),
+        admin: env.get("ADMIN_TOKEN"),
+        env,
+    };
+    demo.run().await
+}
 
-    // 2. A job through the queue to the consumer, followed in its run history.
-    let admin = env.get("ADMIN_TOKEN");
-    let r: serde_json::Value = http
-        .post(format!("{gateway}/v1/selftest"))
-        .bearer_auth(&admin)
-        .send()
-        .await?
-        .json()
+struct Demo {
+    http: reqwest::Client,
+    env: LocalEnv,
+    gateway: String,
+    sandbox: String,
+    admin: String,
+}
+
+impl Demo {
+    async fn run(&self) -> Result<()> {
+        // 1. Discord checks the endpoint with a signed PING before it sends anything else.
+        let ping = json!({
+            "id": "1200000000000000001", "application_id": self.env.get("DISCORD_APPLICATION_ID"),
+            "type": 1, "token": "demo", "version": 1
+        });
+        let r = self.signed_interaction(&ping).await?;
+        println!("\n1. Signed Discord PING -> {} {}", r.0, r.1);
+
+        // 2. The world the report lives in, in the sandbox's stand-ins.
+        let n = unique();
+        let repo = self.env.get("GITHUB_TEST_REPO");
+        let thread = format!("14{n:017}");
+        let email = "jane@acme.io";
+        let session = format!("0193-demo-{n}");
+        self.sandbox_post(
+            "/_sandbox/git/repos",
+            &json!({"repo": repo, "files": web_app_files()}),
+        )
         .await?;
-    let id = r["job_id"].as_str().context("no job id")?.to_owned();
-    println!("2. Self-test job {id} queued; following it:");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let record = loop {
-        let rec: serde_json::Value = http
-            .get(format!("{gateway}/v1/jobs/{id}"))
-            .bearer_auth(&admin)
+        self.sandbox_post(
+            "/_sandbox/posthog/seed",
+            &json!({"persons": [{"email": email, "distinct_id": format!("demo-{n}")}],
+                    "recordings": [{"id": session, "distinct_id": format!("demo-{n}"),
+                                    "start_time": "2026-11-22T09:41:00Z", "duration": 212.0,
+                                    "console_errors": 2, "clicks": 23, "start_url": "https://shop.acme.io/cart"}]}),
+        )
+        .await?;
+        self.sandbox_post(
+            &format!("/_sandbox/discord/channels/{thread}/messages"),
+            &json!([
+                {"author_id": "1200000000000000001", "username": "jane", "global_name": "Jane",
+                 "content": format!("Checkout charges $31 for three $10 items. I'm {email}, it happened just now.")},
+                {"author_id": "1200000000000000002", "username": "sam", "global_name": "Sam",
+                 "content": "Reproduced: the cart total is always one dollar too high."},
+            ]),
+        )
+        .await?;
+        self.sandbox_post(
+            "/_sandbox/anthropic/scenario",
+            &read_then_edit("src/cart.js", CART_FIX.0, CART_FIX.1),
+        )
+        .await?;
+        let interaction_id = format!("13{n:017}");
+        let token = format!("demo-interaction-token-{n}");
+        self.sandbox_post(
+            "/_sandbox/discord/interactions",
+            &json!({"token": token, "interaction_id": interaction_id}),
+        )
+        .await?;
+        println!(
+            "2. Seeded the sandbox: repository {repo} (src/cart.js starts its sum at 1), a Discord thread \
+             where Jane reports it, her PostHog recording {session}, and a scripted model that fixes it."
+        );
+
+        // 3. Jane's teammate types `/bugbot fix` in the thread; Discord sends it, signed.
+        let before = self.sandbox_state().await?;
+        let interaction = json!({
+            "id": interaction_id, "application_id": self.env.get("DISCORD_APPLICATION_ID"),
+            "type": 2, "token": token, "version": 1,
+            "guild_id": self.env.get("DISCORD_TEST_GUILD_ID"), "channel_id": thread,
+            "channel": {"id": thread, "type": 11, "parent_id": self.env.get("DISCORD_TEST_CHANNEL_ID")},
+            "member": {"user": {"id": "1200000000000000002", "username": "sam", "global_name": "Sam"},
+                       "roles": [self.env.get("DISCORD_TEST_FIX_ROLE_ID")]},
+            "data": {"id": "1100000000000000050", "name": "bugbot", "type": 1,
+                     "options": [{"name": "fix", "type": 1, "options": [
+                         {"name": "details", "type": 3, "value": "Cart total is one dollar too high at checkout"}]}]}
+        });
+        let started = Instant::now();
+        let (status, answer) = self.signed_interaction(&interaction).await?;
+        let job = format!("dc-{interaction_id}");
+        println!("3. Signed `/bugbot fix` -> {status} {answer} (deferred answer); job {job}");
+
+        // 4. Follow the job until it ends, printing each step as it is recorded.
+        println!("4. Following the job:");
+        let mut shown = 0;
+        let mut pr_at: Option<Duration> = None;
+        let deadline = Instant::now() + Duration::from_secs(180);
+        let record = loop {
+            let rec = self.admin_get(&format!("/v1/jobs/{job}")).await?;
+            let events = rec["events"].as_array().cloned().unwrap_or_default();
+            for e in events.iter().skip(shown) {
+                if e["step"] == "github.pull_request" && pr_at.is_none() {
+                    pr_at = Some(started.elapsed());
+                }
+                println!(
+                    "   {:>6.2}s  {:<20} {}",
+                    started.elapsed().as_secs_f64(),
+                    e["step"].as_str().unwrap_or(""),
+                    e["detail"].as_str().unwrap_or("")
+                );
+            }
+            shown = shown.max(events.len());
+            if matches!(
+                rec["status"].as_str(),
+                Some("succeeded" | "failed" | "dead")
+            ) {
+                break rec;
+            }
+            if Instant::now() > deadline {
+                bail!("job {job} did not finish in 180 s: {rec}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        println!("   status: {}", record["status"]);
+        if record["status"] != "succeeded" {
+            bail!("the job did not succeed: {}", record["last_error"]);
+        }
+
+        // 5. What came out.
+        let state = self.sandbox_state().await?;
+        let url = format!(
+            "https://discord.com/channels/{}/{thread}",
+            self.env.get("DISCORD_TEST_GUILD_ID")
+        );
+        let issue_id = state["linear"]["attachments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["url"] == url.as_str())
+            .and_then(|a| a["issue_id"].as_str())
+            .context("no Linear issue is attached to the thread")?;
+        let issue = state["linear"]["issues"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|i| i["id"] == issue_id)
+            .context("the attached issue is missing")?;
+        println!(
+            "\n5. Linear issue {}: {}\n   attached: {url}",
+            issue["identifier"].as_str().unwrap_or("?"),
+            issue["title"].as_str().unwrap_or("?")
+        );
+        for c in state["linear"]["comments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["issue_id"] == issue_id)
+        {
+            println!("\n   --- Linear comment ---");
+            for line in c["body"].as_str().unwrap_or_default().lines() {
+                println!("   | {line}");
+            }
+        }
+        let pr = state["github"]["pulls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["head"].as_str().is_some_and(|h| h.ends_with(&job)))
+            .context("no pull request was opened")?;
+        println!(
+            "\n6. Pull request #{} {} ({} <- {})\n   {}",
+            pr["number"],
+            pr["html_url"].as_str().unwrap_or(""),
+            pr["base"].as_str().unwrap_or(""),
+            pr["head"].as_str().unwrap_or(""),
+            pr["title"].as_str().unwrap_or("")
+        );
+        println!("\n   --- body ---");
+        for line in pr["body"].as_str().unwrap_or_default().lines() {
+            println!("   | {line}");
+        }
+        println!("\n   --- diff ---");
+        for line in pr["diff"].as_str().unwrap_or_default().lines() {
+            println!("   | {line}");
+        }
+        println!(
+            "\n7. What the Discord thread saw (the deferred answer, edited as the job went on):"
+        );
+        for e in state["discord"]["answer_edits"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["interaction"] == interaction_id.as_str())
+        {
+            println!("   > {}", e["content"].as_str().unwrap_or(""));
+        }
+
+        // 8. Speed and calls.
+        println!("\n8. Figures");
+        match pr_at {
+            Some(t) => println!(
+                "   signed request -> pull request recorded: {:.2} s (target < 10 s)",
+                t.as_secs_f64()
+            ),
+            None => println!("   the pull request step was not seen"),
+        }
+        println!("   HTTP calls this job made, per service (sandbox count, before -> after):");
+        for service in ["discord", "linear", "posthog", "github", "git", "anthropic"] {
+            let count = |s: &Value| s["requests"][service].as_array().map_or(0, Vec::len);
+            println!(
+                "     {service:<10} {}",
+                count(&state) - count(&before).min(count(&state))
+            );
+        }
+        println!(
+            "   Why: discord = the thread's messages + one edit of the answer per step; linear = attachment \
+             lookup, team, issue create, thread attachment, packet comment, PR attachment, PR comment; \
+             posthog = person by e-mail + their recordings; github = installation + token, repository, \
+             tree (file hints), PR lookup, repository (PR base), PR create; git = clone + push (smart \
+             HTTP round trips); anthropic = one request per model turn."
+        );
+        println!("\nThe job's record: scripts/jobs show {job}");
+        Ok(())
+    }
+
+    async fn signed_interaction(&self, body: &Value) -> Result<(u16, String)> {
+        let bytes = serde_json::to_vec(body)?;
+        let (sig, ts) = signing::discord_headers(
+            &self.env.get("DISCORD_TEST_SIGNING_SEED"),
+            &signing::unix_timestamp(),
+            &bytes,
+        );
+        let r = self
+            .http
+            .post(format!("{}/discord/interactions", self.gateway))
+            .header("content-type", "application/json")
+            .header("x-signature-ed25519", sig)
+            .header("x-signature-timestamp", ts)
+            .body(bytes)
+            .send()
+            .await?;
+        Ok((r.status().as_u16(), r.text().await?))
+    }
+
+    async fn sandbox_post(&self, path: &str, body: &Value) -> Result<()> {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.sandbox))
+            .json(body)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("sandbox {path}: {} {}", r.status(), r.text().await?);
+        }
+        Ok(())
+    }
+
+    async fn sandbox_state(&self) -> Result<Value> {
+        Ok(self
+            .http
+            .get(format!("{}/_sandbox/state", self.sandbox))
             .send()
             .await?
             .json()
-            .await?;
-        if rec["status"] == "succeeded" || rec["status"] == "failed" {
-            break rec;
-        }
-        if Instant::now() > deadline {
-            bail!("job {id} did not finish: {rec}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    for event in record["events"].as_array().into_iter().flatten() {
-        println!(
-            "   - {:<8} {}",
-            event["step"].as_str().unwrap_or(""),
-            event["detail"].as_str().unwrap_or("")
-        );
+            .await?)
     }
-    println!("   status: {}", record["status"]);
 
-    println!(
-        "\n3. Report -> Linear comment -> pull request: not yet. The contextualize and fix flows are \
-         being built (see the README's status section); this demo will drive a signed `/bugbot fix` \
-         through them once they land."
-    );
-    Ok(())
+    async fn admin_get(&self, path: &str) -> Result<Value> {
+        Ok(self
+            .http
+            .get(format!("{}{path}", self.gateway))
+            .bearer_auth(&self.admin)
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+}
+
+/// A number that differs between demo runs (ids must be new each time: dedupe is real).
+fn unique() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64 % 100_000_000_000_000_000)
+        .unwrap_or_default()
 }
