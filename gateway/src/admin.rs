@@ -108,6 +108,33 @@ pub async fn list_dlq(req: &Request, env: &Env) -> Result<Response, GatewayError
     Ok(json_response(200, &serde_json::json!({ "dead": dead }))?)
 }
 
+/// `GET /v1/dlq/{id}`: one dead job (no interaction token: the summary only).
+pub async fn get_dead(req: &Request, env: &Env, id: &str) -> Result<Response, GatewayError> {
+    authorize(req, env)?;
+    match env
+        .kv(KV_BINDING)?
+        .get(&kv::dead(id))
+        .json::<DeadJob>()
+        .await?
+    {
+        Some(dead) => Ok(json_response(200, &dead.summary())?),
+        None => Err(GatewayError::NotFound),
+    }
+}
+
+/// `DELETE /v1/dlq/{id}`: forgets a dead job (it is not run).
+pub async fn purge_dead(req: &Request, env: &Env, id: &str) -> Result<Response, GatewayError> {
+    authorize(req, env)?;
+    let store = env.kv(KV_BINDING)?;
+    let key = kv::dead(id);
+    if store.get(&key).text().await?.is_none() {
+        return Err(GatewayError::NotFound);
+    }
+    store.delete(&key).await?;
+    crate::log::info("dead job purged", &[("job", id)]);
+    Ok(json_response(200, &serde_json::json!({ "purged": id }))?)
+}
+
 /// `POST /v1/dlq/{id}/replay`: puts a dead job back on the queue (its replay count raised, so the
 /// consumer runs it again, keeping what it already did) and removes it from the dead list.
 pub async fn replay(req: &Request, env: &Env, id: &str) -> Result<Response, GatewayError> {

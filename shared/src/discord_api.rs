@@ -67,6 +67,69 @@ impl DiscordApi {
     }
 }
 
+impl DiscordApi {
+    fn commands_path(application: &Snowflake, guild: Option<&Snowflake>) -> String {
+        match guild {
+            Some(g) => format!("/applications/{application}/guilds/{g}/commands"),
+            None => format!("/applications/{application}/commands"),
+        }
+    }
+
+    /// The application's registered commands (global, or one guild's).
+    pub fn list_commands(&self, application: &Snowflake, guild: Option<&Snowflake>) -> HttpRequest {
+        self.bot(Method::Get, &Self::commands_path(application, guild))
+    }
+
+    /// Replaces the application's commands with `commands` (Discord's bulk overwrite).
+    pub fn put_commands(
+        &self,
+        application: &Snowflake,
+        guild: Option<&Snowflake>,
+        commands: &serde_json::Value,
+    ) -> HttpRequest {
+        self.bot(Method::Put, &Self::commands_path(application, guild))
+            .json(commands)
+    }
+}
+
+/// Parses a command list.
+pub fn parse_commands(response: &HttpResponse) -> Result<serde_json::Value, ApiError> {
+    response.json(Service::Discord)
+}
+
+/// The parts of a command definition registration decides on (Discord adds ids, versions and
+/// defaults to what it returns), as a comparable value.
+fn normalize_command(c: &serde_json::Value) -> serde_json::Value {
+    fn option(o: &serde_json::Value) -> serde_json::Value {
+        json!({
+            "type": o["type"],
+            "name": o["name"],
+            "description": o["description"].as_str().unwrap_or_default(),
+            "required": o["required"].as_bool().unwrap_or(false),
+            "max_length": o["max_length"],
+            "options": o["options"].as_array().map(|a| a.iter().map(option).collect::<Vec<_>>()).unwrap_or_default(),
+        })
+    }
+    let mut n = option(c);
+    n["contexts"] = c["contexts"].clone();
+    n
+}
+
+/// True when the registered commands are exactly the wanted ones (in any order).
+pub fn commands_match(registered: &serde_json::Value, wanted: &serde_json::Value) -> bool {
+    let set = |v: &serde_json::Value| {
+        let mut all: Vec<String> = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| normalize_command(c).to_string())
+            .collect();
+        all.sort();
+        all
+    };
+    set(registered) == set(wanted)
+}
+
 /// A message body that pings nobody (a report may quote `@everyone`).
 fn message_body(content: &str) -> serde_json::Value {
     json!({ "content": fit(content), "allowed_mentions": { "parse": [] } })
@@ -161,6 +224,25 @@ mod tests {
         assert!(!e.headers.iter().any(|(n, _)| n == "authorization"));
         assert!(e.body.unwrap().contains("\"parse\":[]"));
         assert_eq!(fit(&"x".repeat(3000)).chars().count(), MAX_CONTENT_CHARS);
+    }
+
+    #[test]
+    fn registered_commands_compare_without_discords_additions() {
+        let wanted = crate::discord::command_definitions();
+        let mut registered = wanted.clone();
+        for (i, c) in registered.as_array_mut().unwrap().iter_mut().enumerate() {
+            c["id"] = format!("{i}").into();
+            c["version"] = "1".into();
+            c["default_member_permissions"] = serde_json::Value::Null;
+            if c.get("description").is_none() {
+                c["description"] = "".into();
+            }
+        }
+        registered.as_array_mut().unwrap().reverse();
+        assert!(commands_match(&registered, &wanted));
+        registered[0]["name"] = "renamed".into();
+        assert!(!commands_match(&registered, &wanted));
+        assert!(!commands_match(&json!([]), &wanted));
     }
 
     #[test]

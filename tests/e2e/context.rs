@@ -28,7 +28,7 @@ macro_rules! cases {
 
 /// Every case, by name.
 pub fn all_cases() -> Vec<(&'static str, Case)> {
-    use crate::{contextualize, executor, fix, foundation, gateway};
+    use crate::{contextualize, executor, fix, foundation, gateway, operations};
     cases![
         foundation::gateway_health,
         foundation::discord_ping_signed_gets_pong,
@@ -62,6 +62,8 @@ pub fn all_cases() -> Vec<(&'static str, Case)> {
         fix::a_fix_touching_package_json_opens_nothing_and_says_why,
         fix::github_member_fix_comment_opens_a_pull_request,
         fix::github_502_on_pull_request_creation_still_opens_one,
+        operations::register_commands_is_idempotent,
+        operations::dlq_script_lists_and_replays_a_dead_job,
     ]
 }
 

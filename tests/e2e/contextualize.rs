@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// A Discord thread with a conversation, seeded in the sandbox.
-struct Thread {
+pub(crate) struct Thread {
     channel: String,
     url: String,
     session: String,
 }
 
-async fn thread_with_report(ctx: &E2e) -> Result<Thread> {
+pub(crate) async fn thread_with_report(ctx: &E2e) -> Result<Thread> {
     let channel = fresh_id();
     let session = format!("0193-sess-{channel}");
     let email = format!("jane-{channel}@acme.io");
@@ -52,7 +52,7 @@ async fn thread_with_report(ctx: &E2e) -> Result<Thread> {
 }
 
 /// Sends `/bugbot contextualize` in the thread, signed as Discord signs it; returns the job id.
-async fn contextualize(ctx: &E2e, thread: &Thread) -> Result<(String, String)> {
+pub(crate) async fn contextualize(ctx: &E2e, thread: &Thread) -> Result<(String, String)> {
     contextualize_with(ctx, thread, false).await
 }
 
@@ -86,7 +86,7 @@ async fn contextualize_with(ctx: &E2e, thread: &Thread, expired: bool) -> Result
     Ok((format!("dc-{id}"), id))
 }
 
-async fn wait_status(ctx: &E2e, job: &str, status: &str, secs: u64) -> Result<Value> {
+pub(crate) async fn wait_status(ctx: &E2e, job: &str, status: &str, secs: u64) -> Result<Value> {
     ctx.wait_for_job(job, Duration::from_secs(secs), |r| {
         r["status"] == status || (r["status"] == "failed" && status != "failed")
     })

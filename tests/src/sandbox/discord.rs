@@ -31,6 +31,10 @@ pub struct DiscordState {
     pub expired: BTreeSet<String>,
     /// Messages bugbot posted with its bot token.
     pub posted: Vec<Value>,
+    /// Registered application commands, by scope (`global` or the guild id).
+    pub commands: BTreeMap<String, Vec<Value>>,
+    /// How many times commands were (re)registered.
+    pub command_registrations: u32,
     next_id: u64,
 }
 
@@ -188,6 +192,50 @@ pub async fn api(
                 &now_iso(),
             ))
             .into_response()
+        }
+        (
+            "GET" | "PUT",
+            "/applications/{application_id}/commands"
+            | "/applications/{application_id}/guilds/{guild_id}/commands",
+        ) => {
+            if !bot_ok {
+                return discord_error(StatusCode::UNAUTHORIZED, 0, "401: Unauthorized");
+            }
+            if p("application_id") != sb.credentials.discord_application_id {
+                return discord_error(StatusCode::FORBIDDEN, 50001, "Missing Access");
+            }
+            let scope = matched
+                .params
+                .get("guild_id")
+                .cloned()
+                .unwrap_or_else(|| "global".into());
+            let mut s = sb.lock();
+            if method == Method::PUT {
+                let mut registered = Vec::new();
+                for c in body
+                    .as_ref()
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    let id = s.discord.id();
+                    let mut c = c.clone();
+                    c["id"] = id.into();
+                    c["application_id"] = p("application_id").into();
+                    c["version"] = "1".into();
+                    c["default_member_permissions"] = Value::Null;
+                    c["nsfw"] = false.into();
+                    if c.get("description").is_none() {
+                        c["description"] = "".into();
+                    }
+                    registered.push(c);
+                }
+                s.discord.commands.insert(scope, registered.clone());
+                s.discord.command_registrations += 1;
+                Json(registered).into_response()
+            } else {
+                Json(s.discord.commands.get(&scope).cloned().unwrap_or_default()).into_response()
+            }
         }
         (m, t) => {
             let why = format!("the Discord stand-in does not implement {m} {t}");

@@ -1,4 +1,4 @@
-//! `scripts/jobs`: bugbot's run history and dead-letter queue, for humans.
+//! `scripts/jobs` and `scripts/dlq`: bugbot's run history and dead-letter queue, for humans.
 //!
 //! Talks to the gateway's admin API (`Authorization: Bearer $ADMIN_TOKEN`). Against the local stack
 //! it needs nothing; for a deployment set `BUGBOT_URL` and `ADMIN_TOKEN`.
@@ -6,7 +6,6 @@
 #![allow(clippy::print_stdout)]
 
 use anyhow::{Context, Result, bail};
-use bugbot_tests::localenv::LocalEnv;
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 
@@ -45,8 +44,18 @@ enum Cmd {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+    /// One dead job: its message summary, last error and attempts.
+    DlqShow {
+        /// Job id.
+        id: String,
+    },
     /// Puts a dead job back on the queue (it keeps what it already did).
     Replay {
+        /// Job id.
+        id: String,
+    },
+    /// Deletes a dead job for good (nothing is run).
+    Purge {
         /// Job id.
         id: String,
     },
@@ -55,26 +64,27 @@ enum Cmd {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let local = LocalEnv::load().unwrap_or_default();
     let url = args
         .url
-        .or_else(|| local.try_get("GATEWAY_URL"))
+        .or_else(|| bugbot_ops::local_value("GATEWAY_URL"))
         .context("no gateway URL: pass --url or set BUGBOT_URL")?;
     let token = args
         .token
-        .or_else(|| local.try_get("ADMIN_TOKEN"))
+        .or_else(|| bugbot_ops::local_value("ADMIN_TOKEN"))
         .context("no admin token: pass --token or set ADMIN_TOKEN")?;
     let http = reqwest::Client::new();
     let (method, path) = match &args.command {
         Cmd::List { limit } => ("GET", format!("/v1/jobs?limit={limit}")),
         Cmd::Show { id } => ("GET", format!("/v1/jobs/{id}")),
         Cmd::Dlq { limit } => ("GET", format!("/v1/dlq?limit={limit}")),
+        Cmd::DlqShow { id } => ("GET", format!("/v1/dlq/{id}")),
         Cmd::Replay { id } => ("POST", format!("/v1/dlq/{id}/replay")),
+        Cmd::Purge { id } => ("DELETE", format!("/v1/dlq/{id}")),
     };
-    let request = if method == "GET" {
-        http.get(format!("{url}{path}"))
-    } else {
-        http.post(format!("{url}{path}"))
+    let request = match method {
+        "GET" => http.get(format!("{url}{path}")),
+        "DELETE" => http.delete(format!("{url}{path}")),
+        _ => http.post(format!("{url}{path}")),
     };
     let response = request
         .bearer_auth(token)
@@ -149,7 +159,22 @@ async fn main() -> Result<()> {
                 );
             }
         }
+        Cmd::DlqShow { .. } => {
+            for key in [
+                "id",
+                "command",
+                "source",
+                "requester",
+                "attempts",
+                "error",
+                "died_at_ms",
+                "replayable",
+            ] {
+                println!("{key:<11} {}", s(&body[key]));
+            }
+        }
         Cmd::Replay { id } => println!("{id} is back on the queue (replay {}).", body["replay"]),
+        Cmd::Purge { id } => println!("{id} was removed from the dead-letter queue."),
     }
     Ok(())
 }
