@@ -6,3 +6,71 @@ pub mod localenv;
 pub mod sandbox;
 pub mod signing;
 pub mod stack;
+
+#[cfg(test)]
+mod deploy_files {
+    use crate::localenv::repo_root;
+
+    /// The GitHub App manifest asks for exactly what bugbot uses: reading and writing contents
+    /// (pushing a branch), issues (reading them, status comments) and pull requests; and the two
+    /// events the gateway acts on.
+    #[test]
+    fn github_app_manifest_has_exactly_the_needed_permissions_and_events() {
+        let text =
+            std::fs::read_to_string(repo_root().join("deploy/github-app-manifest.json")).unwrap();
+        let m: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            m["default_permissions"],
+            serde_json::json!({"metadata": "read", "contents": "write", "issues": "write", "pull_requests": "write"})
+        );
+        assert_eq!(
+            m["default_events"],
+            serde_json::json!(["issue_comment", "issues"])
+        );
+        assert!(
+            m["hook_attributes"]["url"]
+                .as_str()
+                .unwrap()
+                .ends_with("/github/webhook")
+        );
+    }
+
+    /// Every setting the Workers read is in the production example, so a team sees all of them.
+    #[test]
+    fn the_production_example_names_every_setting() {
+        let example =
+            std::fs::read_to_string(repo_root().join("deploy/production.env.example")).unwrap();
+        let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+        for key in [
+            "DISCORD_PUBLIC_KEY",
+            "DISCORD_BOT_TOKEN",
+            "DISCORD_GUILDS",
+            "DISCORD_FIX_ROLES",
+            "GITHUB_REPOS",
+            "GITHUB_WEBHOOK_SECRET",
+            "GITHUB_APP_ID",
+            "GITHUB_APP_PRIVATE_KEY",
+            "GITHUB_TOKEN",
+            "LINEAR_API_KEY",
+            "LINEAR_TEAM_KEY",
+            "POSTHOG_API_KEY",
+            "POSTHOG_PROJECT_ID",
+            "EXECUTOR_TOKEN",
+            "ANTHROPIC_API_KEY",
+            "ADMIN_TOKEN",
+            "ALLOWED_PATHS",
+            "DISCORD_CHANNEL_REPOS",
+            "GITHUB_DEFAULT_REPO",
+            "RETRY_BASE_SECONDS",
+        ] {
+            assert!(
+                example.contains(&format!("\n{key}=")),
+                "{key} missing from the example"
+            );
+            assert!(
+                readme.contains(&format!("`{key}`")),
+                "{key} missing from the README"
+            );
+        }
+    }
+}
