@@ -231,7 +231,7 @@ fn quote(text: &str) -> String {
 /// its comments. Bots' messages (bugbot's own progress among them) are left out.
 async fn conversation(run: &Run<'_>) -> Result<Vec<ConversationMessage>, ApiError> {
     match &run.job.source {
-        Source::Discord { channel_id, .. } => {
+        Source::Discord { channel_id, .. } | Source::DiscordMention { channel_id, .. } => {
             let api = config::discord(run.env)?;
             let mut messages = call(
                 api.channel_messages(channel_id),

@@ -68,6 +68,32 @@ pub async fn say(
                 other => other,
             }
         }
+        Source::DiscordMention {
+            channel_id,
+            message_id,
+            ..
+        } => {
+            // One reply to the mention, edited as the job goes on.
+            let api = config::discord(env)?;
+            match &record.checkpoints.discord_reply {
+                Some(reply) => {
+                    call(
+                        api.edit_message(channel_id, reply, text),
+                        discord_api::parse_ok,
+                    )
+                    .await
+                }
+                None => {
+                    let id = call(
+                        api.create_reply(channel_id, message_id, text),
+                        discord_api::parse_created_id,
+                    )
+                    .await?;
+                    record.checkpoints.discord_reply = Some(id);
+                    Ok(())
+                }
+            }
+        }
         Source::Github {
             repo,
             number,

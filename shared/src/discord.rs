@@ -325,6 +325,114 @@ fn command_of(data: &CommandData) -> Option<(Command, Option<&str>, Option<&Mess
     }
 }
 
+/// A `MESSAGE_CREATE` from the Gateway (only what bugbot reads).
+#[derive(Debug, Clone, Deserialize)]
+pub struct GatewayMessage {
+    /// Message id.
+    pub id: Snowflake,
+    /// Channel or thread.
+    pub channel_id: Snowflake,
+    /// Server (absent in direct messages).
+    #[serde(default)]
+    pub guild_id: Option<Snowflake>,
+    /// Author.
+    pub author: User,
+    /// The author's membership (roles).
+    #[serde(default)]
+    pub member: Option<GatewayMember>,
+    /// Text.
+    #[serde(default)]
+    pub content: String,
+}
+
+/// The author's membership in a `MESSAGE_CREATE` (no user object inside).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct GatewayMember {
+    /// Role ids.
+    #[serde(default)]
+    pub roles: Vec<Snowflake>,
+}
+
+/// What to do with a message from the Gateway.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MentionDecision {
+    /// Not for bugbot (no mention, a bot, no command): do nothing.
+    Ignore,
+    /// Enqueue the job (after dedupe by message id and the rate limit).
+    Enqueue(Box<JobMessage>),
+    /// Refuse politely in a reply; enqueue nothing.
+    Refuse(String),
+}
+
+/// The command in a message that mentions bugbot (`<@id> fix ...`), and the text after it.
+pub fn command_in_mention<'a>(content: &'a str, bot_id: &str) -> Option<(Command, &'a str)> {
+    for tag in [format!("<@{bot_id}>"), format!("<@!{bot_id}>")] {
+        if let Some(at) = content.find(&tag) {
+            let rest = content[at + tag.len()..].trim_start();
+            let word: String = rest
+                .chars()
+                .take_while(|c| c.is_alphabetic())
+                .collect::<String>()
+                .to_lowercase();
+            let command = match word.as_str() {
+                "fix" => Command::Fix,
+                "contextualize" | "contextualise" => Command::Contextualize,
+                _ => return None,
+            };
+            return Some((command, rest[word.len()..].trim()));
+        }
+    }
+    None
+}
+
+/// Decides what to do with a message: a mention of bugbot with a command becomes the same job as
+/// the slash command (same authorization), identified by the message id so that a replayed event
+/// enqueues nothing twice.
+pub fn decide_mention(
+    m: &GatewayMessage,
+    bot_id: &str,
+    policy: &AccessPolicy,
+    now_ms: u64,
+) -> MentionDecision {
+    if m.author.bot || m.author.id.as_str() == bot_id {
+        return MentionDecision::Ignore;
+    }
+    let Some((command, details)) = command_in_mention(&m.content, bot_id) else {
+        return MentionDecision::Ignore;
+    };
+    let Some(guild_id) = &m.guild_id else {
+        return MentionDecision::Ignore;
+    };
+    let roles = m
+        .member
+        .as_ref()
+        .map(|mm| mm.roles.clone())
+        .unwrap_or_default();
+    if let Err(refusal) = policy.discord_allows(guild_id, &roles, command) {
+        return MentionDecision::Refuse(refusal.to_string());
+    }
+    let report = Report::new(None, details);
+    let references = references::extract(&report.text);
+    MentionDecision::Enqueue(Box::new(JobMessage {
+        v: JOB_MESSAGE_VERSION,
+        id: JobId::for_discord_message(&m.id),
+        command,
+        requester: Requester {
+            id: m.author.id.to_string(),
+            name: m.author.display_name().to_owned(),
+        },
+        source: Source::DiscordMention {
+            guild_id: guild_id.clone(),
+            channel_id: m.channel_id.clone(),
+            message_id: m.id.clone(),
+        },
+        report,
+        references,
+        enqueued_at_ms: now_ms,
+        replay: 0,
+    }))
+}
+
 /// The answer to a PING.
 pub fn pong() -> Value {
     json!({ "type": 1 })
@@ -343,6 +451,71 @@ pub fn ephemeral(content: &str) -> Value {
 /// The answer to an autocomplete.
 pub fn no_choices() -> Value {
     json!({ "type": 8, "data": { "choices": [] } })
+}
+
+#[cfg(test)]
+mod mention_tests {
+    use super::*;
+    use crate::authz::PolicySettings;
+
+    fn policy() -> AccessPolicy {
+        AccessPolicy::from_settings(&PolicySettings {
+            discord_guilds: Some("1"),
+            discord_fix_roles: Some("7"),
+            ..PolicySettings::default()
+        })
+        .unwrap()
+    }
+
+    fn message(content: &str, roles: &[&str], bot: bool) -> GatewayMessage {
+        serde_json::from_value(json!({
+            "id": "500", "channel_id": "20", "guild_id": "1",
+            "author": {"id": "42", "username": "jane", "bot": bot},
+            "member": {"roles": roles},
+            "content": content
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn mentions_become_jobs_with_the_same_rules() {
+        let d = decide_mention(
+            &message("<@99> fix the cart total", &["7"], false),
+            "99",
+            &policy(),
+            5,
+        );
+        let MentionDecision::Enqueue(job) = d else {
+            panic!("{d:?}")
+        };
+        assert_eq!(job.id.as_str(), "dm-500");
+        assert_eq!(job.command, Command::Fix);
+        assert_eq!(job.report.text, "the cart total");
+        assert!(matches!(job.source, Source::DiscordMention { .. }));
+
+        let ok = decide_mention(
+            &message("hey <@!99> contextualize", &[], false),
+            "99",
+            &policy(),
+            5,
+        );
+        assert!(matches!(ok, MentionDecision::Enqueue(j) if j.command == Command::Contextualize));
+        assert!(matches!(
+            decide_mention(&message("<@99> fix", &[], false), "99", &policy(), 5),
+            MentionDecision::Refuse(r) if r.contains("role")
+        ));
+        for ignored in [
+            message("<@99> fix it", &["7"], true),
+            message("fix it", &["7"], false),
+            message("<@99> hello", &["7"], false),
+            message("<@98> fix", &["7"], false),
+        ] {
+            assert_eq!(
+                decide_mention(&ignored, "99", &policy(), 5),
+                MentionDecision::Ignore
+            );
+        }
+    }
 }
 
 #[cfg(test)]

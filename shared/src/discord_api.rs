@@ -68,6 +68,28 @@ impl DiscordApi {
 }
 
 impl DiscordApi {
+    /// Replies to a message in its channel (the reply references it; nobody is pinged).
+    pub fn create_reply(
+        &self,
+        channel: &Snowflake,
+        reply_to: &Snowflake,
+        content: &str,
+    ) -> HttpRequest {
+        let mut body = message_body(content);
+        body["message_reference"] = json!({ "message_id": reply_to, "fail_if_not_exists": false });
+        self.bot(Method::Post, &format!("/channels/{channel}/messages"))
+            .json(&body)
+    }
+
+    /// Edits one of bugbot's messages.
+    pub fn edit_message(&self, channel: &Snowflake, message: &str, content: &str) -> HttpRequest {
+        self.bot(
+            Method::Patch,
+            &format!("/channels/{channel}/messages/{}", encode(message)),
+        )
+        .json(&message_body(content))
+    }
+
     fn commands_path(application: &Snowflake, guild: Option<&Snowflake>) -> String {
         match guild {
             Some(g) => format!("/applications/{application}/guilds/{g}/commands"),
@@ -90,6 +112,16 @@ impl DiscordApi {
         self.bot(Method::Put, &Self::commands_path(application, guild))
             .json(commands)
     }
+}
+
+#[derive(Deserialize)]
+struct Created {
+    id: String,
+}
+
+/// Parses a created message: its id.
+pub fn parse_created_id(response: &HttpResponse) -> Result<String, ApiError> {
+    response.json::<Created>(Service::Discord).map(|c| c.id)
 }
 
 /// Parses a command list.

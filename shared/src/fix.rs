@@ -79,6 +79,15 @@ pub fn choose_repo(
                 }
             }
         }
+        Source::DiscordMention { channel_id, .. } => {
+            if let Some((_, r)) = routing
+                .channels
+                .iter()
+                .find(|(c, _)| c == channel_id.as_str())
+            {
+                return Ok(r.clone());
+            }
+        }
         Source::Admin => {}
     }
     routing.default.clone().ok_or_else(|| {

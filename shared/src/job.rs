@@ -65,6 +65,15 @@ pub enum Source {
         /// The application the interaction belongs to.
         application_id: Snowflake,
     },
+    /// A message in a Discord channel or thread that mentions bugbot (over the Gateway).
+    DiscordMention {
+        /// Server.
+        guild_id: Snowflake,
+        /// Channel or thread of the message.
+        channel_id: Snowflake,
+        /// The mentioning message (bugbot's replies reference it).
+        message_id: Snowflake,
+    },
     /// A GitHub issue or pull request comment, or a label.
     Github {
         /// Repository.
@@ -92,6 +101,11 @@ impl Source {
     pub fn describe(&self) -> String {
         match self {
             Self::Discord {
+                guild_id,
+                channel_id,
+                ..
+            }
+            | Self::DiscordMention {
                 guild_id,
                 channel_id,
                 ..
@@ -285,6 +299,9 @@ pub struct Checkpoints {
     /// One-line summary of the report (for replies and the pull request).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub summary: Option<String>,
+    /// bugbot's reply to a Discord mention, edited in place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discord_reply: Option<String>,
     /// bugbot's status comment on the GitHub issue, edited in place.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub github_status_comment: Option<u64>,

@@ -7,6 +7,7 @@
 pub mod authz;
 pub mod discord;
 pub mod discord_api;
+pub mod discord_gateway;
 pub mod executor;
 pub mod fix;
 pub mod github;

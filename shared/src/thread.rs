@@ -23,6 +23,11 @@ pub fn origin(job: &JobMessage) -> Option<Origin> {
             guild_id,
             channel_id,
             ..
+        }
+        | Source::DiscordMention {
+            guild_id,
+            channel_id,
+            ..
         } => Some(Origin {
             url: channel_url(guild_id, channel_id),
             mapping_key: kv::discord_thread(channel_id),

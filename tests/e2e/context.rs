@@ -58,6 +58,7 @@ pub fn all_cases() -> Vec<(&'static str, Case)> {
         contextualize::github_contextualize_comments_on_the_issue,
         contextualize::malformed_queue_messages_are_acked_and_recorded,
         contextualize::admin_lists_jobs_newest_first,
+        contextualize::mention_jobs_reply_to_the_mention_and_edit_that_reply,
         fix::discord_fix_opens_one_pull_request_linked_on_linear,
         fix::a_fix_touching_package_json_opens_nothing_and_says_why,
         fix::github_member_fix_comment_opens_a_pull_request,

@@ -528,3 +528,67 @@ pub async fn admin_lists_jobs_newest_first(ctx: Arc<E2e>) -> Result<()> {
     }
     Ok(())
 }
+
+pub async fn mention_jobs_reply_to_the_mention_and_edit_that_reply(ctx: Arc<E2e>) -> Result<()> {
+    ctx.wait_idle().await?;
+    let thread = thread_with_report(&ctx).await?;
+    let mention = ctx
+        .sandbox_post(
+            &format!("/_sandbox/discord/channels/{}/messages", thread.channel),
+            &json!([{"author_id": "1200000000000000002", "username": "sam",
+                     "content": format!("<@{}> contextualize", ctx.env.get("DISCORD_APPLICATION_ID"))}]),
+        )
+        .await?;
+    let message_id = mention.json[0]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let job = format!("dm-{message_id}");
+    // The job the Gateway connection makes of that mention (shared::discord::decide_mention).
+    let message = json!({
+        "v": 1, "id": job, "command": "contextualize",
+        "requester": {"id": "1200000000000000002", "name": "sam"},
+        "source": {"kind": "discord_mention", "guild_id": ctx.env.get("DISCORD_TEST_GUILD_ID"),
+                   "channel_id": thread.channel, "message_id": message_id},
+        "report": {"text": ""}, "references": {}, "enqueued_at_ms": 1
+    });
+    let r = ctx
+        .http
+        .post(ctx.gateway("/v1/dev/enqueue-raw"))
+        .bearer_auth(ctx.env.get("ADMIN_TOKEN"))
+        .json(&message)
+        .send()
+        .await?;
+    ensure_eq!(r.status().as_u16(), 202);
+    wait_status(&ctx, &job, "succeeded", 30).await?;
+    let state = ctx.sandbox_state().await?;
+    no_violations(&state)?;
+    let replies: Vec<&Value> = state["discord"]["posted"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["channel_id"] == thread.channel.as_str())
+        .collect();
+    ensure_eq!(replies.len(), 1, "one reply, edited in place: {replies:?}");
+    ensure_eq!(
+        replies[0]["message_reference"]["message_id"],
+        message_id.as_str()
+    );
+    ensure!(
+        replies[0]["edits"].as_u64().unwrap_or(0) >= 1,
+        "{}",
+        replies[0]
+    );
+    let (issues, comments) = linear_for(&state, &thread.url);
+    ensure_eq!(issues.len(), 1);
+    ensure_eq!(comments.len(), 1);
+    let identifier = issues[0]["identifier"].as_str().unwrap_or("?");
+    ensure!(
+        replies[0]["content"]
+            .as_str()
+            .is_some_and(|c| c.contains(identifier)),
+        "the reply ends with the link: {}",
+        replies[0]
+    );
+    Ok(())
+}

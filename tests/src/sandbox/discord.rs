@@ -150,12 +150,50 @@ pub async fn api(
                 .as_ref()
                 .and_then(|b| b["content"].as_str())
                 .unwrap_or_default();
-            let message = message_json(&id, &channel, &bot_author(&sb), content, &now_iso());
+            let mut message = message_json(&id, &channel, &bot_author(&sb), content, &now_iso());
+            if let Some(reference) = body.as_ref().and_then(|b| b.get("message_reference")) {
+                message["message_reference"] = reference.clone();
+                message["type"] = 19.into(); // a reply
+            }
             s.discord.posted.push(message.clone());
             if let Some(list) = s.discord.channels.get_mut(&channel) {
                 list.push(message.clone());
             }
             Json(message).into_response()
+        }
+        ("PATCH", "/channels/{channel_id}/messages/{message_id}") => {
+            if !bot_ok {
+                return discord_error(StatusCode::UNAUTHORIZED, 0, "401: Unauthorized");
+            }
+            let content = body
+                .as_ref()
+                .and_then(|b| b["content"].as_str())
+                .unwrap_or_default()
+                .to_owned();
+            let mut s = sb.lock();
+            let (channel, id) = (p("channel_id"), p("message_id"));
+            let Some(m) = s
+                .discord
+                .posted
+                .iter_mut()
+                .find(|m| m["id"] == id.as_str() && m["channel_id"] == channel.as_str())
+            else {
+                return discord_error(StatusCode::NOT_FOUND, 10008, "Unknown Message");
+            };
+            m["content"] = content.clone().into();
+            m["edited_timestamp"] = now_iso().into();
+            let edits = m["edits"].as_u64().unwrap_or(0) + 1;
+            m["edits"] = edits.into();
+            let mut updated = m.clone();
+            if let Some(o) = updated.as_object_mut() {
+                o.remove("edits"); // the sandbox's own count, not part of Discord's message
+            }
+            if let Some(list) = s.discord.channels.get_mut(&channel)
+                && let Some(x) = list.iter_mut().find(|x| x["id"] == id.as_str())
+            {
+                x["content"] = content.into();
+            }
+            Json(updated).into_response()
         }
         ("PATCH", "/webhooks/{webhook_id}/{webhook_token}/messages/@original") => {
             let token = p("webhook_token");
