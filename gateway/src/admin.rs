@@ -183,6 +183,30 @@ pub async fn enqueue_raw(req: &mut Request, env: &Env) -> Result<Response, Gatew
     Ok(json_response(202, &serde_json::json!({ "queued": true }))?)
 }
 
+/// `GET /v1/discord/gateway` (state) and `POST /v1/discord/gateway/start` (connect, idempotent):
+/// the Discord Gateway connection that receives @mentions (one Durable Object, one connection).
+pub async fn discord_gateway(
+    req: &Request,
+    env: &Env,
+    action: &str,
+) -> Result<Response, GatewayError> {
+    authorize(req, env)?;
+    let stub = env
+        .durable_object("DISCORD_GATEWAY")?
+        .id_from_name("discord-gateway")?
+        .get_stub()?;
+    let mut init = worker::RequestInit::new();
+    init.with_method(if action == "/start" {
+        worker::Method::Post
+    } else {
+        worker::Method::Get
+    });
+    let inner = Request::new_with_init(&format!("http://discord-gateway{action}"), &init)?;
+    let mut answer = stub.fetch_with_request(inner).await?;
+    let status: serde_json::Value = answer.json().await?;
+    Ok(json_response(200, &status)?)
+}
+
 /// `POST /v1/selftest`: puts a self-test job on the queue and returns its id. The consumer marks
 /// it succeeded without touching any outside service, which proves gateway → queue → consumer → KV.
 pub async fn selftest(req: &Request, env: &Env, ctx: &Context) -> Result<Response, GatewayError> {
@@ -205,7 +229,7 @@ pub async fn selftest(req: &Request, env: &Env, ctx: &Context) -> Result<Respons
         replay: 0,
     };
     let policy = config::policy(env)?;
-    match crate::admission::admit(env, ctx, &job, &policy, "admin").await? {
+    match crate::admission::admit(env, Some(ctx), &job, &policy, "admin").await? {
         Admission::Enqueued | Admission::Duplicate => {
             Ok(json_response(202, &serde_json::json!({ "job_id": id }))?)
         }

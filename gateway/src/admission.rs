@@ -65,7 +65,7 @@ thread_local! {
 /// (interaction id, `X-GitHub-Delivery`), so a known id means this is a redelivery.
 pub async fn admit(
     env: &Env,
-    ctx: &Context,
+    ctx: Option<&Context>,
     job: &JobMessage,
     policy: &AccessPolicy,
     platform: &str,
@@ -108,7 +108,7 @@ pub async fn admit(
     // After the answer. KV has no atomic increment; under a burst across isolates the count may
     // lag, which only softens the limit.
     let record = JobRecord::queued(job);
-    ctx.wait_until(async move {
+    let writes = async move {
         let count = (already + 1).to_string();
         let listed = kv::ListedJob::of(&record);
         let writes = futures_util::future::join(
@@ -134,7 +134,12 @@ pub async fn admit(
                 &[("key", &accepted_key), ("error", &e)],
             );
         }
-    });
+    };
+    // Requests: after the answer. The Gateway connection has no answer to hurry: write now.
+    match ctx {
+        Some(ctx) => ctx.wait_until(writes),
+        None => writes.await,
+    }
     Ok(Admission::Enqueued)
 }
 

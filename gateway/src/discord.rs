@@ -23,7 +23,7 @@ pub async fn handle(req: &mut Request, env: &Env, ctx: &Context) -> Result<Respo
         Decision::Pong => discord::pong(),
         Decision::NoChoices => discord::no_choices(),
         Decision::Reply(text) => discord::ephemeral(&text),
-        Decision::Enqueue(job) => match admit(env, ctx, &job, &policy, "discord").await? {
+        Decision::Enqueue(job) => match admit(env, Some(ctx), &job, &policy, "discord").await? {
             // A redelivered interaction gets the same answer; its job is already on the queue.
             Admission::Enqueued | Admission::Duplicate => discord::deferred(),
             Admission::Refused(refusal) => discord::ephemeral(&refusal.to_string()),

@@ -40,7 +40,7 @@ pub async fn handle(req: &mut Request, env: &Env, ctx: &Context) -> Result<Respo
             );
             (202, json!({ "refused": refusal.to_string() }))
         }
-        Decision::Enqueue(job) => match admit(env, ctx, &job, &policy, "github").await? {
+        Decision::Enqueue(job) => match admit(env, Some(ctx), &job, &policy, "github").await? {
             Admission::Enqueued => (202, json!({ "job_id": job.id })),
             Admission::Duplicate => (202, json!({ "job_id": job.id, "duplicate": true })),
             Admission::Refused(refusal) => (202, json!({ "refused": refusal.to_string() })),

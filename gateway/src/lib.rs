@@ -11,6 +11,9 @@ mod discord;
 mod error;
 mod github;
 mod log;
+mod mentions;
+
+pub use mentions::DiscordGateway;
 
 use error::{GatewayError, json_response};
 use worker::{Context, Env, Method, Request, Response, event};
@@ -49,6 +52,12 @@ async fn route(req: &mut Request, env: &Env, ctx: &Context) -> Result<Response, 
         (["v1", "jobs"], _) => Err(GatewayError::MethodNotAllowed("GET")),
         (["v1", "jobs", id], Method::Get) => admin::get_job(req, env, id).await,
         (["v1", "jobs", _], _) => Err(GatewayError::MethodNotAllowed("GET")),
+        (["v1", "discord", "gateway"], Method::Get) => {
+            admin::discord_gateway(req, env, "/status").await
+        }
+        (["v1", "discord", "gateway", "start"], Method::Post) => {
+            admin::discord_gateway(req, env, "/start").await
+        }
         (["v1", "dlq"], Method::Get) => admin::list_dlq(req, env).await,
         (["v1", "dlq"], _) => Err(GatewayError::MethodNotAllowed("GET")),
         (["v1", "dlq", id], Method::Get) => admin::get_dead(req, env, id).await,

@@ -28,7 +28,7 @@ macro_rules! cases {
 
 /// Every case, by name.
 pub fn all_cases() -> Vec<(&'static str, Case)> {
-    use crate::{contextualize, executor, fix, foundation, gateway, operations};
+    use crate::{contextualize, executor, fix, foundation, gateway, mentions, operations};
     cases![
         foundation::gateway_health,
         foundation::discord_ping_signed_gets_pong,
@@ -65,6 +65,10 @@ pub fn all_cases() -> Vec<(&'static str, Case)> {
         fix::github_502_on_pull_request_creation_still_opens_one,
         operations::register_commands_is_idempotent,
         operations::dlq_script_lists_and_replays_a_dead_job,
+        mentions::a_mention_contextualizes_and_replies_in_the_thread,
+        mentions::a_mention_replayed_after_a_drop_is_one_job,
+        mentions::missed_heartbeat_acks_reconnect_and_mentions_still_arrive,
+        mentions::a_mention_without_the_fix_role_is_refused_politely,
     ]
 }
 

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 /// A Discord thread with a conversation, seeded in the sandbox.
 pub(crate) struct Thread {
-    channel: String,
-    url: String,
+    pub(crate) channel: String,
+    pub(crate) url: String,
     session: String,
 }
 

@@ -10,6 +10,7 @@ mod executor;
 mod fix;
 mod foundation;
 mod gateway;
+mod mentions;
 mod operations;
 
 use bugbot_tests::stack::{Ports, Stack, StackOptions};

@@ -50,7 +50,8 @@ pub struct AnswerEdit {
 }
 
 impl DiscordState {
-    fn id(&mut self) -> String {
+    /// A new snowflake-like id.
+    pub fn id(&mut self) -> String {
         self.next_id += 1;
         (1_300_000_000_000_000_000u64 + self.next_id).to_string()
     }
@@ -160,6 +161,16 @@ pub async fn api(
                 list.push(message.clone());
             }
             Json(message).into_response()
+        }
+        ("GET", "/gateway/bot") => {
+            if !bot_ok {
+                return discord_error(StatusCode::UNAUTHORIZED, 0, "401: Unauthorized");
+            }
+            let host = headers
+                .get("host")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("127.0.0.1");
+            Json(super::discord_gateway::gateway_bot(host)).into_response()
         }
         ("PATCH", "/channels/{channel_id}/messages/{message_id}") => {
             if !bot_ok {

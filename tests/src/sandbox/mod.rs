@@ -7,6 +7,7 @@
 
 pub mod anthropic;
 pub mod discord;
+pub mod discord_gateway;
 mod faults;
 pub mod git;
 pub mod github;
@@ -104,6 +105,8 @@ pub struct SandboxState {
     pub git: git::GitState,
     /// Discord: channels, answers, posts.
     pub discord: discord::DiscordState,
+    /// Discord's Gateway (WebSocket) stand-in.
+    pub discord_gateway: discord_gateway::GatewayState,
     /// Interaction tokens tests registered → interaction ids (tokens never appear in the state).
     #[serde(skip)]
     pub discord_tokens: BTreeMap<String, String>,
@@ -245,6 +248,25 @@ impl Sandbox {
                 post(discord::seed_interaction),
             )
             .route("/_sandbox/linear/seed", post(linear::seed))
+            .route(
+                "/_sandbox/discord/gateway/dispatch",
+                post(discord_gateway::dispatch),
+            )
+            .route(
+                "/_sandbox/discord/gateway/drop",
+                post(discord_gateway::drop_connection),
+            )
+            .route(
+                "/_sandbox/discord/gateway/skip-acks",
+                post(discord_gateway::skip_acks),
+            )
+            .route(
+                "/_sandbox/discord/gateway/reconnect",
+                post(discord_gateway::reconnect),
+            )
+            .route("/discord-gateway", get(discord_gateway::connect))
+            // Clients append `/?v=10&encoding=json` to the URL, as to Discord's.
+            .route("/discord-gateway/", get(discord_gateway::connect))
             .route("/_sandbox/posthog/seed", post(posthog::seed))
             .route("/_sandbox/github/issues", post(github::seed_issues))
             .route("/_sandbox/git/repos", post(git::create_repo))
@@ -275,6 +297,7 @@ async fn state(State(sb): State<Sandbox>) -> Json<serde_json::Value> {
         "anthropic": s.anthropic,
         "git": { "branches": branches },
         "discord": s.discord,
+        "discord_gateway": s.discord_gateway,
         "linear": s.linear,
         "posthog": s.posthog,
         "github": s.github,

@@ -1,0 +1,172 @@
+//! @bugbot mentions over the Discord Gateway: the gateway Worker's Durable Object holds a real
+//! WebSocket to the sandbox's Gateway stand-in, which dispatches mentions, drops the connection,
+//! and withholds heartbeat ACKs.
+
+use crate::context::E2e;
+use crate::contextualize::{thread_with_report, wait_status};
+use crate::ensure_eq;
+use anyhow::{Result, ensure};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Starts the connection (idempotent) and waits until it is READY.
+async fn connected(ctx: &E2e) -> Result<Value> {
+    let r = ctx.admin_post("/v1/discord/gateway/start").await?;
+    ensure_eq!(r.status, 200, "{}", r.text);
+    wait_gateway(ctx, |s| s["connected"] == true).await
+}
+
+async fn wait_gateway(ctx: &E2e, ok: impl Fn(&Value) -> bool) -> Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = ctx.admin_get("/v1/discord/gateway").await?;
+        if ok(&s.json) {
+            return Ok(s.json);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the Gateway connection did not get there: {}",
+            s.text
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Dispatches a `MESSAGE_CREATE` mentioning bugbot; returns the message id.
+async fn mention(ctx: &E2e, channel: &str, text: &str, roles: &[String]) -> Result<String> {
+    let a = ctx
+        .sandbox_post(
+            "/_sandbox/discord/gateway/dispatch",
+            &json!({
+                "channel_id": channel,
+                "guild_id": ctx.env.get("DISCORD_TEST_GUILD_ID"),
+                "author": {"id": "1200000000000000002", "username": "sam", "discriminator": "0"},
+                "member": {"roles": roles},
+                "content": format!("<@{}> {text}", ctx.env.get("DISCORD_APPLICATION_ID")),
+                "timestamp": "2026-11-22T10:00:00.000000+00:00"
+            }),
+        )
+        .await?;
+    Ok(a.json["message"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+fn replies_in(state: &Value, channel: &str) -> Vec<Value> {
+    state["discord"]["posted"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["channel_id"] == channel)
+        .cloned()
+        .collect()
+}
+
+pub async fn a_mention_contextualizes_and_replies_in_the_thread(ctx: Arc<E2e>) -> Result<()> {
+    ctx.wait_idle().await?;
+    connected(&ctx).await?;
+    let thread = thread_with_report(&ctx).await?;
+    let id = mention(&ctx, &thread.channel, "contextualize", &[]).await?;
+    let job = format!("dm-{id}");
+    wait_status(&ctx, &job, "succeeded", 30).await?;
+    let state = ctx.sandbox_state().await?;
+    let replies = replies_in(&state, &thread.channel);
+    ensure_eq!(replies.len(), 1, "one reply: {replies:?}");
+    ensure_eq!(replies[0]["message_reference"]["message_id"], id.as_str());
+    let comments = state["linear"]["comments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["body"].as_str().is_some_and(|b| b.contains(&job)))
+        .count();
+    ensure_eq!(comments, 1, "one Linear comment");
+    Ok(())
+}
+
+pub async fn a_mention_replayed_after_a_drop_is_one_job(ctx: Arc<E2e>) -> Result<()> {
+    ctx.wait_idle().await?;
+    let before = connected(&ctx).await?;
+    let thread = thread_with_report(&ctx).await?;
+    let id = mention(&ctx, &thread.channel, "contextualize", &[]).await?;
+    let job = format!("dm-{id}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ctx.consumer_receipts(&job) == 0 {
+        ensure!(Instant::now() < deadline, "the mention never became a job");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Drop the connection; on resume the stand-in replays that mention, as Discord may.
+    ctx.sandbox_post("/_sandbox/discord/gateway/drop", &json!({"replay_last": 1}))
+        .await?;
+    let resumes = before["resumes"].as_u64().unwrap_or(0);
+    wait_gateway(&ctx, |s| {
+        s["resumes"].as_u64().unwrap_or(0) > resumes && s["connected"] == true
+    })
+    .await?;
+    wait_status(&ctx, &job, "succeeded", 30).await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    ensure_eq!(ctx.consumer_receipts(&job), 1, "one job");
+    let state = ctx.sandbox_state().await?;
+    ensure!(
+        state["discord_gateway"]["resumes"].as_u64().unwrap_or(0) >= 1,
+        "it resumed"
+    );
+    ensure_eq!(replies_in(&state, &thread.channel).len(), 1, "one reply");
+    Ok(())
+}
+
+pub async fn missed_heartbeat_acks_reconnect_and_mentions_still_arrive(
+    ctx: Arc<E2e>,
+) -> Result<()> {
+    ctx.wait_idle().await?;
+    let before = connected(&ctx).await?;
+    let connections = before["connections"].as_u64().unwrap_or(0);
+    ctx.sandbox_post("/_sandbox/discord/gateway/skip-acks", &json!({"count": 1}))
+        .await?;
+    wait_gateway(&ctx, |s| {
+        s["connections"].as_u64().unwrap_or(0) > connections && s["connected"] == true
+    })
+    .await?;
+    let state = ctx.sandbox_state().await?;
+    ensure!(
+        state["discord_gateway"]["acks_skipped"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1,
+        "an ACK was withheld"
+    );
+    let thread = thread_with_report(&ctx).await?;
+    let id = mention(&ctx, &thread.channel, "contextualize", &[]).await?;
+    wait_status(&ctx, &format!("dm-{id}"), "succeeded", 30).await?;
+    Ok(())
+}
+
+pub async fn a_mention_without_the_fix_role_is_refused_politely(ctx: Arc<E2e>) -> Result<()> {
+    ctx.wait_idle().await?;
+    connected(&ctx).await?;
+    let thread = thread_with_report(&ctx).await?;
+    let id = mention(&ctx, &thread.channel, "fix it please", &[]).await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let reply = loop {
+        let state = ctx.sandbox_state().await?;
+        if let Some(r) = replies_in(&state, &thread.channel).into_iter().next() {
+            break r;
+        }
+        ensure!(Instant::now() < deadline, "no refusal was posted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    ensure_eq!(reply["message_reference"]["message_id"], id.as_str());
+    ensure!(
+        reply["content"]
+            .as_str()
+            .is_some_and(|c| c.contains("role")),
+        "a polite, clear refusal: {reply}"
+    );
+    ensure_eq!(
+        ctx.admin_get(&format!("/v1/jobs/dm-{id}")).await?.status,
+        404,
+        "no job"
+    );
+    Ok(())
+}
