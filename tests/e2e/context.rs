@@ -271,6 +271,22 @@ impl E2e {
         Ok(a)
     }
 
+    /// Puts a JSON value on the queue as it is (`POST /v1/dev/enqueue-raw`, a local test hook):
+    /// a redelivery, a malformed message, a job made by the Gateway connection.
+    pub async fn enqueue_raw(&self, message: &Value) -> Result<()> {
+        let r = self
+            .http
+            .post(self.gateway("/v1/dev/enqueue-raw"))
+            .bearer_auth(self.env.get("ADMIN_TOKEN"))
+            .json(message)
+            .send()
+            .await?;
+        if r.status().as_u16() != 202 {
+            bail!("enqueue-raw answered {}: {}", r.status(), r.text().await?);
+        }
+        Ok(())
+    }
+
     /// Disarms every injected fault.
     pub async fn clear_faults(&self) -> Result<()> {
         self.http
@@ -340,4 +356,24 @@ macro_rules! ensure_eq {
             );
         }}
     }};
+}
+
+/// The contents of every edit of one interaction's deferred answer, in order.
+pub fn answers_for(state: &Value, interaction: &str) -> Vec<String> {
+    state["discord"]["answer_edits"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["interaction"] == interaction)
+        .filter_map(|e| e["content"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Fails when a stand-in refused a request the real service would have refused.
+pub fn no_violations(state: &Value) -> Result<()> {
+    let v = &state["violations"];
+    if !v.as_array().is_none_or(Vec::is_empty) {
+        bail!("a stand-in refused a request the real service would refuse: {v}");
+    }
+    Ok(())
 }

@@ -2,7 +2,7 @@
 //! context packet comment and an answer where it was asked — also when Linear fails on the way, and
 //! through the dead-letter queue and a replay.
 
-use crate::context::E2e;
+use crate::context::{E2e, answers_for, no_violations};
 use crate::ensure_eq;
 use crate::gateway::{examples, fresh_id};
 use anyhow::{Context, Result, ensure};
@@ -129,25 +129,6 @@ fn linear_for(state: &Value, url: &str) -> (Vec<Value>, Vec<Value>) {
         .cloned()
         .collect();
     (issues, comments)
-}
-
-fn answers_for(state: &Value, interaction: &str) -> Vec<String> {
-    state["discord"]["answer_edits"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["interaction"] == interaction)
-        .filter_map(|e| e["content"].as_str().map(str::to_owned))
-        .collect()
-}
-
-fn no_violations(state: &Value) -> Result<()> {
-    let v = &state["violations"];
-    ensure!(
-        v.as_array().is_none_or(Vec::is_empty),
-        "a stand-in refused a request the real service would refuse: {v}"
-    );
-    Ok(())
 }
 
 pub async fn contextualize_in_a_thread_makes_one_issue_one_packet_and_answers(
@@ -443,14 +424,7 @@ pub async fn malformed_queue_messages_are_acked_and_recorded(ctx: Arc<E2e>) -> R
     };
     let n0 = count(&before);
     for body in [json!({"hello": "world"}), json!({"v": 99, "id": "dc-1"})] {
-        let r = ctx
-            .http
-            .post(ctx.gateway("/v1/dev/enqueue-raw"))
-            .bearer_auth(ctx.env.get("ADMIN_TOKEN"))
-            .json(&body)
-            .send()
-            .await?;
-        ensure_eq!(r.status().as_u16(), 202);
+        ctx.enqueue_raw(&body).await?;
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -552,14 +526,7 @@ pub async fn mention_jobs_reply_to_the_mention_and_edit_that_reply(ctx: Arc<E2e>
                    "channel_id": thread.channel, "message_id": message_id},
         "report": {"text": ""}, "references": {}, "enqueued_at_ms": 1
     });
-    let r = ctx
-        .http
-        .post(ctx.gateway("/v1/dev/enqueue-raw"))
-        .bearer_auth(ctx.env.get("ADMIN_TOKEN"))
-        .json(&message)
-        .send()
-        .await?;
-    ensure_eq!(r.status().as_u16(), 202);
+    ctx.enqueue_raw(&message).await?;
     wait_status(&ctx, &job, "succeeded", 30).await?;
     let state = ctx.sandbox_state().await?;
     no_violations(&state)?;

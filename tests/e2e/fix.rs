@@ -1,7 +1,7 @@
 //! fix end to end: a signed `/bugbot fix` (or a GitHub comment) becomes one pull request whose diff
 //! is the scripted model's fix, linked on Linear, with progress and the link where it was asked.
 
-use crate::context::E2e;
+use crate::context::{E2e, answers_for, no_violations};
 use crate::ensure_eq;
 use crate::gateway::{examples, fresh_id};
 use anyhow::{Context, Result, ensure};
@@ -86,25 +86,6 @@ fn pulls_of(state: &Value, job: &str) -> Vec<Value> {
         .collect()
 }
 
-fn answers_for(state: &Value, interaction: &str) -> Vec<String> {
-    state["discord"]["answer_edits"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["interaction"] == interaction)
-        .filter_map(|e| e["content"].as_str().map(str::to_owned))
-        .collect()
-}
-
-fn no_violations(state: &Value) -> Result<()> {
-    let v = &state["violations"];
-    ensure!(
-        v.as_array().is_none_or(Vec::is_empty),
-        "a stand-in refused a request the real service would refuse: {v}"
-    );
-    Ok(())
-}
-
 fn is_the_scripted_fix(diff: &str) -> bool {
     diff.contains(&format!(
         "-  return items.reduce((sum, item) => sum + {}",
@@ -178,14 +159,7 @@ pub async fn discord_fix_opens_one_pull_request_linked_on_linear(ctx: Arc<E2e>) 
                    "application_id": ctx.env.get("DISCORD_APPLICATION_ID")},
         "report": {"text": "Cart total is one too high"}, "references": {}, "enqueued_at_ms": 1
     });
-    let r = ctx
-        .http
-        .post(ctx.gateway("/v1/dev/enqueue-raw"))
-        .bearer_auth(ctx.env.get("ADMIN_TOKEN"))
-        .json(&message)
-        .send()
-        .await?;
-    ensure_eq!(r.status().as_u16(), 202);
+    ctx.enqueue_raw(&message).await?;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while ctx.consumer_receipts(&job) < 2 {
         ensure!(

@@ -104,14 +104,7 @@ pub async fn dlq_script_lists_and_replays_a_dead_job(ctx: Arc<E2e>) -> Result<()
             .collect()
     };
     let before = malformed(&ctx.admin_get("/v1/dlq?limit=100").await?.json);
-    let r = ctx
-        .http
-        .post(ctx.gateway("/v1/dev/enqueue-raw"))
-        .bearer_auth(&token)
-        .json(&json!({"purge": "me"}))
-        .send()
-        .await?;
-    ensure_eq!(r.status().as_u16(), 202);
+    ctx.enqueue_raw(&json!({"purge": "me"})).await?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let id = loop {
         let now = malformed(&ctx.admin_get("/v1/dlq?limit=100").await?.json);

@@ -5,7 +5,8 @@
 //! marked them expired (`POST /_sandbox/discord/expire`), which answers as Discord does after 15
 //! minutes.
 
-use super::{Sandbox, openapi::OpenApi};
+use super::Sandbox;
+use super::openapi::{self, OpenApi, Refusal, query_value};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -81,35 +82,25 @@ pub async fn api(
         .strip_prefix("/discord/api/v10")
         .unwrap_or_default()
         .to_owned();
-    let body: Option<Value> = if body.is_empty() {
-        None
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(v) => Some(v),
-            Err(_) => {
+    let (matched, body) =
+        match openapi::admit(&sb, spec(), method.as_str(), &path, uri.query(), &body) {
+            Ok(ok) => ok,
+            Err(Refusal::NotJson) => {
                 return discord_error(
                     StatusCode::BAD_REQUEST,
                     50109,
                     "The request body contains invalid JSON.",
                 );
             }
-        }
-    };
-    let spec = match spec() {
-        Ok(s) => s,
-        Err(e) => return super::error(StatusCode::INTERNAL_SERVER_ERROR, &e),
-    };
-    let matched = match spec.check(method.as_str(), &path, uri.query(), body.as_ref()) {
-        Ok(m) => m,
-        Err(why) => {
-            sb.lock().violations.push(why.clone());
-            return discord_error(
-                StatusCode::BAD_REQUEST,
-                50035,
-                &format!("Invalid Form Body: {why}"),
-            );
-        }
-    };
+            Err(Refusal::Violation(why)) => {
+                return discord_error(
+                    StatusCode::BAD_REQUEST,
+                    50035,
+                    &format!("Invalid Form Body: {why}"),
+                );
+            }
+            Err(Refusal::NoSpec(e)) => return super::error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        };
     let p = |k: &str| matched.params.get(k).cloned().unwrap_or_default();
     let bot_ok = headers
         .get("authorization")
@@ -292,14 +283,6 @@ pub async fn api(
             discord_error(StatusCode::NOT_FOUND, 0, &why)
         }
     }
-}
-
-fn query_value(query: Option<&str>, name: &str) -> Option<String> {
-    query?
-        .split('&')
-        .filter_map(|p| p.split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_owned())
 }
 
 fn bot_author(sb: &Sandbox) -> Value {

@@ -3,7 +3,8 @@
 //! Every request is checked against `github-openapi.json` (path, method, query, body) and needs
 //! `Authorization: Bearer <GITHUB_TOKEN>`.
 
-use super::{Sandbox, openapi::OpenApi};
+use super::Sandbox;
+use super::openapi::{self, OpenApi, Refusal, query_value};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -144,25 +145,17 @@ pub async fn api(
         .strip_prefix("/github")
         .unwrap_or_default()
         .to_owned();
-    let body: Option<Value> = if body.is_empty() {
-        None
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(v) => Some(v),
-            Err(_) => return gh_error(StatusCode::BAD_REQUEST, "Problems parsing JSON"),
-        }
-    };
-    let spec = match spec() {
-        Ok(s) => s,
-        Err(e) => return super::error(StatusCode::INTERNAL_SERVER_ERROR, &e),
-    };
-    let matched = match spec.check(method.as_str(), &path, uri.query(), body.as_ref()) {
-        Ok(m) => m,
-        Err(why) => {
-            sb.lock().violations.push(why.clone());
-            return gh_error(StatusCode::UNPROCESSABLE_ENTITY, &why);
-        }
-    };
+    let (matched, body) =
+        match openapi::admit(&sb, spec(), method.as_str(), &path, uri.query(), &body) {
+            Ok(ok) => ok,
+            Err(Refusal::NotJson) => {
+                return gh_error(StatusCode::BAD_REQUEST, "Problems parsing JSON");
+            }
+            Err(Refusal::Violation(why)) => {
+                return gh_error(StatusCode::UNPROCESSABLE_ENTITY, &why);
+            }
+            Err(Refusal::NoSpec(e)) => return super::error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        };
     let bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -394,14 +387,6 @@ pub async fn api(
             gh_error(StatusCode::NOT_FOUND, &why)
         }
     }
-}
-
-fn query_value(query: Option<&str>, name: &str) -> Option<String> {
-    query?
-        .split('&')
-        .filter_map(|p| p.split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_owned())
 }
 
 fn percent_decode(s: &str) -> String {

@@ -208,6 +208,51 @@ impl OpenApi {
     }
 }
 
+/// Why a stand-in refuses a request before its own logic runs.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The body is not JSON.
+    NotJson,
+    /// The real service would refuse it (recorded in the sandbox's violations).
+    Violation(String),
+    /// The spec could not be loaded.
+    NoSpec(String),
+}
+
+/// Reads a stand-in request: the JSON body (if any), checked with the path and method against the
+/// service's spec. A violation is recorded in the sandbox's state.
+pub fn admit(
+    sb: &super::Sandbox,
+    spec: Result<&OpenApi, String>,
+    method: &str,
+    path: &str,
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<(Matched, Option<Value>), Refusal> {
+    let body: Option<Value> = if body.is_empty() {
+        None
+    } else {
+        Some(serde_json::from_slice(body).map_err(|_| Refusal::NotJson)?)
+    };
+    let spec = spec.map_err(Refusal::NoSpec)?;
+    match spec.check(method, path, query, body.as_ref()) {
+        Ok(m) => Ok((m, body)),
+        Err(why) => {
+            sb.lock().violations.push(why.clone());
+            Err(Refusal::Violation(why))
+        }
+    }
+}
+
+/// A query parameter's raw value.
+pub fn query_value(query: Option<&str>, name: &str) -> Option<String> {
+    query?
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
 fn split(path: &str) -> Vec<String> {
     path.trim_matches('/')
         .split('/')
