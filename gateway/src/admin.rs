@@ -61,10 +61,13 @@ pub async fn list_jobs(req: &Request, env: &Env) -> Result<Response, GatewayErro
 }
 
 fn query_limit(req: &Request) -> Result<usize, GatewayError> {
-    let url = req.url()?;
-    let limit = url
-        .query_pairs()
-        .find(|(k, _)| k == "limit")
+    // The raw URL, not `req.url()`: parsing a `Url` links IDNA tables that double the wasm size.
+    let url = req.inner().url();
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let limit = query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == "limit")
         .map(|(_, v)| v.parse::<usize>())
         .transpose()
         .map_err(|_| GatewayError::BadRequest("limit must be a number".into()))?

@@ -190,14 +190,7 @@ async fn connection(
     token: &str,
     base: &str,
 ) -> Option<(u64, Option<String>)> {
-    let url = match worker::Url::parse(&connect_url(base)) {
-        Ok(u) => u,
-        Err(_) => {
-            session.resume_url = None;
-            return Some((session.backoff_ms(), None));
-        }
-    };
-    let ws = match WebSocket::connect(url).await {
+    let ws = match open_socket(&connect_url(base)).await {
         Ok(ws) => ws,
         Err(e) => {
             let actions = session.on_closed(None);
@@ -274,6 +267,29 @@ async fn connection(
             }
         }
     }
+}
+
+/// Opens a WebSocket as `WebSocket::connect` does (a GET with `Upgrade: websocket` over http(s)),
+/// without parsing a `Url`: that would link IDNA tables that double the gateway's wasm size.
+async fn open_socket(url: &str) -> Result<WebSocket> {
+    let url = url
+        .strip_prefix("wss://")
+        .map(|rest| format!("https://{rest}"))
+        .or_else(|| {
+            url.strip_prefix("ws://")
+                .map(|rest| format!("http://{rest}"))
+        })
+        .unwrap_or_else(|| url.to_owned());
+    let headers = Headers::new();
+    headers.set("upgrade", "websocket")?;
+    let mut init = RequestInit::new();
+    init.with_method(worker::Method::Get).with_headers(headers);
+    let response = Fetch::Request(Request::new_with_init(&url, &init)?)
+        .send()
+        .await?;
+    response
+        .websocket()
+        .ok_or_else(|| worker::Error::RustError("the Gateway did not accept the WebSocket".into()))
 }
 
 fn reconnect_of(actions: &[Action]) -> Option<(u64, Option<String>)> {
