@@ -52,6 +52,7 @@ fn main() -> ExitCode {
             log_dir: state.path().join("logs"),
             echo: std::env::var_os("E2E_ECHO").is_some(),
             ready_timeout: Duration::from_secs(600),
+            with_consumer: true,
         },
         Err(e) => {
             eprintln!("e2e: no free ports: {e}");

@@ -68,6 +68,8 @@ pub struct StackOptions {
     pub echo: bool,
     /// How long to wait for every part to answer (the first wrangler start compiles the Workers).
     pub ready_timeout: Duration,
+    /// Run the consumer Worker too (everything but the gateway benchmark wants it).
+    pub with_consumer: bool,
 }
 
 /// A running local stack. Dropping it stops every part.
@@ -166,8 +168,11 @@ impl Stack {
         let mut workers = Command::new(wrangler);
         workers
             .current_dir(&root)
-            .args(["dev", "-c", "gateway/wrangler.toml", "-c"])
-            .arg(&consumer_config)
+            .args(["dev", "-c", "gateway/wrangler.toml"]);
+        if opts.with_consumer {
+            workers.arg("-c").arg(&consumer_config);
+        }
+        workers
             .arg("--env-file")
             .arg(&env_file)
             .args(["--ip", "127.0.0.1", "--port"])

@@ -37,6 +37,7 @@ async fn main() -> Result<()> {
                 log_dir: run.join("logs"),
                 echo: false,
                 ready_timeout: Duration::from_secs(900),
+                with_consumer: true,
             })
             .await?,
         )

@@ -48,6 +48,7 @@ async fn main() -> anyhow::Result<()> {
         log_dir: run.join("logs"),
         echo: args.verbose,
         ready_timeout: Duration::from_secs(900),
+        with_consumer: true,
     };
     eprintln!(
         "bugbot: starting the local stack (the first start compiles the Workers; logs in .run/logs/)"
