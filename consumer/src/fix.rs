@@ -26,8 +26,26 @@ pub async fn fix(run: &mut Run<'_>, origin: &Origin) -> Result<(), ApiError> {
 
     let routing = config::repo_routing(run.env)?;
     let served = config::served_repos(run.env);
-    let repo = decide::choose_repo(run.job, &run.job.references, &routing, &served)
-        .map_err(|why| ApiError::permanent(Service::Github, why))?;
+    // A mention's event does not say which channel its thread belongs to: ask Discord.
+    let thread_parent = match &run.job.source {
+        Source::DiscordMention { channel_id, .. } => {
+            let api = config::discord(run.env)?;
+            call(
+                api.channel(channel_id),
+                bugbot_shared::discord_api::parse_parent,
+            )
+            .await?
+        }
+        _ => None,
+    };
+    let repo = decide::choose_repo(
+        run.job,
+        &run.job.references,
+        &routing,
+        &served,
+        thread_parent.as_deref(),
+    )
+    .map_err(|why| ApiError::permanent(Service::Github, why))?;
     let installation = match &run.job.source {
         Source::Github {
             installation_id, ..

@@ -41,6 +41,11 @@ impl DiscordApi {
         )
     }
 
+    /// A channel or thread (for a thread: its parent channel).
+    pub fn channel(&self, channel: &Snowflake) -> HttpRequest {
+        self.bot(Method::Get, &format!("/channels/{channel}"))
+    }
+
     /// Edits the deferred answer of an interaction (the token authenticates; no bot token).
     pub fn edit_original(
         &self,
@@ -112,6 +117,19 @@ impl DiscordApi {
         self.bot(Method::Put, &Self::commands_path(application, guild))
             .json(commands)
     }
+}
+
+#[derive(Deserialize)]
+struct Channel {
+    #[serde(default)]
+    parent_id: Option<String>,
+}
+
+/// Parses a channel: its parent (a thread's channel), if any.
+pub fn parse_parent(response: &HttpResponse) -> Result<Option<String>, ApiError> {
+    response
+        .json::<Channel>(Service::Discord)
+        .map(|c| c.parent_id)
 }
 
 #[derive(Deserialize)]

@@ -48,12 +48,14 @@ impl RepoRouting {
 }
 
 /// Decides the repository: one named in the report (if bugbot serves it), else the GitHub issue's
-/// own, else the Discord channel's, else the default. `served` empty means "any".
+/// own, else the Discord channel's (or, for a thread, its parent channel's: `thread_parent` for
+/// mentions, whose events do not carry it), else the default. `served` empty means "any".
 pub fn choose_repo(
     job: &JobMessage,
     references: &References,
     routing: &RepoRouting,
     served: &[RepoFullName],
+    thread_parent: Option<&str>,
 ) -> Result<RepoFullName, String> {
     let is_served = |r: &RepoFullName| served.is_empty() || served.contains(r);
     let named = references
@@ -80,12 +82,10 @@ pub fn choose_repo(
             }
         }
         Source::DiscordMention { channel_id, .. } => {
-            if let Some((_, r)) = routing
-                .channels
-                .iter()
-                .find(|(c, _)| c == channel_id.as_str())
-            {
-                return Ok(r.clone());
+            for id in std::iter::once(channel_id.as_str()).chain(thread_parent) {
+                if let Some((_, r)) = routing.channels.iter().find(|(c, _)| c == id) {
+                    return Ok(r.clone());
+                }
             }
         }
         Source::Admin => {}
@@ -336,7 +336,7 @@ mod tests {
                 .unwrap();
         let served = vec![RepoFullName::parse("acme/web-app").unwrap()];
         assert_eq!(
-            choose_repo(&job, &References::default(), &routing, &served)
+            choose_repo(&job, &References::default(), &routing, &served, None)
                 .unwrap()
                 .as_str(),
             "acme/web-app"
@@ -346,7 +346,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            choose_repo(&job, &refs, &RepoRouting::default(), &served)
+            choose_repo(&job, &refs, &RepoRouting::default(), &served, None)
                 .unwrap()
                 .as_str(),
             "acme/web-app"
@@ -356,11 +356,43 @@ mod tests {
                 &job,
                 &References::default(),
                 &RepoRouting::default(),
-                &served
+                &served,
+                None
             )
             .is_err()
         );
         assert!(RepoRouting::parse(Some("nonsense"), None).is_err());
+
+        // A mention in a thread: the thread's parent decides.
+        let mention: JobMessage = serde_json::from_value(serde_json::json!({
+            "v": 1, "id": "dm-1", "command": "fix", "requester": {"id": "1", "name": "j"},
+            "source": {"kind": "discord_mention", "guild_id": "1", "channel_id": "20", "message_id": "5"},
+            "report": {"text": "x"}, "references": {}, "enqueued_at_ms": 1
+        }))
+        .unwrap();
+        let only_channels = RepoRouting::parse(Some("10=acme/web-app"), None).unwrap();
+        assert!(
+            choose_repo(
+                &mention,
+                &References::default(),
+                &only_channels,
+                &served,
+                None
+            )
+            .is_err()
+        );
+        assert_eq!(
+            choose_repo(
+                &mention,
+                &References::default(),
+                &only_channels,
+                &served,
+                Some("10")
+            )
+            .unwrap()
+            .as_str(),
+            "acme/web-app"
+        );
     }
 
     #[test]

@@ -69,6 +69,7 @@ pub fn all_cases() -> Vec<(&'static str, Case)> {
         mentions::a_mention_replayed_after_a_drop_is_one_job,
         mentions::missed_heartbeat_acks_reconnect_and_mentions_still_arrive,
         mentions::a_mention_without_the_fix_role_is_refused_politely,
+        mentions::a_fix_mention_in_a_thread_opens_a_pull_request_for_the_parent_channels_repo,
     ]
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Creates (or resets) the served repository on the sandbox's git remote, and scripts the model.
-async fn seed(ctx: &E2e, model: Value) -> Result<String> {
+pub(crate) async fn seed(ctx: &E2e, model: Value) -> Result<String> {
     let repo = ctx.env.get("GITHUB_TEST_REPO");
     ctx.sandbox_post(
         "/_sandbox/git/repos",
@@ -76,7 +76,7 @@ async fn finished(ctx: &E2e, job: &str) -> Result<Value> {
 }
 
 /// The pull requests whose branch belongs to `job`.
-fn pulls_of(state: &Value, job: &str) -> Vec<Value> {
+pub(crate) fn pulls_of(state: &Value, job: &str) -> Vec<Value> {
     state["github"]["pulls"]
         .as_array()
         .into_iter()

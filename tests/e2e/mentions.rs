@@ -170,3 +170,56 @@ pub async fn a_mention_without_the_fix_role_is_refused_politely(ctx: Arc<E2e>) -
     );
     Ok(())
 }
+
+pub async fn a_fix_mention_in_a_thread_opens_a_pull_request_for_the_parent_channels_repo(
+    ctx: Arc<E2e>,
+) -> Result<()> {
+    ctx.wait_idle().await?;
+    connected(&ctx).await?;
+    crate::fix::seed(
+        &ctx,
+        bugbot_tests::fixtures::read_then_edit(
+            "src/cart.js",
+            bugbot_tests::fixtures::CART_FIX.0,
+            bugbot_tests::fixtures::CART_FIX.1,
+        ),
+    )
+    .await?;
+    // A thread under the channel DISCORD_CHANNEL_REPOS maps to the served repository.
+    let thread = crate::gateway::fresh_id();
+    ctx.sandbox_post(
+        &format!(
+            "/_sandbox/discord/channels/{thread}/messages?parent_id={}",
+            ctx.env.get("DISCORD_TEST_CHANNEL_ID")
+        ),
+        &json!([{"author_id": "1200000000000000001", "username": "jane",
+                 "content": "The cart total is one too high."}]),
+    )
+    .await?;
+    let roles = vec![ctx.env.get("DISCORD_TEST_FIX_ROLE_ID")];
+    let id = mention(&ctx, &thread, "fix the cart total", &roles).await?;
+    let job = format!("dm-{id}");
+    wait_status(&ctx, &job, "succeeded", 120).await?;
+    let state = ctx.sandbox_state().await?;
+    let pulls = crate::fix::pulls_of(&state, &job);
+    ensure_eq!(pulls.len(), 1, "one pull request: {pulls:?}");
+    let url = pulls[0]["html_url"].as_str().unwrap_or_default();
+    // The thread's parent was looked up (mention events do not carry it). GITHUB_DEFAULT_REPO is the
+    // same repository locally; shared::fix's unit tests show the parent deciding on its own.
+    let asked = state["requests"]["discord"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|r| r["method"] == "GET" && r["path"] == format!("/api/v10/channels/{thread}"));
+    ensure!(asked, "the consumer asked Discord for the thread's parent");
+    let replies = replies_in(&state, &thread);
+    ensure_eq!(replies.len(), 1, "one reply, edited as the fix went on");
+    ensure!(
+        replies[0]["content"]
+            .as_str()
+            .is_some_and(|c| c.contains(url)),
+        "the reply ends with the pull request: {}",
+        replies[0]
+    );
+    Ok(())
+}

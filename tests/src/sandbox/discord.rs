@@ -32,6 +32,8 @@ pub struct DiscordState {
     pub expired: BTreeSet<String>,
     /// Messages bugbot posted with its bot token.
     pub posted: Vec<Value>,
+    /// Thread → parent channel, for the threads tests created with a parent.
+    pub thread_parents: BTreeMap<String, String>,
     /// Registered application commands, by scope (`global` or the guild id).
     pub commands: BTreeMap<String, Vec<Value>>,
     /// How many times commands were (re)registered.
@@ -152,6 +154,26 @@ pub async fn api(
                 list.push(message.clone());
             }
             Json(message).into_response()
+        }
+        ("GET", "/channels/{channel_id}") => {
+            if !bot_ok {
+                return discord_error(StatusCode::UNAUTHORIZED, 0, "401: Unauthorized");
+            }
+            let s = sb.lock();
+            let id = p("channel_id");
+            if !s.discord.channels.contains_key(&id) {
+                return discord_error(StatusCode::NOT_FOUND, 10003, "Unknown Channel");
+            }
+            let parent = s.discord.thread_parents.get(&id).cloned();
+            Json(json!({
+                "id": id,
+                "type": if parent.is_some() { 11 } else { 0 },
+                "guild_id": null,
+                "name": format!("channel-{id}"),
+                "parent_id": parent,
+                "flags": 0
+            }))
+            .into_response()
         }
         ("GET", "/gateway/bot") => {
             if !bot_ok {
@@ -351,14 +373,20 @@ pub struct SeedMessage {
     pub timestamp: Option<String>,
 }
 
-/// `POST /_sandbox/discord/channels/{id}/messages`: adds messages (oldest first) to a channel,
-/// creating it. Answers the created messages.
+/// `POST /_sandbox/discord/channels/{id}/messages[?parent_id=P]`: adds messages (oldest first) to a
+/// channel, creating it (as a thread of `P` when given). Answers the created messages.
 pub async fn seed_messages(
     State(sb): State<Sandbox>,
     Path(channel): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<BTreeMap<String, String>>,
     Json(messages): Json<Vec<SeedMessage>>,
 ) -> Json<Vec<Value>> {
     let mut s = sb.lock();
+    if let Some(parent) = query.get("parent_id") {
+        s.discord
+            .thread_parents
+            .insert(channel.clone(), parent.clone());
+    }
     let mut created = Vec::new();
     for m in messages {
         let id = s.discord.id();
