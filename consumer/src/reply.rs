@@ -13,12 +13,31 @@ use worker::Env;
 
 /// Shows progress. Progress is a courtesy: a failure is logged, never fails the job.
 pub async fn progress(run: &mut Run<'_>, text: &str) {
+    let before = message_ids(&run.record);
     if let Err(e) = say(run.env, run.job, &mut run.record, text, Urgency::Progress).await {
         log::info(
             "progress not shown",
             &[("job", run.job.id.as_str()), ("error", &e.to_string())],
         );
     }
+    if message_ids(&run.record) != before {
+        // A status comment or reply was just created: keep its id at once, so that a retry edits it
+        // instead of posting a second one.
+        if let Err(e) = crate::store::save_record(run.env, &run.record).await {
+            log::info(
+                "status message id not saved",
+                &[("job", run.job.id.as_str()), ("error", &e.to_string())],
+            );
+        }
+    }
+}
+
+/// The ids of the messages bugbot edits in place.
+fn message_ids(record: &JobRecord) -> (Option<u64>, Option<String>) {
+    (
+        record.checkpoints.github_status_comment,
+        record.checkpoints.discord_reply.clone(),
+    )
 }
 
 /// Gives the final answer (once: a redelivery after it was given says nothing more).
