@@ -171,11 +171,11 @@ async fn gateway_url(api_base: &str, token: &str) -> std::result::Result<String,
         format!("{}/gateway/bot", api_base.trim_end_matches('/')),
     )
     .header("authorization", format!("Bot {token}"));
-    let (status, body) = send(&req).await?;
-    if !(200..300).contains(&status) {
-        return Err(format!("GET /gateway/bot answered {status}"));
+    let answer = bugbot_edge::send(&req).await.map_err(|e| e.to_string())?;
+    if !answer.is_success() {
+        return Err(format!("GET /gateway/bot answered {}", answer.status));
     }
-    serde_json::from_str::<serde_json::Value>(&body)
+    serde_json::from_str::<serde_json::Value>(&answer.body)
         .ok()
         .and_then(|v| v["url"].as_str().map(str::to_owned))
         .ok_or_else(|| "GET /gateway/bot gave no url".to_owned())
@@ -343,33 +343,12 @@ async fn on_message(
         .unwrap_or_else(|| "https://discord.com/api/v10".into());
     let reply =
         DiscordApi::new(&base, token).create_reply(&message.channel_id, &message.id, &refusal);
-    if let Err(e) = send(&reply).await {
-        log::error("refusal not sent", &[("error", &e)]);
+    match bugbot_edge::send(&reply).await {
+        Ok(answer) if answer.is_success() => {}
+        Ok(answer) => log::error(
+            "refusal not sent",
+            &[("status", &answer.status.to_string())],
+        ),
+        Err(e) => log::error("refusal not sent", &[("error", &e.to_string())]),
     }
-}
-
-/// Sends a plain request; the status and body, or why there is none.
-async fn send(request: &HttpRequest) -> std::result::Result<(u16, String), String> {
-    let headers = Headers::new();
-    for (k, v) in &request.headers {
-        headers.set(k, v).map_err(|_| format!("bad header {k}"))?;
-    }
-    let mut init = RequestInit::new();
-    init.with_method(match request.method {
-        bugbot_shared::http::Method::Get => worker::Method::Get,
-        bugbot_shared::http::Method::Post => worker::Method::Post,
-        bugbot_shared::http::Method::Patch => worker::Method::Patch,
-        bugbot_shared::http::Method::Put => worker::Method::Put,
-        bugbot_shared::http::Method::Delete => worker::Method::Delete,
-    })
-    .with_headers(headers);
-    if let Some(body) = &request.body {
-        init.with_body(Some(body.clone().into()));
-    }
-    let req = Request::new_with_init(&request.url, &init).map_err(|_| request.describe())?;
-    let mut resp = Fetch::Request(req)
-        .send()
-        .await
-        .map_err(|_| format!("{}: no answer", request.describe()))?;
-    Ok((resp.status_code(), resp.text().await.unwrap_or_default()))
 }

@@ -1,0 +1,51 @@
+//! The one adapter between `bugbot_shared`'s plain requests and the Workers runtime: both Workers
+//! (the gateway's Discord Gateway connection, the consumer's API calls) send through it.
+
+use bugbot_shared::http::{ApiError, HttpRequest, HttpResponse, Method};
+use worker::{Fetch, Headers, Request, RequestInit};
+
+/// Sends one request with `worker::Fetch`. A call that gets no answer is a transient error; any
+/// status is returned for the caller's parser to classify.
+pub async fn send(request: &HttpRequest) -> Result<HttpResponse, ApiError> {
+    let service = request.service;
+    let network = |what: &str| ApiError::network(service, what.to_owned());
+    let headers = Headers::new();
+    for (name, value) in &request.headers {
+        headers
+            .set(name, value)
+            .map_err(|_| ApiError::permanent(service, format!("invalid header {name}")))?;
+    }
+    let mut init = RequestInit::new();
+    init.with_method(method(request.method))
+        .with_headers(headers);
+    if let Some(body) = &request.body {
+        init.with_body(Some(body.clone().into()));
+    }
+    let req = Request::new_with_init(&request.url, &init).map_err(|_| {
+        ApiError::permanent(service, "invalid request URL (check the base URL setting)")
+    })?;
+    let mut response = Fetch::Request(req)
+        .send()
+        .await
+        .map_err(|_| network("the request failed before an answer arrived"))?;
+    let retry_after = response.headers().get("retry-after").ok().flatten();
+    let body = response
+        .text()
+        .await
+        .map_err(|_| network("the answer could not be read"))?;
+    Ok(HttpResponse {
+        status: response.status_code(),
+        retry_after,
+        body,
+    })
+}
+
+fn method(m: Method) -> worker::Method {
+    match m {
+        Method::Get => worker::Method::Get,
+        Method::Post => worker::Method::Post,
+        Method::Patch => worker::Method::Patch,
+        Method::Put => worker::Method::Put,
+        Method::Delete => worker::Method::Delete,
+    }
+}
