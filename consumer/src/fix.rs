@@ -128,6 +128,27 @@ async fn execute(
         ),
     )
     .await?;
+    // A retry after an earlier attempt pushed (but lost its result) must not run Claude Code again:
+    // the branch is this job's own, so its existence means the fix is there.
+    if call(gh.branch(repo, &branch), github_api::parse_branch_exists).await? {
+        run.step(
+            "executor.skipped",
+            format!("{branch} was pushed by an earlier attempt"),
+        )
+        .await?;
+        return Ok(FixResult {
+            outcome: Outcome::Pushed,
+            branch: Some(branch),
+            commit_sha: None,
+            changed_files: Vec::new(),
+            rejected_paths: Vec::new(),
+            summary: "The fix was pushed by an earlier attempt of this job; its details were not recorded.".into(),
+            turns: 0,
+            cost_usd: 0.0,
+            duration_ms: 0,
+            error: None,
+        });
+    }
     let request = FixRequest {
         repo_url: repository.clone_url,
         base_branch: repository.default_branch,

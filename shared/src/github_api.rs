@@ -85,6 +85,14 @@ impl GithubApi {
         )
     }
 
+    /// `GET /repos/{owner}/{repo}/branches/{branch}`: whether a branch exists (404: it does not).
+    pub fn branch(&self, repo: &RepoFullName, branch: &str) -> HttpRequest {
+        self.request(
+            Method::Get,
+            &format!("/repos/{repo}/branches/{}", crate::http::encode(branch)),
+        )
+    }
+
     /// `GET /repos/{owner}/{repo}/pulls?head={owner}:{branch}&state=open`: the open pull request
     /// of a branch, if any.
     pub fn open_pulls_for(&self, repo: &RepoFullName, branch: &str) -> HttpRequest {
@@ -150,6 +158,16 @@ pub fn parse_tree(response: &HttpResponse) -> Result<(Vec<String>, bool), ApiErr
             .collect(),
         tree.truncated,
     ))
+}
+
+/// Parses a branch lookup: `true` when it exists.
+pub fn parse_branch_exists(response: &HttpResponse) -> Result<bool, ApiError> {
+    match response.status {
+        404 => Ok(false),
+        _ => response
+            .json::<serde_json::Value>(Service::Github)
+            .map(|_| true),
+    }
 }
 
 /// A pull request (the fields bugbot uses).
@@ -242,6 +260,23 @@ mod tests {
         assert!(
             r.headers
                 .contains(&("authorization".into(), "Bearer ghs_x".into()))
+        );
+        let b = api.branch(&repo, "bugbot/bug-1-dc-2");
+        assert_eq!(
+            b.url,
+            "http://sb/github/repos/acme/web-app/branches/bugbot%2Fbug-1-dc-2"
+        );
+        let answer = |status, body: &str| HttpResponse {
+            status,
+            retry_after: None,
+            body: body.into(),
+        };
+        assert!(parse_branch_exists(&answer(200, r#"{"name":"x"}"#)).unwrap());
+        assert!(!parse_branch_exists(&answer(404, r#"{"message":"Branch not found"}"#)).unwrap());
+        assert!(
+            parse_branch_exists(&answer(502, ""))
+                .unwrap_err()
+                .is_transient()
         );
         let c = api.update_comment(&repo, 99, "done");
         assert_eq!(

@@ -219,6 +219,19 @@ pub async fn api(
                 Err(_) => gh_error(StatusCode::NOT_FOUND, "Not Found"),
             };
         }
+        ("GET", "/repos/{owner}/{repo}/branches/{branch}") => {
+            let branch = percent_decode(&p("branch"));
+            return match sb.git_in(
+                &repo_name,
+                &["rev-parse", "--verify", &format!("refs/heads/{branch}")],
+            ) {
+                Ok(sha) => {
+                    Json(json!({"name": branch, "commit": {"sha": sha.trim()}, "protected": false}))
+                        .into_response()
+                }
+                Err(_) => gh_error(StatusCode::NOT_FOUND, "Branch not found"),
+            };
+        }
         ("GET", "/repos/{owner}/{repo}/pulls") => {
             let head = query_value(uri.query(), "head").map(|h| percent_decode(&h));
             let s = sb.lock();
