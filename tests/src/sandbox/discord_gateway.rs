@@ -28,8 +28,10 @@ pub struct GatewayState {
     pub heartbeats: u32,
     /// Heartbeats not acknowledged on purpose.
     pub acks_skipped: u32,
-    /// Dispatched events (with their sequence numbers).
+    /// Dispatched `MESSAGE_CREATE` frames (with their sequence numbers), replayed on RESUME.
     pub events: Vec<Value>,
+    /// The last sequence number handed out (READY and RESUMED take one too).
+    pub last_seq: u64,
     /// HELLO's heartbeat interval.
     pub heartbeat_interval_ms: u64,
     #[serde(skip)]
@@ -52,6 +54,7 @@ impl Default for GatewayState {
             heartbeats: 0,
             acks_skipped: 0,
             events: Vec::new(),
+            last_seq: 0,
             // Short, so that tests see heartbeats (and missed ACKs) within seconds.
             heartbeat_interval_ms: 1000,
             acks_to_skip: 0,
@@ -193,7 +196,7 @@ fn answer(sb: &Sandbox, frame: &Value, host: &str) -> Vec<Reply> {
             let mut out: Vec<Reply> = g
                 .events
                 .iter()
-                .filter(|e| e.get("internal").is_none() && e["s"].as_u64().unwrap_or(0) > from)
+                .filter(|e| e["s"].as_u64().unwrap_or(0) > from)
                 .cloned()
                 .map(Reply::Frame)
                 .collect();
@@ -208,17 +211,8 @@ fn answer(sb: &Sandbox, frame: &Value, host: &str) -> Vec<Reply> {
 }
 
 fn next_seq(g: &mut GatewayState) -> u64 {
-    let seq = g
-        .events
-        .last()
-        .and_then(|e| e["s"].as_u64())
-        .unwrap_or(0)
-        .max(g.identifies as u64 * 1000)
-        + 1;
-    // READY/RESUMED take a sequence number too; record a placeholder so numbers keep growing.
-    g.events
-        .push(json!({"op": 0, "t": "_", "s": seq, "internal": true}));
-    seq
+    g.last_seq += 1;
+    g.last_seq
 }
 
 /// `POST /_sandbox/discord/gateway/dispatch`: a message to send as `MESSAGE_CREATE` (its fields as
@@ -241,7 +235,7 @@ pub async fn dispatch(State(sb): State<Sandbox>, Json(mut message): Json<Value>)
         }
     }
     let g = &mut s.discord_gateway;
-    let seq = g.events.last().and_then(|e| e["s"].as_u64()).unwrap_or(0) + 1;
+    let seq = next_seq(g);
     let frame = json!({"op": 0, "t": "MESSAGE_CREATE", "s": seq, "d": message});
     g.events.push(frame.clone());
     match &g.control {
