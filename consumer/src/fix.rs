@@ -54,10 +54,15 @@ pub async fn fix(run: &mut Run<'_>, origin: &Origin) -> Result<(), ApiError> {
     };
     let (gh, token) = github::client(run.env, &repo, installation).await?;
 
+    // The base branch, once this delivery has read it (a retry past the executor reads it only
+    // if it still has a pull request to open).
+    let mut base_branch = None;
     let result = match run.record.checkpoints.fix_result.clone() {
         Some(result) => result,
         None => {
-            let result = execute(run, &gh, &repo, token, &context).await?;
+            let repository = call(gh.repository(&repo), github_api::parse_repository).await?;
+            base_branch = Some(repository.default_branch.clone());
+            let result = execute(run, &gh, &repo, repository, token, &context).await?;
             run.record.checkpoints.fix_result = Some(result.clone());
             run.step(
                 "executor.done",
@@ -84,7 +89,7 @@ pub async fn fix(run: &mut Run<'_>, origin: &Origin) -> Result<(), ApiError> {
         ));
     }
     let pr = if result.outcome == Outcome::Pushed {
-        Some(open_pull_request(run, &gh, &repo, &issue, &result).await?)
+        Some(open_pull_request(run, &gh, &repo, base_branch, &issue, &result).await?)
     } else {
         None
     };
@@ -98,10 +103,10 @@ async fn execute(
     run: &mut Run<'_>,
     gh: &github_api::GithubApi,
     repo: &bugbot_shared::ids::RepoFullName,
+    repository: github_api::Repository,
     token: String,
     context: &Contextualized,
 ) -> Result<FixResult, ApiError> {
-    let repository = call(gh.repository(repo), github_api::parse_repository).await?;
     let (paths, _) = call(
         gh.tree(repo, &repository.default_branch),
         github_api::parse_tree,
@@ -193,6 +198,7 @@ async fn open_pull_request(
     run: &mut Run<'_>,
     gh: &github_api::GithubApi,
     repo: &bugbot_shared::ids::RepoFullName,
+    base_branch: Option<String>,
     issue: &linear::Issue,
     result: &FixResult,
 ) -> Result<PullRequest, ApiError> {
@@ -212,9 +218,14 @@ async fn open_pull_request(
     {
         Some(pr) => pr,
         None => {
-            let base = call(gh.repository(repo), github_api::parse_repository)
-                .await?
-                .default_branch;
+            let base = match base_branch {
+                Some(base) => base,
+                None => {
+                    call(gh.repository(repo), github_api::parse_repository)
+                        .await?
+                        .default_branch
+                }
+            };
             let summary = run
                 .record
                 .checkpoints

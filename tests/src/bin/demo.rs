@@ -261,8 +261,7 @@ impl Demo {
             "   Why: discord = the thread's messages + one edit of the answer per step; linear = attachment \
              lookup, team, issue create, thread attachment, packet comment, PR attachment, PR comment; \
              posthog = person by e-mail + their recordings; github = installation + token, repository, \
-             tree (file hints), branch check (a retry never reruns a pushed fix), PR lookup, \
-             repository (PR base), PR create; git = clone + push (smart \
+             tree (file hints), branch check (a retry never reruns a pushed fix), PR lookup, PR create; git = clone + push (smart \
              HTTP round trips); anthropic = one request per model turn."
         );
         println!("\nThe job's record: scripts/jobs show {job}");
