@@ -4,7 +4,7 @@
 
 use crate::context::{E2e, answers_for, no_violations};
 use crate::ensure_eq;
-use crate::gateway::{examples, fresh_id};
+use crate::gateway::{fresh_id, member_comments_on_a_new_issue};
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -284,20 +284,29 @@ pub async fn linear_429_retry_waits_for_retry_after(ctx: Arc<E2e>) -> Result<()>
     Ok(())
 }
 
-pub async fn linear_down_for_good_ends_in_the_dlq_and_replay_completes_once(
-    ctx: Arc<E2e>,
-) -> Result<()> {
+/// A contextualize job that Linear, down for good (503 on every call), drives into the dead-letter
+/// queue; the outage is over when this returns. Returns the thread, the job, the interaction id and
+/// the job's record.
+pub(crate) async fn killed_by_a_linear_outage(
+    ctx: &E2e,
+) -> Result<(Thread, String, String, Value)> {
     ctx.wait_idle().await?;
-    let thread = thread_with_report(&ctx).await?;
+    let thread = thread_with_report(ctx).await?;
     ctx.sandbox_post(
         "/_sandbox/faults",
         &json!({"service": "linear", "count": 1000, "status": 503}),
     )
     .await?;
-    let (job, interaction) = contextualize(&ctx, &thread).await?;
-    let outcome = wait_status(&ctx, &job, "dead", 90).await;
+    let (job, interaction) = contextualize(ctx, &thread).await?;
+    let outcome = wait_status(ctx, &job, "dead", 90).await;
     ctx.clear_faults().await?;
-    let record = outcome?;
+    Ok((thread, job, interaction, outcome?))
+}
+
+pub async fn linear_down_for_good_ends_in_the_dlq_and_replay_completes_once(
+    ctx: Arc<E2e>,
+) -> Result<()> {
+    let (thread, job, interaction, record) = killed_by_a_linear_outage(&ctx).await?;
     ensure!(
         record["last_error"]
             .as_str()
@@ -357,30 +366,14 @@ pub async fn linear_down_for_good_ends_in_the_dlq_and_replay_completes_once(
 pub async fn github_contextualize_comments_on_the_issue(ctx: Arc<E2e>) -> Result<()> {
     ctx.wait_idle().await?;
     let repo = ctx.env.get("GITHUB_TEST_REPO");
-    let number: u64 = 7000 + fresh_id()[10..14].parse::<u64>().unwrap_or(1);
-    ctx.sandbox_post(
-        "/_sandbox/github/issues",
-        &json!([{"repo": repo, "number": number, "title": "Cart total wrong",
-                 "body": "Three items cost $40 instead of $30. Reporter: sam@acme.io", "user": "octocat"}]),
+    let (number, job) = member_comments_on_a_new_issue(
+        &ctx,
+        "Cart total wrong",
+        "Three items cost $40 instead of $30. Reporter: sam@acme.io",
+        "@bugbot contextualize",
     )
     .await?;
-    let (_, mut payload) = examples()?
-        .into_iter()
-        .find(|(e, p)| e == "issue_comment" && p["action"] == "created")
-        .unwrap_or_default();
-    payload["repository"]["full_name"] = repo.clone().into();
-    payload["issue"]["number"] = number.into();
-    payload["issue"]["html_url"] = format!("https://github.com/{repo}/issues/{number}").into();
-    payload["comment"]["body"] = "@bugbot contextualize".into();
-    payload["installation"] =
-        json!({"id": ctx.env.get("GITHUB_TEST_INSTALLATION_ID").parse::<u64>()?});
-    payload["comment"]["author_association"] = "MEMBER".into();
-    let delivery = format!("9a1f0a2c-{}", fresh_id());
-    let a = ctx
-        .github_delivery("issue_comment", &delivery, &serde_json::to_vec(&payload)?)
-        .await?;
-    ensure_eq!(a.status, 202, "{}", a.text);
-    wait_status(&ctx, &format!("gh-{delivery}"), "succeeded", 30).await?;
+    wait_status(&ctx, &job, "succeeded", 30).await?;
 
     let state = ctx.sandbox_state().await?;
     no_violations(&state)?;

@@ -3,7 +3,7 @@
 
 use crate::context::{E2e, answers_for, no_violations};
 use crate::ensure_eq;
-use crate::gateway::{examples, fresh_id};
+use crate::gateway::{fresh_id, member_comments_on_a_new_issue};
 use anyhow::{Context, Result, ensure};
 use bugbot_tests::fixtures::{CART_FIX, read_then_edit, web_app_files};
 use serde_json::{Value, json};
@@ -207,32 +207,14 @@ pub async fn a_fix_touching_package_json_opens_nothing_and_says_why(ctx: Arc<E2e
 
 pub async fn github_member_fix_comment_opens_a_pull_request(ctx: Arc<E2e>) -> Result<()> {
     ctx.wait_idle().await?;
-    let repo = seed(&ctx, read_then_edit("src/cart.js", CART_FIX.0, CART_FIX.1)).await?;
-    let number: u64 = 8000 + fresh_id()[10..14].parse::<u64>().unwrap_or(1);
-    ctx.sandbox_post(
-        "/_sandbox/github/issues",
-        &json!([{"repo": repo, "number": number, "title": "Cart total is one too high",
-                 "body": "Three $10 items cost $31 in the cart.", "user": "octocat"}]),
+    seed(&ctx, read_then_edit("src/cart.js", CART_FIX.0, CART_FIX.1)).await?;
+    let (number, job) = member_comments_on_a_new_issue(
+        &ctx,
+        "Cart total is one too high",
+        "Three $10 items cost $31 in the cart.",
+        "Confirmed. @bugbot fix",
     )
     .await?;
-    let (_, mut payload) = examples()?
-        .into_iter()
-        .find(|(e, p)| e == "issue_comment" && p["action"] == "created")
-        .unwrap_or_default();
-    payload["repository"]["full_name"] = repo.clone().into();
-    payload["issue"]["number"] = number.into();
-    payload["issue"]["title"] = "Cart total is one too high".into();
-    payload["issue"]["html_url"] = format!("https://github.com/{repo}/issues/{number}").into();
-    payload["comment"]["body"] = "Confirmed. @bugbot fix".into();
-    payload["comment"]["author_association"] = "MEMBER".into();
-    payload["installation"] =
-        json!({"id": ctx.env.get("GITHUB_TEST_INSTALLATION_ID").parse::<u64>()?});
-    let delivery = format!("7b1f0a2c-{}", fresh_id());
-    let a = ctx
-        .github_delivery("issue_comment", &delivery, &serde_json::to_vec(&payload)?)
-        .await?;
-    ensure_eq!(a.status, 202, "{}", a.text);
-    let job = format!("gh-{delivery}");
     finished(&ctx, &job).await?;
 
     let state = ctx.sandbox_state().await?;

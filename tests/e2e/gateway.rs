@@ -381,3 +381,39 @@ pub async fn per_user_limit_stops_floods(ctx: Arc<E2e>) -> Result<()> {
     );
     Ok(())
 }
+
+/// An issue on the served repository (seeded in the sandbox's GitHub) and a MEMBER's comment on it,
+/// delivered as GitHub delivers `issue_comment` from the App's installation. Returns the issue's
+/// number and the job id.
+pub(crate) async fn member_comments_on_a_new_issue(
+    ctx: &E2e,
+    title: &str,
+    body: &str,
+    comment: &str,
+) -> Result<(u64, String)> {
+    let repo = ctx.env.get("GITHUB_TEST_REPO");
+    let number: u64 = 7000 + fresh_id()[10..14].parse::<u64>().unwrap_or(1);
+    ctx.sandbox_post(
+        "/_sandbox/github/issues",
+        &json!([{"repo": repo, "number": number, "title": title, "body": body, "user": "octocat"}]),
+    )
+    .await?;
+    let (_, mut payload) = examples()?
+        .into_iter()
+        .find(|(e, p)| e == "issue_comment" && p["action"] == "created")
+        .unwrap_or_default();
+    payload["repository"]["full_name"] = repo.clone().into();
+    payload["issue"]["number"] = number.into();
+    payload["issue"]["title"] = title.into();
+    payload["issue"]["html_url"] = format!("https://github.com/{repo}/issues/{number}").into();
+    payload["comment"]["body"] = comment.into();
+    payload["comment"]["author_association"] = "MEMBER".into();
+    payload["installation"] =
+        json!({"id": ctx.env.get("GITHUB_TEST_INSTALLATION_ID").parse::<u64>()?});
+    let delivery = format!("9a1f0a2c-{}", fresh_id());
+    let a = ctx
+        .github_delivery("issue_comment", &delivery, &serde_json::to_vec(&payload)?)
+        .await?;
+    ensure_eq!(a.status, 202, "{}", a.text);
+    Ok((number, format!("gh-{delivery}")))
+}

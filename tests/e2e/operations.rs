@@ -1,7 +1,7 @@
 //! Operator tools against the local stack: Discord command registration and the dead-letter queue.
 
 use crate::context::E2e;
-use crate::contextualize::{contextualize, thread_with_report, wait_status};
+use crate::contextualize::{killed_by_a_linear_outage, wait_status};
 use crate::ensure_eq;
 use anyhow::{Result, ensure};
 use bugbot_tests::stack::workspace_binary;
@@ -57,17 +57,7 @@ pub async fn register_commands_is_idempotent(ctx: Arc<E2e>) -> Result<()> {
 }
 
 pub async fn dlq_script_lists_and_replays_a_dead_job(ctx: Arc<E2e>) -> Result<()> {
-    ctx.wait_idle().await?;
-    let thread = thread_with_report(&ctx).await?;
-    ctx.sandbox_post(
-        "/_sandbox/faults",
-        &json!({"service": "linear", "count": 1000, "status": 503}),
-    )
-    .await?;
-    let (job, _) = contextualize(&ctx, &thread).await?;
-    let died = wait_status(&ctx, &job, "dead", 90).await;
-    ctx.clear_faults().await?;
-    died?;
+    let (_, job, _, _) = killed_by_a_linear_outage(&ctx).await?;
     let gateway = ctx.env.get("GATEWAY_URL");
     let token = ctx.env.get("ADMIN_TOKEN");
     let tool = |args: &[&str]| {
