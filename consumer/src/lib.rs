@@ -193,25 +193,18 @@ fn what(command: Command) -> &'static str {
 }
 
 async fn execute(run: &mut Run<'_>, attempt: u32) -> Result<(), ApiError> {
+    if run.job.command == Command::Selftest {
+        return Ok(());
+    }
+    let origin = thread::origin(run.job).ok_or_else(|| {
+        ApiError::permanent(Service::Linear, "this job belongs to no conversation")
+    })?;
+    if attempt == 1 {
+        reply::progress(run, &replies::gathering(run.job.id.as_str())).await;
+    }
     match run.job.command {
+        Command::Fix => fix::fix(run, &origin).await,
+        Command::Contextualize => contextualize::contextualize(run, &origin).await,
         Command::Selftest => Ok(()),
-        Command::Contextualize => {
-            let origin = thread::origin(run.job).ok_or_else(|| {
-                ApiError::permanent(Service::Linear, "this job belongs to no conversation")
-            })?;
-            if attempt == 1 {
-                reply::progress(run, &replies::gathering(run.job.id.as_str())).await;
-            }
-            contextualize::contextualize(run, &origin).await
-        }
-        Command::Fix => {
-            let origin = thread::origin(run.job).ok_or_else(|| {
-                ApiError::permanent(Service::Linear, "this job belongs to no conversation")
-            })?;
-            if attempt == 1 {
-                reply::progress(run, &replies::gathering(run.job.id.as_str())).await;
-            }
-            fix::fix(run, &origin).await
-        }
     }
 }
