@@ -40,10 +40,16 @@ pub async fn gather(run: &mut Run<'_>, origin: &Origin) -> Result<Contextualized
     let (linear_api, team_key) = config::linear(run.env)?;
 
     // The Linear issue and the conversation do not depend on each other.
-    let (issue, conversation) = futures::join!(
-        resolve_issue(run, &linear_api, &team_key, origin),
-        conversation(run)
-    );
+    // The conversation only feeds the packet: a retry that already posted it does not read it again.
+    let packet_posted = run.record.checkpoints.packet_comment.is_some();
+    let (issue, conversation) =
+        futures::join!(resolve_issue(run, &linear_api, &team_key, origin), async {
+            if packet_posted {
+                Ok(Vec::new())
+            } else {
+                conversation(run).await
+            }
+        });
     let issue = issue?;
     // A conversation bugbot may not read (missing access, deleted thread) is a gap in the packet,
     // not a reason to fail; an unavailable service is retried like any other.
@@ -116,19 +122,7 @@ pub async fn gather(run: &mut Run<'_>, origin: &Origin) -> Result<Contextualized
     };
     let comment_id = stable_uuid("packet", run.job.id.as_str());
     let markdown = packet.render();
-    let comment = match call(
-        linear_api.comment_create(&comment_id, &issue.id, &markdown),
-        linear::parse_comment_create,
-    )
-    .await
-    {
-        Ok(c) => c,
-        // The comment may exist already (an earlier attempt whose answer was lost): look it up.
-        Err(e) if !e.is_transient() => call(linear_api.comment(&comment_id), linear::parse_comment)
-            .await?
-            .ok_or(e)?,
-        Err(e) => return Err(e),
-    };
+    let comment = comment_once(&linear_api, &comment_id, &issue.id, &markdown).await?;
     run.record.checkpoints.packet_comment = Some(comment.clone());
     run.record.checkpoints.summary = Some(summary);
     run.link(&comment.url);
@@ -150,6 +144,26 @@ pub async fn contextualize(run: &mut Run<'_>, origin: &Origin) -> Result<(), Api
     let done = gather(run, origin).await?;
     let text = bugbot_shared::replies::contextualized(&done.issue, &done.comment, done.recordings);
     reply::finish(run, &text).await
+}
+
+/// Posts a Linear comment with a client-chosen id. When the create is refused, the comment may
+/// already exist (an earlier attempt whose answer was lost): the id finds it.
+pub async fn comment_once(
+    api: &LinearApi,
+    id: &str,
+    issue_id: &str,
+    body: &str,
+) -> Result<Comment, ApiError> {
+    match call(
+        api.comment_create(id, issue_id, body),
+        linear::parse_comment_create,
+    )
+    .await
+    {
+        Ok(c) => Ok(c),
+        Err(e) if !e.is_transient() => call(api.comment(id), linear::parse_comment).await?.ok_or(e),
+        Err(e) => Err(e),
+    }
 }
 
 fn merge(into: &mut References, more: References) {

@@ -275,20 +275,7 @@ async fn link_on_linear(
         "🔧 bugbot opened a pull request: {} (job `{}`)",
         pr.html_url, run.job.id
     );
-    match call(
-        api.comment_create(&comment_id, &issue.id, &body),
-        linear::parse_comment_create,
-    )
-    .await
-    {
-        Ok(_) => {}
-        Err(e) if !e.is_transient() => {
-            call(api.comment(&comment_id), linear::parse_comment)
-                .await?
-                .ok_or(e)?;
-        }
-        Err(e) => return Err(e),
-    }
+    contextualize::comment_once(&api, &comment_id, &issue.id, &body).await?;
     run.record.checkpoints.pull_request_linked = true;
     run.step("linear.pull_request", "attached and announced on Linear")
         .await
