@@ -10,7 +10,7 @@ use bugbot_shared::job::{
 use bugbot_shared::kv;
 use bugbot_shared::references::References;
 use bugbot_shared::signature::bearer_matches;
-use worker::{Context, Env, Request, Response};
+use worker::{Env, Request, Response};
 
 fn authorize(req: &Request, env: &Env) -> Result<(), GatewayError> {
     let expected = config::string(env, "ADMIN_TOKEN")?;
@@ -26,14 +26,14 @@ fn authorize(req: &Request, env: &Env) -> Result<(), GatewayError> {
 pub async fn get_job(req: &Request, env: &Env, id: &str) -> Result<Response, GatewayError> {
     authorize(req, env)?;
     let id = JobId::parse(id).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
-    // The consumer's progress if it has started, else what the gateway recorded on accepting it.
+    // The consumer's progress if it has started, else the ledger's record of admitting it.
     let store = env.kv(KV_BINDING)?;
-    let (progress, accepted) = futures_util::future::join(
+    let (progress, admitted) = futures_util::future::join(
         store.get(&kv::job(&id)).json::<JobRecord>(),
-        store.get(&kv::accepted(&id)).json::<JobRecord>(),
+        ask_ledger::<JobRecord>(env, &format!("/jobs/{id}"), None),
     )
     .await;
-    match progress?.or(accepted?) {
+    match progress?.or(admitted?) {
         Some(record) => Ok(json_response(
             200,
             &serde_json::to_value(record).unwrap_or_default(),
@@ -53,11 +53,43 @@ pub async fn list_jobs(req: &Request, env: &Env) -> Result<Response, GatewayErro
     authorize(req, env)?;
     let limit = query_limit(req)?;
     let store = env.kv(KV_BINDING)?;
-    let (accepted, jobs) =
-        futures_util::future::join(listed(&store, "accepted:"), listed(&store, kv::JOB_PREFIX))
-            .await;
-    let jobs = kv::newest_first(accepted?, jobs?, limit);
+    let (admitted, jobs) = futures_util::future::join(
+        ask_ledger::<Vec<JobRecord>>(env, "/jobs", Some(limit)),
+        listed(&store, kv::JOB_PREFIX),
+    )
+    .await;
+    let admitted = admitted?
+        .unwrap_or_default()
+        .iter()
+        .map(kv::ListedJob::of)
+        .collect();
+    let jobs = kv::newest_first(admitted, jobs?, limit);
     Ok(json_response(200, &serde_json::json!({ "jobs": jobs }))?)
+}
+
+/// A read from the admission ledger; `None` when it has no such entry (404).
+async fn ask_ledger<T: serde::de::DeserializeOwned>(
+    env: &Env,
+    path: &str,
+    limit: Option<usize>,
+) -> Result<Option<T>, GatewayError> {
+    let headers = worker::Headers::new();
+    if let Some(limit) = limit {
+        headers.set("x-limit", &limit.to_string())?;
+    }
+    let mut init = worker::RequestInit::new();
+    init.with_headers(headers);
+    let request = Request::new_with_init(&format!("http://ledger{path}"), &init)?;
+    let mut answer = crate::ledger::stub(env)?
+        .fetch_with_request(request)
+        .await?;
+    match answer.status_code() {
+        200 => Ok(Some(answer.json().await?)),
+        404 => Ok(None),
+        status => Err(GatewayError::Unavailable(format!(
+            "admission ledger answered {status}"
+        ))),
+    }
 }
 
 fn query_limit(req: &Request) -> Result<usize, GatewayError> {
@@ -212,7 +244,7 @@ pub async fn discord_gateway(
 
 /// `POST /v1/selftest`: puts a self-test job on the queue and returns its id. The consumer marks
 /// it succeeded without touching any outside service, which proves gateway → queue → consumer → KV.
-pub async fn selftest(req: &Request, env: &Env, ctx: &Context) -> Result<Response, GatewayError> {
+pub async fn selftest(req: &Request, env: &Env) -> Result<Response, GatewayError> {
     authorize(req, env)?;
     let now = crate::now_ms();
     let id = JobId::parse(&format!("st-{now}-{:08x}", rand_u32()))
@@ -232,7 +264,7 @@ pub async fn selftest(req: &Request, env: &Env, ctx: &Context) -> Result<Respons
         replay: 0,
     };
     let policy = config::policy(env)?;
-    match crate::admission::admit(env, Some(ctx), &job, &policy, "admin").await? {
+    match crate::admission::admit(env, &job, &policy, "admin").await? {
         Admission::Enqueued | Admission::Duplicate => {
             Ok(json_response(202, &serde_json::json!({ "job_id": id }))?)
         }

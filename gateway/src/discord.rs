@@ -5,10 +5,10 @@ use crate::config;
 use crate::error::{GatewayError, json_response};
 use bugbot_shared::discord::{self, Decision};
 use bugbot_shared::signature::{DiscordKeys, verify_discord};
-use worker::{Context, Env, Request, Response};
+use worker::{Env, Request, Response};
 
 /// Verifies the signature before anything else, then decides and acts.
-pub async fn handle(req: &mut Request, env: &Env, ctx: &Context) -> Result<Response, GatewayError> {
+pub async fn handle(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
     let body = crate::read_body(req).await?;
     let keys = DiscordKeys::from_hex_list(&config::string(env, "DISCORD_PUBLIC_KEY")?)
         .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
@@ -23,7 +23,7 @@ pub async fn handle(req: &mut Request, env: &Env, ctx: &Context) -> Result<Respo
         Decision::Pong => discord::pong(),
         Decision::NoChoices => discord::no_choices(),
         Decision::Reply(text) => discord::ephemeral(&text),
-        Decision::Enqueue(job) => match admit(env, Some(ctx), &job, &policy, "discord").await? {
+        Decision::Enqueue(job) => match admit(env, &job, &policy, "discord").await? {
             // A redelivered interaction gets the same answer; its job is already on the queue.
             Admission::Enqueued | Admission::Duplicate => discord::deferred(),
             Admission::Refused(refusal) => discord::ephemeral(&refusal.to_string()),

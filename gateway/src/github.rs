@@ -6,10 +6,10 @@ use crate::error::{GatewayError, json_response};
 use bugbot_shared::github::{self, DEFAULT_MENTION, Decision};
 use bugbot_shared::signature::{WebhookSecrets, verify_github};
 use serde_json::json;
-use worker::{Context, Env, Request, Response};
+use worker::{Env, Request, Response};
 
 /// Verifies the signature before anything else, then decides and acts.
-pub async fn handle(req: &mut Request, env: &Env, ctx: &Context) -> Result<Response, GatewayError> {
+pub async fn handle(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
     let body = crate::read_body(req).await?;
     let secrets = WebhookSecrets::from_list(&config::string(env, "GITHUB_WEBHOOK_SECRET")?)
         .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
@@ -40,7 +40,7 @@ pub async fn handle(req: &mut Request, env: &Env, ctx: &Context) -> Result<Respo
             );
             (202, json!({ "refused": refusal.to_string() }))
         }
-        Decision::Enqueue(job) => match admit(env, Some(ctx), &job, &policy, "github").await? {
+        Decision::Enqueue(job) => match admit(env, &job, &policy, "github").await? {
             Admission::Enqueued => (202, json!({ "job_id": job.id })),
             Admission::Duplicate => (202, json!({ "job_id": job.id, "duplicate": true })),
             Admission::Refused(refusal) => (202, json!({ "refused": refusal.to_string() })),

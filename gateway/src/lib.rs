@@ -1,8 +1,9 @@
 //! bugbot's gateway Worker: the only door from the internet.
 //!
 //! It verifies each request's signature before anything else, turns Discord interactions and GitHub
-//! webhooks into job messages (the decisions live in `bugbot_shared`), puts them on the queue and
-//! answers at once. It makes no calls to outside services on the request path.
+//! webhooks into job messages (the decisions live in `bugbot_shared`), admits them through its
+//! ledger (a Durable Object that dedupes, limits, stores and forwards them to the queue) and answers
+//! at once. It makes no calls to outside services on the request path.
 
 mod admin;
 mod admission;
@@ -10,9 +11,11 @@ mod config;
 mod discord;
 mod error;
 mod github;
+mod ledger;
 mod log;
 mod mentions;
 
+pub use ledger::AdmissionLedger;
 pub use mentions::DiscordGateway;
 
 use error::{GatewayError, json_response};
@@ -22,14 +25,14 @@ use worker::{Context, Env, Method, Request, Response, event};
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 #[event(fetch)]
-async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
-    match route(&mut req, &env, &ctx).await {
+async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+    match route(&mut req, &env).await {
         Ok(response) => Ok(response),
         Err(e) => e.into_response(),
     }
 }
 
-async fn route(req: &mut Request, env: &Env, ctx: &Context) -> Result<Response, GatewayError> {
+async fn route(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
     let path = req.path();
     let method = req.method();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -39,14 +42,14 @@ async fn route(req: &mut Request, env: &Env, ctx: &Context) -> Result<Response, 
         }
         (["health"], _) => Err(GatewayError::MethodNotAllowed("GET, HEAD")),
 
-        (["discord", "interactions"], Method::Post) => discord::handle(req, env, ctx).await,
+        (["discord", "interactions"], Method::Post) => discord::handle(req, env).await,
         (["discord", "interactions"], _) => Err(GatewayError::MethodNotAllowed("POST")),
 
-        (["github", "webhook"], Method::Post) => github::handle(req, env, ctx).await,
+        (["github", "webhook"], Method::Post) => github::handle(req, env).await,
         (["github", "webhook"], _) => Err(GatewayError::MethodNotAllowed("POST")),
 
         (["v1", "dev", "enqueue-raw"], Method::Post) => admin::enqueue_raw(req, env).await,
-        (["v1", "selftest"], Method::Post) => admin::selftest(req, env, ctx).await,
+        (["v1", "selftest"], Method::Post) => admin::selftest(req, env).await,
         (["v1", "selftest"], _) => Err(GatewayError::MethodNotAllowed("POST")),
         (["v1", "jobs"], Method::Get) => admin::list_jobs(req, env).await,
         (["v1", "jobs"], _) => Err(GatewayError::MethodNotAllowed("GET")),

@@ -15,12 +15,6 @@ pub fn job(id: &JobId) -> String {
     format!("{JOB_PREFIX}{id}")
 }
 
-/// `accepted:{id}` → the [`crate::job::JobRecord`] the gateway wrote when it enqueued the job
-/// (status `queued`). Only the gateway writes it; only the consumer writes `job:{id}`.
-pub fn accepted(id: &JobId) -> String {
-    format!("accepted:{id}")
-}
-
 /// Prefix of dead jobs ([`crate::job::DeadJob`]), for listing.
 pub const DEAD_PREFIX: &str = "dead:";
 
@@ -78,15 +72,15 @@ impl ListedJob {
     }
 }
 
-/// Merges the gateway's `accepted` entries and the consumer's `job` entries (the consumer's win),
+/// Merges the gateway's admitted jobs and the consumer's `job` entries (the consumer's win),
 /// newest first, at most `limit`.
 pub fn newest_first(
-    accepted: Vec<ListedJob>,
+    admitted: Vec<ListedJob>,
     jobs: Vec<ListedJob>,
     limit: usize,
 ) -> Vec<ListedJob> {
     let mut by_id: std::collections::HashMap<String, ListedJob> =
-        accepted.into_iter().map(|j| (j.id.clone(), j)).collect();
+        admitted.into_iter().map(|j| (j.id.clone(), j)).collect();
     for j in jobs {
         by_id.insert(j.id.clone(), j);
     }

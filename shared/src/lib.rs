@@ -4,6 +4,7 @@
 //! extraction, signature checks, access decisions, rendering and API request/response shapes. It
 //! builds for `wasm32-unknown-unknown` and for the host, and is where the unit tests live.
 
+pub mod admission;
 pub mod authz;
 pub mod discord;
 pub mod discord_api;
