@@ -265,7 +265,7 @@ pub async fn selftest(req: &Request, env: &Env) -> Result<Response, GatewayError
     };
     let policy = config::policy(env)?;
     match crate::admission::admit(env, &job, &policy, "admin").await? {
-        Admission::Enqueued | Admission::Duplicate => {
+        Admission::Admitted | Admission::Duplicate => {
             Ok(json_response(202, &serde_json::json!({ "job_id": id }))?)
         }
         Admission::Refused(refusal) => Ok(json_response(

@@ -1,5 +1,6 @@
 //! Admitting a job: one request to the admission ledger (`crate::ledger`), which dedupes, applies
-//! the per-user limit, puts the job on the queue and records it, all before the sender is answered.
+//! the per-user limit and records the job with its queue message (its outbox, drained to the queue
+//! moments later), all before the sender is answered.
 //! The gateway writes nothing else: the consumer alone writes `job:{id}`,
 //! and until it does, `GET /v1/jobs/{id}` shows the ledger's `queued` record.
 
@@ -12,8 +13,8 @@ use worker::{Env, Method, Request, RequestInit};
 
 /// What became of a job the decision wanted enqueued.
 pub enum Admission {
-    /// On the queue and recorded.
-    Enqueued,
+    /// Recorded; on the queue moments later.
+    Admitted,
     /// The same trigger was already admitted (a redelivery); nothing was done.
     Duplicate,
     /// Not allowed now (the per-user limit).
@@ -44,13 +45,8 @@ pub async fn admit(
     let outcome: AdmitOutcome = answer.json().await?;
     let id = job.id.as_str();
     Ok(match outcome {
-        AdmitOutcome::Admitted => {
-            log::info(
-                "job admitted",
-                &[("job", id), ("command", job.command.as_str())],
-            );
-            Admission::Enqueued
-        }
+        // Admitted jobs are logged by the ledger when they reach the queue, one line per batch.
+        AdmitOutcome::Admitted => Admission::Admitted,
         AdmitOutcome::Duplicate => {
             log::info("duplicate delivery", &[("job", id)]);
             Admission::Duplicate

@@ -25,7 +25,7 @@ pub async fn handle(req: &mut Request, env: &Env) -> Result<Response, GatewayErr
         Decision::Reply(text) => discord::ephemeral(&text),
         Decision::Enqueue(job) => match admit(env, &job, &policy, "discord").await? {
             // A redelivered interaction gets the same answer; its job is already on the queue.
-            Admission::Enqueued | Admission::Duplicate => discord::deferred(),
+            Admission::Admitted | Admission::Duplicate => discord::deferred(),
             Admission::Refused(refusal) => discord::ephemeral(&refusal.to_string()),
         },
     };

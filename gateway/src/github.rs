@@ -41,7 +41,7 @@ pub async fn handle(req: &mut Request, env: &Env) -> Result<Response, GatewayErr
             (202, json!({ "refused": refusal.to_string() }))
         }
         Decision::Enqueue(job) => match admit(env, &job, &policy, "github").await? {
-            Admission::Enqueued => (202, json!({ "job_id": job.id })),
+            Admission::Admitted => (202, json!({ "job_id": job.id })),
             Admission::Duplicate => (202, json!({ "job_id": job.id, "duplicate": true })),
             Admission::Refused(refusal) => (202, json!({ "refused": refusal.to_string() })),
         },

@@ -1,48 +1,62 @@
 //! The admission ledger: one Durable Object (`AdmissionLedger`, a single named instance) that
-//! decides, atomically, whether a job is admitted, and puts it on the queue.
+//! decides, atomically, whether a job is admitted, records it, and puts it on the queue.
 //!
 //! Why a Durable Object and not KV: KV is eventually consistent (a redelivery reaching another
 //! location may not see the first one's key) and takes one write per second per key (a flood would
-//! overrun the per-user count). The ledger's requests run one at a time against its own SQLite
-//! storage, so "seen before? under the limit? record it" cannot race.
+//! overrun the per-user count). The ledger's requests run one at a time against its own storage, so
+//! "seen before? under the limit? record it" cannot race.
 //!
-//! Order of work for one job: the decision (dedupe against stored ids and the ones being sent right
-//! now; the per-user count over the last hour), then the queue send, then the row. If the send fails
-//! nothing is recorded and the gateway answers 503, so the sender may try again; if the row cannot be
-//! written after a successful send, the job still runs (a later redelivery could then be sent twice,
-//! which the consumer's checkpoints make harmless). Nothing the gateway answered "accepted" is lost.
+//! A transactional outbox: an admission is one SQLite row holding the job's `queued` record and its
+//! queue message. The gateway answers the sender once that row is committed (the object's output
+//! gate holds the answer until then), so an accepted request survives a queue outage or a restart.
+//! The ledger's alarm, set when the outbox stops being empty, drains it moments later
+//! ([`FLUSH_DELAY`]) in batches (`sendBatch`), clearing each row's message once it is on the queue;
+//! a failed send is retried with backoff. A crash between a send and the clearing sends that batch
+//! again, which the consumer's checkpoints make harmless (at least once, as the queue itself).
+//!
+//! Decisions read only memory ([`AdmissionBook`], rebuilt from the rows when the object starts): one
+//! write per admission and one per batch is all the storage work on the way.
 //!
 //! One instance serves every request: a team's bug reports are far below what one object handles
 //! (around a thousand small requests a second), and the limit stops floods before that.
 
 use crate::{config, log};
-use bugbot_shared::admission::{self, AdmitOutcome, AdmitRequest};
-use bugbot_shared::authz::RATE_WINDOW_MS;
-use bugbot_shared::job::JobMessage;
+use bugbot_shared::admission::{self, AdmissionBook, AdmitOutcome, AdmitRequest, StoredAdmission};
 use serde::Deserialize;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::time::Duration;
 use worker::{
-    Date, DurableObject, Env, Method, Request, Response, Result, SqlStorage, SqlStorageValue,
-    State, durable_object,
+    Date, DurableObject, Env, Method, RawMessageBuilder, Request, Response, Result, SqlStorage,
+    SqlStorageValue, State, durable_object, js_sys, wasm_bindgen::JsValue,
 };
 
 /// The ledger's binding and the one instance's name.
 pub const BINDING: &str = "ADMISSIONS";
 const INSTANCE: &str = "ledger";
 
+/// How long admitted jobs wait in the outbox before the alarm sends them: a few milliseconds on a
+/// job that runs for minutes, so that jobs admitted together share one send.
+const FLUSH_DELAY: Duration = Duration::from_millis(50);
+/// Retry delays after a failed send: doubling from the first, capped.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(300);
+
 /// Old rows are pruned at most this often (ms), on the way of an admission.
 const PRUNE_EVERY_MS: i64 = 3_600_000;
 
+/// `admissions.message` holds the queue message until it is on the queue, then NULL (the outbox is
+/// the rows whose message is not NULL). `admitted` was the first ledger's table (never released).
 const SCHEMA: &str = "
-    CREATE TABLE IF NOT EXISTS admitted (
-        id TEXT PRIMARY KEY,
+    DROP TABLE IF EXISTS admitted;
+    CREATE TABLE IF NOT EXISTS admissions (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
         rate_key TEXT NOT NULL,
         admitted_ms INTEGER NOT NULL,
-        record TEXT NOT NULL
+        record TEXT NOT NULL,
+        message TEXT
     );
-    CREATE INDEX IF NOT EXISTS admitted_by_requester ON admitted (rate_key, admitted_ms);
-    CREATE INDEX IF NOT EXISTS admitted_by_time ON admitted (admitted_ms);
+    CREATE INDEX IF NOT EXISTS admissions_by_time ON admissions (admitted_ms);
 ";
 
 /// The Durable Object.
@@ -51,22 +65,42 @@ const SCHEMA: &str = "
 pub struct AdmissionLedger {
     state: State,
     env: Env,
-    /// Jobs being sent to the queue right now (id → rate key): a redelivery arriving meanwhile is a
-    /// duplicate, and they count towards their requester's limit.
-    sending: RefCell<HashMap<String, String>>,
+    book: RefCell<AdmissionBook>,
+    /// An alarm is set, or the alarm is running: admissions need not set one.
+    alarm_pending: Cell<bool>,
+    /// Consecutive failed sends (for the retry delay).
+    failed_sends: Cell<u32>,
     /// When old rows were last pruned.
     pruned_ms: Cell<i64>,
 }
 
 impl DurableObject for AdmissionLedger {
     fn new(state: State, env: Env) -> Self {
-        if let Err(e) = state.storage().sql().exec(SCHEMA, None) {
-            log::error("admission ledger: schema", &[("error", &e.to_string())]);
-        }
+        let sql = state.storage().sql();
+        let rows = sql.exec(SCHEMA, None).and_then(|_| {
+            sql.exec(
+                "SELECT seq, id, rate_key, admitted_ms, message FROM admissions \
+                 WHERE admitted_ms > ? OR message IS NOT NULL",
+                vec![SqlStorageValue::Integer(
+                    now_ms() - admission::RETENTION_MS as i64,
+                )],
+            )?
+            .to_array::<StoredAdmission>()
+        });
+        let book = match rows {
+            Ok(rows) => AdmissionBook::restore(rows, now_ms()),
+            Err(e) => {
+                // Storage is unusable: every admission will fail (503) rather than decide blind.
+                log::error("admission ledger: loading", &[("error", &e.to_string())]);
+                AdmissionBook::default()
+            }
+        };
         Self {
             state,
             env,
-            sending: RefCell::new(HashMap::new()),
+            book: RefCell::new(book),
+            alarm_pending: Cell::new(false),
+            failed_sends: Cell::new(0),
             pruned_ms: Cell::new(0),
         }
     }
@@ -76,7 +110,7 @@ impl DurableObject for AdmissionLedger {
         match (req.method(), path.as_str()) {
             (Method::Post, "/admit") => {
                 let admit: AdmitRequest = req.json().await?;
-                let outcome = self.admit(admit).await?;
+                let outcome = self.admit(&admit).await?;
                 Response::from_json(&outcome)
             }
             (Method::Get, "/jobs") => {
@@ -88,7 +122,7 @@ impl DurableObject for AdmissionLedger {
                 let rows: Vec<RecordRow> = self
                     .sql()
                     .exec(
-                        "SELECT record FROM admitted ORDER BY admitted_ms DESC, id DESC LIMIT ?",
+                        "SELECT record FROM admissions ORDER BY seq DESC LIMIT ?",
                         vec![SqlStorageValue::Integer(limit)],
                     )?
                     .to_array()?;
@@ -99,7 +133,7 @@ impl DurableObject for AdmissionLedger {
                 let rows: Vec<RecordRow> = self
                     .sql()
                     .exec(
-                        "SELECT record FROM admitted WHERE id = ?",
+                        "SELECT record FROM admissions WHERE id = ?",
                         vec![SqlStorageValue::from(id.to_owned())],
                     )?
                     .to_array()?;
@@ -111,6 +145,32 @@ impl DurableObject for AdmissionLedger {
             _ => Response::error("not found", 404),
         }
     }
+
+    /// Drains the outbox to the queue.
+    async fn alarm(&self) -> Result<Response> {
+        self.alarm_pending.set(true);
+        let drained = self.drain().await;
+        self.alarm_pending.set(false);
+        match drained {
+            Ok(()) => self.failed_sends.set(0),
+            Err(e) => {
+                let failures = self.failed_sends.get().saturating_add(1);
+                self.failed_sends.set(failures);
+                log::error(
+                    "admission ledger: sending to the queue failed; will retry",
+                    &[
+                        ("unsent", &self.book.borrow().unsent().to_string()),
+                        ("attempt", &failures.to_string()),
+                        ("error", &e.to_string()),
+                    ],
+                );
+            }
+        }
+        if self.book.borrow().unsent() > 0 {
+            self.schedule(self.retry_delay()).await?;
+        }
+        Response::empty()
+    }
 }
 
 #[derive(Deserialize)]
@@ -118,92 +178,111 @@ struct RecordRow {
     record: String,
 }
 
-#[derive(Deserialize)]
-struct CountRow {
-    n: i64,
-}
-
 impl AdmissionLedger {
     fn sql(&self) -> SqlStorage {
         self.state.storage().sql()
     }
 
-    async fn admit(&self, req: AdmitRequest) -> Result<AdmitOutcome> {
-        let outcome = self.decide(&req)?;
+    /// Decides and, if admitted, stores the row and notes it, with no await in between: one step.
+    /// Then makes sure the alarm will send it.
+    async fn admit(&self, req: &AdmitRequest) -> Result<AdmitOutcome> {
+        let now = now_ms();
+        let outcome = self.book.borrow().decide(req, now);
         if outcome != AdmitOutcome::Admitted {
             return Ok(outcome);
         }
-        let message: JobMessage = serde_json::from_str(&req.message)?;
-        self.sending
-            .borrow_mut()
-            .insert(req.id.clone(), req.rate_key.clone());
-        let sent = async { self.env.queue(config::QUEUE_BINDING)?.send(&message).await }.await;
-        self.sending.borrow_mut().remove(&req.id);
-        sent?;
-        if let Err(e) = self.record(&req) {
-            // On the queue already: the job runs; only its `queued` record and dedupe entry are missing.
-            log::error(
-                "admission ledger: could not record an enqueued job",
-                &[("job", &req.id), ("error", &e.to_string())],
-            );
-        }
-        Ok(outcome)
-    }
-
-    /// Seen before (stored or being sent)? Under the limit? No await inside: one step.
-    fn decide(&self, req: &AdmitRequest) -> Result<AdmitOutcome> {
-        let sending = self.sending.borrow();
-        let known = sending.contains_key(&req.id)
-            || !self
-                .sql()
-                .exec(
-                    "SELECT 1 AS n FROM admitted WHERE id = ?",
-                    vec![SqlStorageValue::from(req.id.clone())],
-                )?
-                .to_array::<CountRow>()?
-                .is_empty();
-        let started = if known {
-            0
-        } else {
-            let stored: CountRow = self
-                .sql()
-                .exec(
-                    "SELECT COUNT(*) AS n FROM admitted WHERE rate_key = ? AND admitted_ms > ?",
-                    vec![
-                        SqlStorageValue::from(req.rate_key.clone()),
-                        SqlStorageValue::Integer(now_ms() - RATE_WINDOW_MS as i64),
-                    ],
-                )?
-                .one()?;
-            let in_flight = sending.values().filter(|k| **k == req.rate_key).count();
-            u32::try_from(stored.n.max(0) as usize + in_flight).unwrap_or(u32::MAX)
-        };
-        Ok(admission::decide(known, started, req.jobs_per_hour))
-    }
-
-    /// Stores the admitted job; now and then forgets jobs older than the retention (dedupe and the
-    /// `queued` record end there), in the same write.
-    fn record(&self, req: &AdmitRequest) -> Result<()> {
-        let now = now_ms();
-        let sql = self.sql();
-        sql.exec(
-            "INSERT OR IGNORE INTO admitted (id, rate_key, admitted_ms, record) VALUES (?, ?, ?, ?)",
+        let seq = self.book.borrow().next_seq();
+        self.sql().exec(
+            "INSERT INTO admissions (seq, id, rate_key, admitted_ms, record, message) \
+             VALUES (?, ?, ?, ?, ?, ?)",
             vec![
+                SqlStorageValue::Integer(seq),
                 SqlStorageValue::from(req.id.clone()),
                 SqlStorageValue::from(req.rate_key.clone()),
                 SqlStorageValue::Integer(now),
                 SqlStorageValue::from(req.record.clone()),
+                SqlStorageValue::from(req.message.clone()),
             ],
         )?;
-        if now - self.pruned_ms.get() > PRUNE_EVERY_MS {
-            self.pruned_ms.set(now);
-            sql.exec(
-                "DELETE FROM admitted WHERE admitted_ms < ?",
-                vec![SqlStorageValue::Integer(
-                    now - admission::RETENTION_MS as i64,
-                )],
-            )?;
+        self.book.borrow_mut().record(req, seq, now);
+        self.prune_now_and_then(now)?;
+        if !self.alarm_pending.get() {
+            self.schedule(FLUSH_DELAY).await?;
         }
+        Ok(outcome)
+    }
+
+    async fn schedule(&self, delay: Duration) -> Result<()> {
+        self.alarm_pending.set(true);
+        let set = self.state.storage().set_alarm(delay).await;
+        if set.is_err() {
+            self.alarm_pending.set(false);
+        }
+        set
+    }
+
+    fn retry_delay(&self) -> Duration {
+        match self.failed_sends.get() {
+            0 => FLUSH_DELAY,
+            n => RETRY_FIRST
+                .saturating_mul(1 << (n - 1).min(16))
+                .min(RETRY_MAX),
+        }
+    }
+
+    /// Sends the outbox in batches, oldest first, until it is empty (admissions arriving meanwhile
+    /// included); each batch's rows lose their message once the queue has it. One log line per batch
+    /// names its jobs (a line per admission would cost more than the admission, locally).
+    async fn drain(&self) -> Result<()> {
+        loop {
+            let (bodies, ids, first, last) = {
+                let book = self.book.borrow();
+                let batch = book.next_batch();
+                let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+                    return Ok(());
+                };
+                let bodies = batch
+                    .iter()
+                    .map(|o| {
+                        js_sys::JSON::parse(&o.message).map(|body| {
+                            RawMessageBuilder::new(body)
+                                .build_with_content_type(worker::QueueContentType::Json)
+                        })
+                    })
+                    .collect::<std::result::Result<Vec<_>, JsValue>>()?;
+                let ids: Vec<&str> = batch.iter().map(|o| o.id.as_str()).collect();
+                (bodies, ids.join(" "), first.seq, last.seq)
+            };
+            self.env
+                .queue(config::QUEUE_BINDING)?
+                .send_raw_batch(bodies)
+                .await?;
+            self.sql().exec(
+                "UPDATE admissions SET message = NULL WHERE seq BETWEEN ? AND ?",
+                vec![
+                    SqlStorageValue::Integer(first),
+                    SqlStorageValue::Integer(last),
+                ],
+            )?;
+            self.book.borrow_mut().sent_through(last);
+            log::info("jobs on the queue", &[("jobs", &ids)]);
+        }
+    }
+
+    /// Now and then forgets admissions older than the retention (dedupe and the `queued` record
+    /// end there), in storage and in memory; unsent ones stay.
+    fn prune_now_and_then(&self, now: i64) -> Result<()> {
+        if now - self.pruned_ms.get() <= PRUNE_EVERY_MS {
+            return Ok(());
+        }
+        self.pruned_ms.set(now);
+        self.sql().exec(
+            "DELETE FROM admissions WHERE admitted_ms < ? AND message IS NULL",
+            vec![SqlStorageValue::Integer(
+                now - admission::RETENTION_MS as i64,
+            )],
+        )?;
+        self.book.borrow_mut().prune(now);
         Ok(())
     }
 }

@@ -324,7 +324,7 @@ async fn on_message(
         MentionDecision::Ignore => return,
         MentionDecision::Refuse(text) => text,
         MentionDecision::Enqueue(job) => match admit(env, &job, &policy, "discord").await {
-            Ok(Admission::Enqueued) => {
+            Ok(Admission::Admitted) => {
                 status.borrow_mut().mentions_enqueued += 1;
                 return;
             }

@@ -1,14 +1,16 @@
-//! Admitting a job: what the gateway asks of its admission ledger (a Durable Object) and what the
-//! ledger answers.
+//! Admitting a job: what the gateway asks of its admission ledger (a Durable Object), what the
+//! ledger answers, and the ledger's book of what it admitted.
 //!
 //! The ledger is the one place that decides, atomically: has this trigger been seen (dedupe), is the
-//! requester under the per-user limit; if so it puts the job on the queue and records it, before the
-//! sender is answered. This module holds the shapes and the decision; `gateway/src/ledger.rs`
-//! performs them.
+//! requester under the per-user limit; if so it records the job durably, with its queue message, in
+//! an outbox, before the sender is answered, and drains the outbox to the queue in batches moments
+//! later. This module holds the shapes, the decision and the book ([`AdmissionBook`], the ledger's
+//! memory of recent admissions and of the outbox); `gateway/src/ledger.rs` stores and sends.
 
 use crate::authz::{self, AccessPolicy};
 use crate::job::{JobMessage, JobRecord};
 use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
 
 /// Admitted jobs are remembered this long (dedupe of late redeliveries, the admin API's `queued`
 /// record) — as long as the consumer's job records live in KV.
@@ -51,7 +53,7 @@ impl AdmitRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum AdmitOutcome {
-    /// On the queue and recorded.
+    /// Recorded, with its queue message in the outbox (on the queue moments later).
     Admitted,
     /// The same trigger was admitted before (a redelivery); nothing was done.
     Duplicate,
@@ -76,9 +78,318 @@ pub fn decide(already_admitted: bool, started_in_window: u32, jobs_per_hour: u32
     }
 }
 
+/// At most this many messages go to the queue in one batch (the Queues limit for `sendBatch`).
+pub const MAX_BATCH_MESSAGES: usize = 100;
+/// At most this many bytes of message JSON go in one batch: below the Queues limit of 256 KB per
+/// batch, with room for the per-message overhead. A single message (under 128 KB) always fits.
+pub const MAX_BATCH_BYTES: usize = 200_000;
+
+/// One admission as the ledger stores it (a row).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct StoredAdmission {
+    /// Position in admission order; the outbox drains in this order.
+    pub seq: i64,
+    /// The job id.
+    pub id: String,
+    /// Whom the per-user limit counts.
+    pub rate_key: String,
+    /// When it was admitted (ms since the epoch).
+    pub admitted_ms: i64,
+    /// The queue message, until it is on the queue.
+    pub message: Option<String>,
+}
+
+/// A job message waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outgoing {
+    /// The admission's position.
+    pub seq: i64,
+    /// The job id.
+    pub id: String,
+    /// The [`JobMessage`] as JSON.
+    pub message: String,
+}
+
+/// The ledger's memory: the ids admitted within [`RETENTION_MS`] (dedupe), each requester's
+/// admissions in the last [`authz::RATE_WINDOW_MS`] (the limit) and the outbox (admitted, not yet on
+/// the queue), rebuilt from storage when the ledger starts ([`AdmissionBook::restore`]). Deciding
+/// from memory keeps reads off the request path; storage is written once per admission.
+#[derive(Debug, Default)]
+pub struct AdmissionBook {
+    known: HashMap<String, i64>,
+    recent: HashMap<String, VecDeque<i64>>,
+    outbox: VecDeque<Outgoing>,
+    last_seq: i64,
+}
+
+impl AdmissionBook {
+    /// Rebuilds the book from stored admissions (any order); rows past the retention only keep
+    /// their unsent message.
+    pub fn restore(rows: impl IntoIterator<Item = StoredAdmission>, now_ms: i64) -> Self {
+        let mut rows: Vec<StoredAdmission> = rows.into_iter().collect();
+        rows.sort_by_key(|r| r.seq);
+        let mut book = Self::default();
+        for row in rows {
+            book.last_seq = book.last_seq.max(row.seq);
+            if row.admitted_ms > now_ms - RETENTION_MS as i64 {
+                book.note(&row.id, &row.rate_key, row.admitted_ms, now_ms);
+            }
+            if let Some(message) = row.message {
+                book.outbox.push_back(Outgoing {
+                    seq: row.seq,
+                    id: row.id,
+                    message,
+                });
+            }
+        }
+        book
+    }
+
+    /// The decision for `req` at `now_ms`; changes nothing (see [`AdmissionBook::record`]).
+    pub fn decide(&self, req: &AdmitRequest, now_ms: i64) -> AdmitOutcome {
+        let known = self.known.contains_key(&req.id);
+        let cutoff = now_ms - authz::RATE_WINDOW_MS as i64;
+        let started = self.recent.get(&req.rate_key).map_or(0, |times| {
+            times.iter().rev().take_while(|t| **t > cutoff).count()
+        });
+        decide(
+            known,
+            u32::try_from(started).unwrap_or(u32::MAX),
+            req.jobs_per_hour,
+        )
+    }
+
+    /// The position the next admission is stored at.
+    pub fn next_seq(&self) -> i64 {
+        self.last_seq + 1
+    }
+
+    /// Notes an admission that has been stored at `seq` (from [`AdmissionBook::next_seq`]), and
+    /// puts its message in the outbox.
+    pub fn record(&mut self, req: &AdmitRequest, seq: i64, now_ms: i64) {
+        self.last_seq = self.last_seq.max(seq);
+        self.note(&req.id, &req.rate_key, now_ms, now_ms);
+        self.outbox.push_back(Outgoing {
+            seq,
+            id: req.id.clone(),
+            message: req.message.clone(),
+        });
+    }
+
+    fn note(&mut self, id: &str, rate_key: &str, admitted_ms: i64, now_ms: i64) {
+        self.known.insert(id.to_owned(), admitted_ms);
+        let times = self.recent.entry(rate_key.to_owned()).or_default();
+        times.push_back(admitted_ms);
+        let cutoff = now_ms - authz::RATE_WINDOW_MS as i64;
+        while times.front().is_some_and(|t| *t <= cutoff) {
+            times.pop_front();
+        }
+    }
+
+    /// The next batch for the queue: the oldest messages of the outbox, at most
+    /// [`MAX_BATCH_MESSAGES`] and [`MAX_BATCH_BYTES`] (but always one). Empty when all are sent.
+    pub fn next_batch(&self) -> &[Outgoing] {
+        let (front, _) = self.outbox.as_slices();
+        let mut bytes = 0;
+        let mut n = 0;
+        for item in front.iter().take(MAX_BATCH_MESSAGES) {
+            bytes += item.message.len();
+            if n > 0 && bytes > MAX_BATCH_BYTES {
+                break;
+            }
+            n += 1;
+        }
+        &front[..n]
+    }
+
+    /// Takes the messages up to `seq` out of the outbox: they are on the queue.
+    pub fn sent_through(&mut self, seq: i64) {
+        while self.outbox.front().is_some_and(|o| o.seq <= seq) {
+            self.outbox.pop_front();
+        }
+    }
+
+    /// Messages not yet on the queue.
+    pub fn unsent(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Forgets admissions past the retention and requesters with nothing in the window.
+    pub fn prune(&mut self, now_ms: i64) {
+        let kept_from = now_ms - RETENTION_MS as i64;
+        self.known.retain(|_, at| *at > kept_from);
+        let cutoff = now_ms - authz::RATE_WINDOW_MS as i64;
+        self.recent.retain(|_, times| {
+            while times.front().is_some_and(|t| *t <= cutoff) {
+                times.pop_front();
+            }
+            !times.is_empty()
+        });
+    }
+
+    /// Ids remembered for dedupe.
+    pub fn remembered(&self) -> usize {
+        self.known.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HOUR: i64 = authz::RATE_WINDOW_MS as i64;
+
+    fn request(id: &str, user: &str, limit: u32) -> AdmitRequest {
+        AdmitRequest {
+            id: id.into(),
+            rate_key: user.into(),
+            jobs_per_hour: limit,
+            message: format!("{{\"id\":\"{id}\"}}"),
+            record: "{}".into(),
+        }
+    }
+
+    fn admit(book: &mut AdmissionBook, req: &AdmitRequest, now: i64) -> AdmitOutcome {
+        let outcome = book.decide(req, now);
+        if outcome == AdmitOutcome::Admitted {
+            let seq = book.next_seq();
+            book.record(req, seq, now);
+        }
+        outcome
+    }
+
+    #[test]
+    fn a_redelivery_is_a_duplicate_and_queued_once() {
+        let mut book = AdmissionBook::default();
+        let req = request("job-1", "discord:1", 5);
+        assert_eq!(admit(&mut book, &req, 1_000), AdmitOutcome::Admitted);
+        assert_eq!(admit(&mut book, &req, 2_000), AdmitOutcome::Duplicate);
+        assert_eq!(book.unsent(), 1);
+        assert_eq!(book.next_batch()[0].message, req.message);
+    }
+
+    #[test]
+    fn the_limit_slides_with_the_hour() {
+        let mut book = AdmissionBook::default();
+        let t0 = 10 * HOUR;
+        for k in 0..3 {
+            let req = request(&format!("job-{k}"), "github:7", 3);
+            assert_eq!(admit(&mut book, &req, t0 + k), AdmitOutcome::Admitted);
+        }
+        let fourth = request("job-3", "github:7", 3);
+        assert_eq!(
+            admit(&mut book, &fourth, t0 + 10),
+            AdmitOutcome::Limited { limit: 3 }
+        );
+        // Another requester is not affected.
+        assert_eq!(
+            admit(&mut book, &request("job-4", "github:8", 3), t0 + 10),
+            AdmitOutcome::Admitted
+        );
+        // An hour after the first admission, one slot is free again, and only one.
+        assert_eq!(admit(&mut book, &fourth, t0 + HOUR), AdmitOutcome::Admitted);
+        assert_eq!(
+            admit(&mut book, &request("job-5", "github:7", 3), t0 + HOUR),
+            AdmitOutcome::Limited { limit: 3 }
+        );
+    }
+
+    #[test]
+    fn restore_rebuilds_dedupe_the_window_and_the_outbox() {
+        let now = 100 * HOUR;
+        let rows = vec![
+            StoredAdmission {
+                seq: 3,
+                id: "c".into(),
+                rate_key: "u".into(),
+                admitted_ms: now - 10,
+                message: Some("m3".into()),
+            },
+            StoredAdmission {
+                seq: 1,
+                id: "a".into(),
+                rate_key: "u".into(),
+                admitted_ms: now - 2 * HOUR,
+                message: None,
+            },
+            StoredAdmission {
+                seq: 2,
+                id: "b".into(),
+                rate_key: "u".into(),
+                admitted_ms: now - 20,
+                message: Some("m2".into()),
+            },
+        ];
+        let book = AdmissionBook::restore(rows, now);
+        assert_eq!(
+            book.decide(&request("a", "x", 5), now),
+            AdmitOutcome::Duplicate
+        );
+        // Two of u's admissions are in the last hour.
+        assert_eq!(
+            book.decide(&request("d", "u", 2), now),
+            AdmitOutcome::Limited { limit: 2 }
+        );
+        assert_eq!(
+            book.decide(&request("d", "u", 3), now),
+            AdmitOutcome::Admitted
+        );
+        let batch: Vec<&str> = book
+            .next_batch()
+            .iter()
+            .map(|o| o.message.as_str())
+            .collect();
+        assert_eq!(batch, ["m2", "m3"]);
+        assert_eq!(book.next_seq(), 4);
+    }
+
+    #[test]
+    fn batches_respect_count_and_size_and_drain_in_order() {
+        let mut book = AdmissionBook::default();
+        for k in 0..250 {
+            let mut req = request(&format!("job-{k}"), &format!("u{k}"), 5);
+            if k >= 200 {
+                req.message = "x".repeat(60_000);
+            }
+            admit(&mut book, &req, 1_000);
+        }
+        let first = book.next_batch();
+        assert_eq!(first.len(), MAX_BATCH_MESSAGES);
+        assert_eq!(first[0].seq, 1);
+        let last = first[first.len() - 1].seq;
+        book.sent_through(last);
+        assert_eq!(book.next_batch().len(), MAX_BATCH_MESSAGES);
+        book.sent_through(200);
+        // 60 KB messages: three fit in 200 KB.
+        assert_eq!(book.next_batch().len(), 3);
+        book.sent_through(250);
+        assert!(book.next_batch().is_empty());
+        assert_eq!(book.unsent(), 0);
+    }
+
+    #[test]
+    fn a_message_over_the_batch_budget_still_goes_alone() {
+        let mut book = AdmissionBook::default();
+        let mut req = request("big", "u", 5);
+        req.message = "x".repeat(MAX_BATCH_BYTES + 1);
+        admit(&mut book, &req, 1);
+        admit(&mut book, &request("small", "v", 5), 1);
+        assert_eq!(book.next_batch().len(), 1);
+    }
+
+    #[test]
+    fn prune_forgets_past_the_retention() {
+        let mut book = AdmissionBook::default();
+        admit(&mut book, &request("old", "u", 5), 1_000);
+        let later = 1_000 + RETENTION_MS as i64 + 1;
+        admit(&mut book, &request("new", "u", 5), later);
+        book.prune(later);
+        assert_eq!(book.remembered(), 1);
+        assert_eq!(
+            book.decide(&request("old", "u", 5), later),
+            AdmitOutcome::Admitted
+        );
+    }
 
     #[test]
     fn a_known_id_is_a_duplicate_whatever_the_count() {
