@@ -53,6 +53,7 @@ fn main() -> ExitCode {
             echo: std::env::var_os("E2E_ECHO").is_some(),
             ready_timeout: Duration::from_secs(600),
             with_consumer: true,
+            inspector: true,
         },
         Err(e) => {
             eprintln!("e2e: no free ports: {e}");

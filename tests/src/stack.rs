@@ -70,6 +70,9 @@ pub struct StackOptions {
     pub ready_timeout: Duration,
     /// Run the consumer Worker too (everything but the gateway benchmark wants it).
     pub with_consumer: bool,
+    /// Attach wrangler's DevTools inspector, as `wrangler dev` always does. Only the gateway
+    /// benchmark turns it off (without the consumer), through `dev/gateway-without-inspector.mjs`.
+    pub inspector: bool,
 }
 
 /// A running local stack. Dropping it stops every part.
@@ -169,24 +172,41 @@ impl Stack {
         workers
             .current_dir(&root)
             .args(["dev", "-c", "gateway/wrangler.toml"]);
-        if opts.with_consumer {
-            workers.arg("-c").arg(&consumer_config);
+        if !opts.inspector {
+            if opts.with_consumer {
+                bail!("the stack without the inspector runs the gateway alone");
+            }
+            workers = Command::new("node");
+            workers
+                .current_dir(&root)
+                .arg("dev/gateway-without-inspector.mjs")
+                .arg(&env_file)
+                .arg(opts.ports.gateway.to_string())
+                .arg(&opts.state_dir)
+                .env("WRANGLER_SEND_METRICS", "false")
+                .env("CI", "true")
+                .env("PATH", tool_path(&root));
+            stack.spawn("workers", workers, &opts).await?;
+        } else {
+            if opts.with_consumer {
+                workers.arg("-c").arg(&consumer_config);
+            }
+            workers
+                .arg("--env-file")
+                .arg(&env_file)
+                .args(["--ip", "127.0.0.1", "--port"])
+                .arg(opts.ports.gateway.to_string())
+                .arg("--inspector-port")
+                .arg(opts.ports.inspector.to_string())
+                .arg("--persist-to")
+                .arg(&opts.state_dir)
+                // `log` level: the Workers' console.log lines (structured logs) reach the log file.
+                .args(["--show-interactive-dev-session=false", "--log-level", "log"])
+                .env("WRANGLER_SEND_METRICS", "false")
+                .env("CI", "true")
+                .env("PATH", tool_path(&root));
+            stack.spawn("workers", workers, &opts).await?;
         }
-        workers
-            .arg("--env-file")
-            .arg(&env_file)
-            .args(["--ip", "127.0.0.1", "--port"])
-            .arg(opts.ports.gateway.to_string())
-            .arg("--inspector-port")
-            .arg(opts.ports.inspector.to_string())
-            .arg("--persist-to")
-            .arg(&opts.state_dir)
-            // `log` level: the Workers' console.log lines (structured logs) reach the log file.
-            .args(["--show-interactive-dev-session=false", "--log-level", "log"])
-            .env("WRANGLER_SEND_METRICS", "false")
-            .env("CI", "true")
-            .env("PATH", tool_path(&root));
-        stack.spawn("workers", workers, &opts).await?;
 
         let deadline = Instant::now() + opts.ready_timeout;
         for (part, url) in [

@@ -28,6 +28,10 @@ struct Args {
     /// Size of the generated repository for the executor benchmark, in MB.
     #[arg(long, default_value_t = 50)]
     repo_mb: usize,
+    /// Attach wrangler's DevTools inspector, as `wrangler dev` does (by default the gateway runs
+    /// under wrangler's dev server without it: see the README's "Benchmarks").
+    #[arg(long)]
+    inspector: bool,
     /// Pre-signed requests generated per signed scenario (a third per run; more than a run sends).
     #[arg(long, default_value_t = 60_000)]
     requests: usize,
@@ -58,6 +62,91 @@ struct Figures {
     p50_ms: f64,
     p99_ms: f64,
     non_2xx: u64,
+    requests: u64,
+    /// CPU time per request by process group (ms), from /proc, over the run.
+    cpu_ms: Vec<(&'static str, f64)>,
+    /// The machine's cores busy on average over the run (all processes, from /proc/stat).
+    busy_cores: f64,
+}
+
+/// The process groups whose CPU time the benchmark reports (where the time goes).
+const CPU_GROUPS: [&str; 4] = [
+    "workerd: Workers",
+    "workerd: wrangler proxy",
+    "node: wrangler",
+    "wrk",
+];
+
+/// Which group a process belongs to, from its command line. wrangler dev runs two workerd
+/// processes: its proxy, listening on the public port, and the one running the Workers.
+fn cpu_group(cmdline: &str, gateway_port: &str) -> Option<&'static str> {
+    if cmdline.contains("workerd serve") {
+        Some(
+            if cmdline.contains(&format!("entry=127.0.0.1:{gateway_port} ")) {
+                CPU_GROUPS[1]
+            } else {
+                CPU_GROUPS[0]
+            },
+        )
+    } else if cmdline.contains("wrangler-dist/cli.js")
+        || cmdline.contains("gateway-without-inspector.mjs")
+    {
+        Some(CPU_GROUPS[2])
+    } else {
+        None
+    }
+}
+
+/// CPU seconds used so far by each running process, by group (Linux /proc; empty elsewhere), and
+/// the machine's busy CPU seconds.
+fn cpu_snapshot(gateway_port: &str) -> (std::collections::HashMap<u32, (&'static str, f64)>, f64) {
+    // USER_HZ: 100 on every Linux the benchmark targets.
+    const TICKS: f64 = 100.0;
+    let mut out = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let Some(group) = cpu_group(&cmd, gateway_port) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        out.insert(pid, (group, (ticks(11) + ticks(12)) / TICKS));
+    }
+    let busy = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().next()?.to_owned();
+            let v: Vec<f64> = line
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            // user nice system idle iowait irq softirq steal: busy = all but idle and iowait.
+            Some((v.iter().sum::<f64>() - v.get(3)? - v.get(4)?) / TICKS)
+        })
+        .unwrap_or(0.0);
+    (out, busy)
 }
 
 /// One pre-built request.
@@ -241,6 +330,7 @@ fn parse_wrk(out: &str) -> Result<Figures> {
             ["99%", v] => f.p99_ms = parse_duration_ms(v).context("p99")?,
             ["Requests/sec:", v] => f.rps = v.parse()?,
             ["Non-2xx", "or", "3xx", "responses:", v] => f.non_2xx = v.parse()?,
+            [n, "requests", "in", ..] => f.requests = n.parse()?,
             _ => {}
         }
     }
@@ -258,6 +348,10 @@ fn run_wrk(
     offset: usize,
 ) -> Result<Figures> {
     let threads = connections.min(2);
+    let port = url.rsplit(':').next().unwrap_or_default();
+    let (before, busy_before) = cpu_snapshot(port);
+    let wrk_before = children_cpu_seconds();
+    let started = std::time::Instant::now();
     let out = std::process::Command::new("wrk")
         .arg(format!("-t{threads}"))
         .arg(format!("-c{connections}"))
@@ -274,7 +368,43 @@ fn run_wrk(
     if !out.status.success() {
         bail!("wrk failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    parse_wrk(&String::from_utf8_lossy(&out.stdout))
+    let (after, busy_after) = cpu_snapshot(port);
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut f = parse_wrk(&String::from_utf8_lossy(&out.stdout))?;
+    let mut by_group: std::collections::HashMap<&str, f64> = std::collections::HashMap::new();
+    for (pid, (group, cpu)) in &after {
+        let was = before.get(pid).map_or(0.0, |(_, c)| *c);
+        *by_group.entry(group).or_default() += cpu - was;
+    }
+    // wrk has exited by now: its share comes from this process's accounting of waited children.
+    *by_group.entry(CPU_GROUPS[3]).or_default() += children_cpu_seconds() - wrk_before;
+    let requests = f.requests.max(1) as f64;
+    f.cpu_ms = CPU_GROUPS
+        .iter()
+        .map(|g| {
+            (
+                *g,
+                1000.0 * by_group.get(g).copied().unwrap_or(0.0) / requests,
+            )
+        })
+        .collect();
+    f.busy_cores = (busy_after - busy_before) / elapsed;
+    Ok(f)
+}
+
+/// CPU seconds of this process's waited-for children (wrk), from /proc/self/stat (cutime, cstime).
+fn children_cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            let rest = stat.rsplit_once(')')?.1.to_owned();
+            let fields: Vec<f64> = rest
+                .split_whitespace()
+                .map(|x| x.parse().unwrap_or(0.0))
+                .collect();
+            Some((fields.get(13)? + fields.get(14)?) / 100.0)
+        })
+        .unwrap_or(0.0)
 }
 
 fn wasm_size(crate_dir: &str) -> Result<(u64, u64)> {
@@ -288,8 +418,13 @@ fn wasm_size(crate_dir: &str) -> Result<(u64, u64)> {
 async fn gateway_bench(stack: &Stack, args: &Args, tmp: &Path) -> Result<()> {
     let url = stack.env.get("GATEWAY_URL");
     println!(
-        "bugbot gateway benchmark: wrk, {}s per run, against wrangler dev at {url}",
-        args.seconds
+        "bugbot gateway benchmark: wrk, {}s per run, against wrangler's dev server at {url} ({})",
+        args.seconds,
+        if args.inspector {
+            "`wrangler dev`, DevTools inspector attached"
+        } else {
+            "dev/gateway-without-inspector.mjs: wrangler dev without the DevTools inspector; --inspector for stock `wrangler dev`"
+        }
     );
     println!(
         "machine: {} cores",
@@ -338,6 +473,22 @@ async fn gateway_bench(stack: &Stack, args: &Args, tmp: &Path) -> Result<()> {
             f.p99_ms,
             f.non_2xx
         );
+    }
+    println!(
+        "\nwhere the time goes at 64 connections: CPU ms per request by process (from /proc), and the machine's busy cores"
+    );
+    print!("{:<30}", "scenario");
+    for g in CPU_GROUPS {
+        print!(" {g:>24}");
+    }
+    println!(" {:>8} {:>6}", "total", "busy");
+    for (s, _, f) in results.iter().filter(|(_, c, _)| *c == 64) {
+        print!("{:<30}", s.label());
+        for (_, ms) in &f.cpu_ms {
+            print!(" {ms:>24.3}");
+        }
+        let total: f64 = f.cpu_ms.iter().map(|(_, ms)| ms).sum();
+        println!(" {total:>8.3} {:>6.2}", f.busy_cores);
     }
     let get = |s: Scenario, c: u32| {
         results
@@ -550,6 +701,7 @@ async fn main() -> Result<()> {
         // The gateway alone: in production the consumer runs on other machines; here it would
         // share the two cores with the gateway under load (jobs simply wait on the local queue).
         with_consumer: false,
+        inspector: args.inspector,
     })
     .await?;
     if args.only == "all" || args.only == "gateway" {

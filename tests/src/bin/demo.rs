@@ -38,6 +38,7 @@ async fn main() -> Result<()> {
                 echo: false,
                 ready_timeout: Duration::from_secs(900),
                 with_consumer: true,
+                inspector: true,
             })
             .await?,
         )

@@ -49,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
         echo: args.verbose,
         ready_timeout: Duration::from_secs(900),
         with_consumer: true,
+        inspector: true,
     };
     eprintln!(
         "bugbot: starting the local stack (the first start compiles the Workers; logs in .run/logs/)"

@@ -1,0 +1,30 @@
+// Runs the gateway Worker as `wrangler dev` does (wrangler's own dev server, proxy and workerd), but
+// without the DevTools inspector that `wrangler dev` always attaches. Used by `scripts/bench` (see the
+// README's "Benchmarks"): the inspector relays an event through Node for every console line and
+// every subrequest, which measures the debugger rather than the Worker.
+//   node dev/gateway-without-inspector.mjs <env-file> <port> <persist-dir>
+import { unstable_startWorker } from "wrangler";
+
+const [envFile, port, persist] = process.argv.slice(2);
+if (!envFile || !port || !persist) {
+  console.error("usage: gateway-without-inspector.mjs <env-file> <port> <persist-dir>");
+  process.exit(2);
+}
+const worker = await unstable_startWorker({
+  config: "gateway/wrangler.toml",
+  envFiles: [envFile],
+  dev: {
+    server: { hostname: "127.0.0.1", port: Number(port) },
+    inspector: false,
+    persist,
+    watch: false,
+  },
+});
+await worker.ready;
+console.log(`gateway ready on http://127.0.0.1:${port} (inspector off)`);
+const stop = async () => {
+  await worker.dispose();
+  process.exit(0);
+};
+process.on("SIGTERM", stop);
+process.on("SIGINT", stop);
