@@ -168,30 +168,13 @@ impl Stack {
         if !wrangler.is_file() {
             bail!("{} is missing; run scripts/bootstrap", wrangler.display());
         }
-        let mut workers = Command::new(wrangler);
-        workers
-            .current_dir(&root)
-            .args(["dev", "-c", "gateway/wrangler.toml"]);
-        if !opts.inspector {
+        let mut workers = if opts.inspector {
+            let mut wrangler_dev = Command::new(wrangler);
+            wrangler_dev.args(["dev", "-c", "gateway/wrangler.toml"]);
             if opts.with_consumer {
-                bail!("the stack without the inspector runs the gateway alone");
+                wrangler_dev.arg("-c").arg(&consumer_config);
             }
-            workers = Command::new("node");
-            workers
-                .current_dir(&root)
-                .arg("dev/gateway-without-inspector.mjs")
-                .arg(&env_file)
-                .arg(opts.ports.gateway.to_string())
-                .arg(&opts.state_dir)
-                .env("WRANGLER_SEND_METRICS", "false")
-                .env("CI", "true")
-                .env("PATH", tool_path(&root));
-            stack.spawn("workers", workers, &opts).await?;
-        } else {
-            if opts.with_consumer {
-                workers.arg("-c").arg(&consumer_config);
-            }
-            workers
+            wrangler_dev
                 .arg("--env-file")
                 .arg(&env_file)
                 .args(["--ip", "127.0.0.1", "--port"])
@@ -201,12 +184,26 @@ impl Stack {
                 .arg("--persist-to")
                 .arg(&opts.state_dir)
                 // `log` level: the Workers' console.log lines (structured logs) reach the log file.
-                .args(["--show-interactive-dev-session=false", "--log-level", "log"])
-                .env("WRANGLER_SEND_METRICS", "false")
-                .env("CI", "true")
-                .env("PATH", tool_path(&root));
-            stack.spawn("workers", workers, &opts).await?;
-        }
+                .args(["--show-interactive-dev-session=false", "--log-level", "log"]);
+            wrangler_dev
+        } else {
+            if opts.with_consumer {
+                bail!("the stack without the inspector runs the gateway alone");
+            }
+            let mut without_inspector = Command::new("node");
+            without_inspector
+                .arg("dev/gateway-without-inspector.mjs")
+                .arg(&env_file)
+                .arg(opts.ports.gateway.to_string())
+                .arg(&opts.state_dir);
+            without_inspector
+        };
+        workers
+            .current_dir(&root)
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CI", "true")
+            .env("PATH", tool_path(&root));
+        stack.spawn("workers", workers, &opts).await?;
 
         let deadline = Instant::now() + opts.ready_timeout;
         for (part, url) in [

@@ -100,8 +100,6 @@ fn cpu_group(cmdline: &str, gateway_port: &str) -> Option<&'static str> {
 /// CPU seconds used so far by each running process, by group (Linux /proc; empty elsewhere), and
 /// the machine's busy CPU seconds.
 fn cpu_snapshot(gateway_port: &str) -> (std::collections::HashMap<u32, (&'static str, f64)>, f64) {
-    // USER_HZ: 100 on every Linux the benchmark targets.
-    const TICKS: f64 = 100.0;
     let mut out = std::collections::HashMap::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = entry
@@ -118,20 +116,11 @@ fn cpu_snapshot(gateway_port: &str) -> (std::collections::HashMap<u32, (&'static
         let Some(group) = cpu_group(&cmd, gateway_port) else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+        // utime and stime.
+        let Some(cpu) = stat_seconds(&entry.path().join("stat"), [11, 12]) else {
             continue;
         };
-        // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        out.insert(pid, (group, (ticks(11) + ticks(12)) / TICKS));
+        out.insert(pid, (group, cpu));
     }
     let busy = std::fs::read_to_string("/proc/stat")
         .ok()
@@ -143,7 +132,7 @@ fn cpu_snapshot(gateway_port: &str) -> (std::collections::HashMap<u32, (&'static
                 .filter_map(|x| x.parse().ok())
                 .collect();
             // user nice system idle iowait irq softirq steal: busy = all but idle and iowait.
-            Some((v.iter().sum::<f64>() - v.get(3)? - v.get(4)?) / TICKS)
+            Some((v.iter().sum::<f64>() - v.get(3)? - v.get(4)?) / CLOCK_TICKS)
         })
         .unwrap_or(0.0);
     (out, busy)
@@ -392,19 +381,29 @@ fn run_wrk(
     Ok(f)
 }
 
-/// CPU seconds of this process's waited-for children (wrk), from /proc/self/stat (cutime, cstime).
+/// Clock ticks per second in /proc (USER_HZ: 100 on every Linux the benchmark targets).
+const CLOCK_TICKS: f64 = 100.0;
+
+/// The sum of two tick counters of a `/proc/<pid>/stat` file, in seconds; `None` if it cannot be
+/// read (the process is gone). Fields are counted after the command's closing parenthesis (the
+/// command may hold spaces).
+fn stat_seconds(path: &Path, fields: [usize; 2]) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let values: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    Some(
+        fields
+            .iter()
+            .filter_map(|i| values.get(*i)?.parse::<f64>().ok())
+            .sum::<f64>()
+            / CLOCK_TICKS,
+    )
+}
+
+/// CPU seconds of this process's waited-for children (wrk): cutime and cstime.
 fn children_cpu_seconds() -> f64 {
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|stat| {
-            let rest = stat.rsplit_once(')')?.1.to_owned();
-            let fields: Vec<f64> = rest
-                .split_whitespace()
-                .map(|x| x.parse().unwrap_or(0.0))
-                .collect();
-            Some((fields.get(13)? + fields.get(14)?) / 100.0)
-        })
-        .unwrap_or(0.0)
+    stat_seconds(Path::new("/proc/self/stat"), [13, 14]).unwrap_or(0.0)
 }
 
 fn wasm_size(crate_dir: &str) -> Result<(u64, u64)> {
