@@ -79,10 +79,7 @@ async fn ask_ledger<T: serde::de::DeserializeOwned>(
     }
     let mut init = worker::RequestInit::new();
     init.with_headers(headers);
-    let request = Request::new_with_init(&format!("http://ledger{path}"), &init)?;
-    let mut answer = crate::ledger::stub(env)?
-        .fetch_with_request(request)
-        .await?;
+    let mut answer = crate::ledger::ask(env, path, &init).await?;
     match answer.status_code() {
         200 => Ok(Some(answer.json().await?)),
         404 => Ok(None),

@@ -9,7 +9,7 @@ use crate::{ledger, log};
 use bugbot_shared::admission::{AdmitOutcome, AdmitRequest};
 use bugbot_shared::authz::{AccessPolicy, Refusal};
 use bugbot_shared::job::JobMessage;
-use worker::{Env, Method, Request, RequestInit};
+use worker::{Env, Method, RequestInit};
 
 /// What became of a job the decision wanted enqueued.
 pub enum Admission {
@@ -34,8 +34,7 @@ pub async fn admit(
         .map_err(|e| GatewayError::Unavailable(format!("admission request: {e}")))?;
     let mut init = RequestInit::new();
     init.with_method(Method::Post).with_body(Some(body.into()));
-    let request = Request::new_with_init("http://ledger/admit", &init)?;
-    let mut answer = ledger::stub(env)?.fetch_with_request(request).await?;
+    let mut answer = ledger::ask(env, "/admit", &init).await?;
     if answer.status_code() != 200 {
         return Err(GatewayError::Unavailable(format!(
             "admission ledger answered {}",

@@ -26,8 +26,8 @@ use serde::Deserialize;
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
 use worker::{
-    Date, DurableObject, Env, Method, RawMessageBuilder, Request, Response, Result, SqlStorage,
-    SqlStorageValue, State, durable_object, js_sys, wasm_bindgen::JsValue,
+    Date, DurableObject, Env, Method, RawMessageBuilder, Request, RequestInit, Response, Result,
+    SqlStorage, SqlStorageValue, State, durable_object, js_sys, wasm_bindgen::JsValue,
 };
 
 /// The ledger's binding and the one instance's name.
@@ -66,6 +66,9 @@ pub struct AdmissionLedger {
     state: State,
     env: Env,
     book: RefCell<AdmissionBook>,
+    /// Whether `book` was rebuilt from storage. If storage could not be read at start, admissions
+    /// fail (503) rather than decide without knowing what was admitted.
+    book_loaded: bool,
     /// An alarm is set, or the alarm is running: admissions need not set one.
     alarm_pending: Cell<bool>,
     /// Consecutive failed sends (for the retry delay).
@@ -77,28 +80,29 @@ pub struct AdmissionLedger {
 impl DurableObject for AdmissionLedger {
     fn new(state: State, env: Env) -> Self {
         let sql = state.storage().sql();
+        let now = now_ms();
         let rows = sql.exec(SCHEMA, None).and_then(|_| {
             sql.exec(
                 "SELECT seq, id, rate_key, admitted_ms, message FROM admissions \
                  WHERE admitted_ms > ? OR message IS NOT NULL",
                 vec![SqlStorageValue::Integer(
-                    now_ms() - admission::RETENTION_MS as i64,
+                    now - admission::RETENTION_MS as i64,
                 )],
             )?
             .to_array::<StoredAdmission>()
         });
-        let book = match rows {
-            Ok(rows) => AdmissionBook::restore(rows, now_ms()),
+        let (book, book_loaded) = match rows {
+            Ok(rows) => (AdmissionBook::restore(rows, now), true),
             Err(e) => {
-                // Storage is unusable: every admission will fail (503) rather than decide blind.
                 log::error("admission ledger: loading", &[("error", &e.to_string())]);
-                AdmissionBook::default()
+                (AdmissionBook::default(), false)
             }
         };
         Self {
             state,
             env,
             book: RefCell::new(book),
+            book_loaded,
             alarm_pending: Cell::new(false),
             failed_sends: Cell::new(0),
             pruned_ms: Cell::new(0),
@@ -186,6 +190,11 @@ impl AdmissionLedger {
     /// Decides and, if admitted, stores the row and notes it, with no await in between: one step.
     /// Then makes sure the alarm will send it.
     async fn admit(&self, req: &AdmitRequest) -> Result<AdmitOutcome> {
+        if !self.book_loaded {
+            return Err(worker::Error::RustError(
+                "the admission ledger could not read its storage".into(),
+            ));
+        }
         let now = now_ms();
         let outcome = self.book.borrow().decide(req, now);
         if outcome != AdmitOutcome::Admitted {
@@ -205,7 +214,10 @@ impl AdmissionLedger {
             ],
         )?;
         self.book.borrow_mut().record(req, seq, now);
-        self.prune_now_and_then(now)?;
+        if let Err(e) = self.prune_now_and_then(now) {
+            // The job is recorded and its alarm still set below; old rows wait for the next pruning.
+            log::error("admission ledger: pruning", &[("error", &e.to_string())]);
+        }
         if !self.alarm_pending.get() {
             self.schedule(FLUSH_DELAY).await?;
         }
@@ -312,9 +324,12 @@ fn json_array(items: impl Iterator<Item = String>) -> Result<Response> {
     json_raw(body, 200)
 }
 
-/// A stub of the one ledger instance.
-pub fn stub(env: &Env) -> Result<worker::Stub> {
+/// Sends a request to the one ledger instance (`path`: `/admit`, `/jobs`, `/jobs/{id}`).
+pub async fn ask(env: &Env, path: &str, init: &RequestInit) -> Result<Response> {
+    let request = Request::new_with_init(&format!("http://ledger{path}"), init)?;
     env.durable_object(BINDING)?
         .id_from_name(INSTANCE)?
-        .get_stub()
+        .get_stub()?
+        .fetch_with_request(request)
+        .await
 }
