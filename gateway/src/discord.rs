@@ -1,14 +1,18 @@
 //! `POST /discord/interactions`: Discord's HTTP interactions endpoint.
 
-use crate::admission::{Admission, admit};
+use crate::admission::{Admission, admit_then_answer};
 use crate::config;
 use crate::error::{GatewayError, json_response};
 use bugbot_shared::discord::{self, Decision};
 use bugbot_shared::signature::{DiscordKeys, verify_discord};
-use worker::{Env, Request, Response};
+use worker::{Context, Env, Request, web_sys};
 
 /// Verifies the signature before anything else, then decides and acts.
-pub async fn handle(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
+pub async fn handle(
+    req: &mut Request,
+    env: &Env,
+    ctx: &Context,
+) -> Result<web_sys::Response, GatewayError> {
     let body = crate::read_body(req).await?;
     let keys = DiscordKeys::from_hex_list(&config::string(env, "DISCORD_PUBLIC_KEY")?)
         .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
@@ -23,11 +27,17 @@ pub async fn handle(req: &mut Request, env: &Env) -> Result<Response, GatewayErr
         Decision::Pong => discord::pong(),
         Decision::NoChoices => discord::no_choices(),
         Decision::Reply(text) => discord::ephemeral(&text),
-        Decision::Enqueue(job) => match admit(env, &job, &policy, "discord").await? {
-            // A redelivered interaction gets the same answer; its job is already on the queue.
-            Admission::Admitted | Admission::Duplicate => discord::deferred(),
-            Admission::Refused(refusal) => discord::ephemeral(&refusal.to_string()),
-        },
+        Decision::Enqueue(job) => {
+            return admit_then_answer(env, ctx, &job, &policy, "discord", |admission| {
+                let answer = match admission {
+                    // A redelivered interaction gets the same answer; its job is already queued.
+                    Admission::Admitted | Admission::Duplicate => discord::deferred(),
+                    Admission::Refused(refusal) => discord::ephemeral(&refusal.to_string()),
+                };
+                Ok(json_response(200, &answer)?)
+            })
+            .await;
+        }
     };
-    Ok(json_response(200, &answer)?)
+    Ok(json_response(200, &answer)?.into())
 }

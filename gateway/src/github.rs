@@ -1,15 +1,19 @@
 //! `POST /github/webhook`: the GitHub App's webhook deliveries.
 
-use crate::admission::{Admission, admit};
+use crate::admission::{Admission, admit_then_answer};
 use crate::config;
 use crate::error::{GatewayError, json_response};
 use bugbot_shared::github::{self, DEFAULT_MENTION, Decision};
 use bugbot_shared::signature::{WebhookSecrets, verify_github};
 use serde_json::json;
-use worker::{Env, Request, Response};
+use worker::{Context, Env, Request, web_sys};
 
 /// Verifies the signature before anything else, then decides and acts.
-pub async fn handle(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
+pub async fn handle(
+    req: &mut Request,
+    env: &Env,
+    ctx: &Context,
+) -> Result<web_sys::Response, GatewayError> {
     let body = crate::read_body(req).await?;
     let secrets = WebhookSecrets::from_list(&config::string(env, "GITHUB_WEBHOOK_SECRET")?)
         .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
@@ -40,11 +44,18 @@ pub async fn handle(req: &mut Request, env: &Env) -> Result<Response, GatewayErr
             );
             (202, json!({ "refused": refusal.to_string() }))
         }
-        Decision::Enqueue(job) => match admit(env, &job, &policy, "github").await? {
-            Admission::Admitted => (202, json!({ "job_id": job.id })),
-            Admission::Duplicate => (202, json!({ "job_id": job.id, "duplicate": true })),
-            Admission::Refused(refusal) => (202, json!({ "refused": refusal.to_string() })),
-        },
+        Decision::Enqueue(job) => {
+            let id = job.id.to_string();
+            return admit_then_answer(env, ctx, &job, &policy, "github", move |admission| {
+                let answer = match admission {
+                    Admission::Admitted => json!({ "job_id": id }),
+                    Admission::Duplicate => json!({ "job_id": id, "duplicate": true }),
+                    Admission::Refused(refusal) => json!({ "refused": refusal.to_string() }),
+                };
+                Ok(json_response(202, &answer)?)
+            })
+            .await;
+        }
     };
-    Ok(json_response(status, &answer)?)
+    Ok(json_response(status, &answer)?.into())
 }

@@ -20,6 +20,7 @@
 //! One instance serves every request: a team's bug reports are far below what one object handles
 //! (around a thousand small requests a second), and the limit stops floods before that.
 
+use crate::error::GatewayError;
 use crate::{config, log};
 use bugbot_shared::admission::{self, AdmissionBook, AdmitOutcome, AdmitRequest, StoredAdmission};
 use serde::Deserialize;
@@ -113,9 +114,9 @@ impl DurableObject for AdmissionLedger {
         let path = req.path();
         match (req.method(), path.as_str()) {
             (Method::Post, "/admit") => {
-                let admit: AdmitRequest = req.json().await?;
-                let outcome = self.admit(&admit).await?;
-                Response::from_json(&outcome)
+                let batch: Vec<AdmitRequest> = req.json().await?;
+                let outcomes = self.admit(&batch).await?;
+                Response::from_json(&outcomes)
             }
             (Method::Get, "/jobs") => {
                 let limit = req
@@ -187,41 +188,47 @@ impl AdmissionLedger {
         self.state.storage().sql()
     }
 
-    /// Decides and, if admitted, stores the row and notes it, with no await in between: one step.
-    /// Then makes sure the alarm will send it.
-    async fn admit(&self, req: &AdmitRequest) -> Result<AdmitOutcome> {
+    /// Decides each admission of a batch in turn and, if admitted, stores its row and notes it,
+    /// with no await in between: one step, one commit. Then makes sure the alarm will send them.
+    async fn admit(&self, batch: &[AdmitRequest]) -> Result<Vec<AdmitOutcome>> {
         if !self.book_loaded {
             return Err(worker::Error::RustError(
                 "the admission ledger could not read its storage".into(),
             ));
         }
         let now = now_ms();
-        let outcome = self.book.borrow().decide(req, now);
-        if outcome != AdmitOutcome::Admitted {
-            return Ok(outcome);
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for req in batch {
+            let outcome = self.book.borrow().decide(req, now);
+            if outcome == AdmitOutcome::Admitted {
+                let seq = self.book.borrow().next_seq();
+                self.sql().exec(
+                    "INSERT INTO admissions (seq, id, rate_key, admitted_ms, record, message) \
+                     VALUES (?, ?, ?, ?, ?, ?)",
+                    vec![
+                        SqlStorageValue::Integer(seq),
+                        SqlStorageValue::from(req.id.clone()),
+                        SqlStorageValue::from(req.rate_key.clone()),
+                        SqlStorageValue::Integer(now),
+                        SqlStorageValue::from(req.record.clone()),
+                        SqlStorageValue::from(req.message.clone()),
+                    ],
+                )?;
+                self.book.borrow_mut().record(req, seq, now);
+            }
+            outcomes.push(outcome);
         }
-        let seq = self.book.borrow().next_seq();
-        self.sql().exec(
-            "INSERT INTO admissions (seq, id, rate_key, admitted_ms, record, message) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-            vec![
-                SqlStorageValue::Integer(seq),
-                SqlStorageValue::from(req.id.clone()),
-                SqlStorageValue::from(req.rate_key.clone()),
-                SqlStorageValue::Integer(now),
-                SqlStorageValue::from(req.record.clone()),
-                SqlStorageValue::from(req.message.clone()),
-            ],
-        )?;
-        self.book.borrow_mut().record(req, seq, now);
+        if !outcomes.contains(&AdmitOutcome::Admitted) {
+            return Ok(outcomes);
+        }
         if let Err(e) = self.prune_now_and_then(now) {
-            // The job is recorded and its alarm still set below; old rows wait for the next pruning.
+            // The jobs are recorded and their alarm still set below; old rows wait for the next pruning.
             log::error("admission ledger: pruning", &[("error", &e.to_string())]);
         }
         if !self.alarm_pending.get() {
             self.schedule(FLUSH_DELAY).await?;
         }
-        Ok(outcome)
+        Ok(outcomes)
     }
 
     async fn schedule(&self, delay: Duration) -> Result<()> {
@@ -322,6 +329,25 @@ fn json_array(items: impl Iterator<Item = String>) -> Result<Response> {
     }
     body.push(']');
     json_raw(body, 200)
+}
+
+/// Asks the ledger to admit a batch of admissions (each an [`AdmitRequest`] as JSON); its answer
+/// holds one outcome per admission, in order.
+pub async fn admit(
+    env: &Env,
+    requests: &[&str],
+) -> std::result::Result<Vec<AdmitOutcome>, GatewayError> {
+    let body = format!("[{}]", requests.join(","));
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_body(Some(body.into()));
+    let mut answer = ask(env, "/admit", &init).await?;
+    if answer.status_code() != 200 {
+        return Err(GatewayError::Unavailable(format!(
+            "admission ledger answered {}",
+            answer.status_code()
+        )));
+    }
+    Ok(answer.json().await?)
 }
 
 /// Sends a request to the one ledger instance (`path`: `/admit`, `/jobs`, `/jobs/{id}`).

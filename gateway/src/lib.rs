@@ -19,17 +19,21 @@ pub use ledger::AdmissionLedger;
 pub use mentions::DiscordGateway;
 
 use error::{GatewayError, json_response};
-use worker::{Context, Env, Method, Request, Response, event};
+use worker::{Context, Env, Method, Request, Response, event, web_sys};
 
 /// Bodies above this are refused with 413 before they are read in full.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 #[event(fetch)]
-async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
-    match route(&mut req, &env).await {
-        Ok(response) => Ok(response),
-        Err(e) => e.into_response(),
-    }
+async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
+    // The webhooks' answers are made as their jobs are admitted (see `admission`); the rest here.
+    let path = req.path();
+    let answered = match (req.method(), path.trim_matches('/')) {
+        (Method::Post, "discord/interactions") => discord::handle(&mut req, &env, &ctx).await,
+        (Method::Post, "github/webhook") => github::handle(&mut req, &env, &ctx).await,
+        _ => route(&mut req, &env).await.map(Into::into),
+    };
+    Ok(answered.unwrap_or_else(|e| admission::raw_response(Err(e))))
 }
 
 async fn route(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
@@ -42,10 +46,8 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
         }
         (["health"], _) => Err(GatewayError::MethodNotAllowed("GET, HEAD")),
 
-        (["discord", "interactions"], Method::Post) => discord::handle(req, env).await,
         (["discord", "interactions"], _) => Err(GatewayError::MethodNotAllowed("POST")),
 
-        (["github", "webhook"], Method::Post) => github::handle(req, env).await,
         (["github", "webhook"], _) => Err(GatewayError::MethodNotAllowed("POST")),
 
         (["v1", "dev", "enqueue-raw"], Method::Post) => admin::enqueue_raw(req, env).await,

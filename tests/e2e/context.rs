@@ -42,6 +42,7 @@ pub fn all_cases() -> Vec<(&'static str, Case)> {
         gateway::github_tampered_byte_is_401,
         gateway::github_member_comment_delivered_three_times_is_one_job,
         gateway::github_non_member_is_refused_and_nothing_is_queued,
+        gateway::webhooks_arriving_together_are_each_answered_and_each_one_job,
         gateway::bad_input_gets_clear_4xx_answers,
         gateway::per_user_limit_stops_floods,
         executor::executor_pushes_a_correct_fix,

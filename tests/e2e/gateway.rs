@@ -234,6 +234,78 @@ pub async fn github_member_comment_delivered_three_times_is_one_job(ctx: Arc<E2e
     Ok(())
 }
 
+/// Webhooks arriving together share the gateway's ledger requests (its group commit): each must
+/// still get its own answer, redeliveries racing each other must still make one job, and nothing
+/// may answer 5xx.
+pub async fn webhooks_arriving_together_are_each_answered_and_each_one_job(
+    ctx: Arc<E2e>,
+) -> Result<()> {
+    const TRIGGERS: u64 = 6;
+    let mut sends = tokio::task::JoinSet::new();
+    let mut jobs = Vec::new();
+    for n in 0..TRIGGERS {
+        // A contextualize comment by its own member, delivered three times at once.
+        let mut comment: Value = serde_json::from_slice(&member_comment(&ctx, "MEMBER")?)?;
+        comment["comment"]["body"] = "Seen again today. @bugbot contextualize".into();
+        comment["comment"]["user"]["id"] = (9_100_000 + n).into();
+        comment["comment"]["user"]["login"] = format!("member{n}").into();
+        let body = serde_json::to_vec(&comment)?;
+        let delivery = format!("8e1f0a2e-{}", fresh_id());
+        jobs.push(format!("gh-{delivery}"));
+        for _ in 0..3 {
+            let (ctx, body, delivery) = (Arc::clone(&ctx), body.clone(), delivery.clone());
+            sends.spawn(async move {
+                let a = ctx
+                    .github_delivery("issue_comment", &delivery, &body)
+                    .await?;
+                anyhow::Ok((format!("gh-{delivery}"), a.status, a.json))
+            });
+        }
+        // A /bugbot contextualize by its own member, sent twice at once.
+        let interaction = slash(
+            &ctx,
+            "contextualize",
+            &format!("13000000000000001{n:02}"),
+            &[],
+            "The export button does nothing",
+        );
+        let job = format!("dc-{}", interaction["id"].as_str().unwrap_or_default());
+        jobs.push(job.clone());
+        for _ in 0..2 {
+            let (ctx, interaction, job) = (Arc::clone(&ctx), interaction.clone(), job.clone());
+            sends.spawn(async move {
+                let a = ctx.discord_interaction(&interaction).await?;
+                anyhow::Ok((job, a.status, a.json))
+            });
+        }
+    }
+    let mut first_answers = std::collections::HashMap::<String, usize>::new();
+    while let Some(sent) = sends.join_next().await {
+        let (job, status, json) = sent??;
+        if job.starts_with("gh-") {
+            ensure_eq!(status, 202, "{job}: {json}");
+            ensure_eq!(json["job_id"], job.as_str());
+            if json["duplicate"] != true {
+                *first_answers.entry(job).or_default() += 1;
+            }
+        } else {
+            ensure_eq!(status, 200, "{job}: {json}");
+            ensure_eq!(json["type"], 5, "{job}: {json}");
+        }
+    }
+    for job in &jobs {
+        if job.starts_with("gh-") {
+            ensure_eq!(
+                first_answers.get(job).copied(),
+                Some(1),
+                "{job}: admitted once"
+            );
+        }
+        ensure_eq!(deliveries(&ctx, job).await?, 1, "{job}: on the queue once");
+    }
+    Ok(())
+}
+
 pub async fn github_non_member_is_refused_and_nothing_is_queued(ctx: Arc<E2e>) -> Result<()> {
     let body = member_comment(&ctx, "CONTRIBUTOR")?;
     let delivery = format!("8e1f0a2d-{}", fresh_id());

@@ -35,6 +35,9 @@ struct Args {
     /// Pre-signed requests generated per signed scenario (a third per run; more than a run sends).
     #[arg(long, default_value_t = 60_000)]
     requests: usize,
+    /// Keep the stack's local state and logs (their folder is printed at the end).
+    #[arg(long)]
+    keep: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -710,5 +713,11 @@ async fn main() -> Result<()> {
         executor_bench(&stack, &args, tmp.path()).await?;
     }
     drop(stack);
+    if args.keep {
+        println!(
+            "kept the stack's state and logs in {}",
+            tmp.keep().display()
+        );
+    }
     Ok(())
 }
