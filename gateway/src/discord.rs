@@ -4,7 +4,7 @@ use crate::admission::{Admission, admit_then_answer};
 use crate::config;
 use crate::error::{GatewayError, json_response};
 use bugbot_shared::discord::{self, Decision};
-use bugbot_shared::signature::{DiscordKeys, verify_discord};
+use bugbot_shared::signature::verify_discord;
 use worker::{Context, Env, Request, web_sys};
 
 /// Verifies the signature before anything else, then decides and acts.
@@ -14,8 +14,7 @@ pub async fn handle(
     ctx: &Context,
 ) -> Result<web_sys::Response, GatewayError> {
     let body = crate::read_body(req).await?;
-    let keys = DiscordKeys::from_hex_list(&config::string(env, "DISCORD_PUBLIC_KEY")?)
-        .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+    let keys = config::discord_keys(env)?;
     let signature = req.headers().get("x-signature-ed25519")?;
     let timestamp = req.headers().get("x-signature-timestamp")?;
     verify_discord(&keys, signature.as_deref(), timestamp.as_deref(), &body)

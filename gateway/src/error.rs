@@ -44,6 +44,16 @@ impl GatewayError {
     }
 }
 
+impl GatewayError {
+    /// What went wrong, for the log (never for the sender).
+    pub fn detail(self) -> String {
+        match self {
+            Self::Unavailable(detail) | Self::BadRequest(detail) => detail,
+            other => format!("{other:?}"),
+        }
+    }
+}
+
 impl From<worker::Error> for GatewayError {
     fn from(e: worker::Error) -> Self {
         Self::Unavailable(e.to_string())

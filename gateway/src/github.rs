@@ -3,8 +3,8 @@
 use crate::admission::{Admission, admit_then_answer};
 use crate::config;
 use crate::error::{GatewayError, json_response};
-use bugbot_shared::github::{self, DEFAULT_MENTION, Decision};
-use bugbot_shared::signature::{WebhookSecrets, verify_github};
+use bugbot_shared::github::{self, Decision};
+use bugbot_shared::signature::verify_github;
 use serde_json::json;
 use worker::{Context, Env, Request, web_sys};
 
@@ -15,15 +15,14 @@ pub async fn handle(
     ctx: &Context,
 ) -> Result<web_sys::Response, GatewayError> {
     let body = crate::read_body(req).await?;
-    let secrets = WebhookSecrets::from_list(&config::string(env, "GITHUB_WEBHOOK_SECRET")?)
-        .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+    let secrets = config::github_secrets(env)?;
     let signature = req.headers().get("x-hub-signature-256")?;
     verify_github(&secrets, signature.as_deref(), &body).map_err(|_| GatewayError::Unauthorized)?;
 
     let event = req.headers().get("x-github-event")?;
     let delivery = req.headers().get("x-github-delivery")?;
     let policy = config::policy(env)?;
-    let mention = config::optional(env, "GITHUB_MENTION").unwrap_or_else(|| DEFAULT_MENTION.into());
+    let mention = config::github_mention(env);
     let decision = github::decide(
         event.as_deref(),
         delivery.as_deref(),
