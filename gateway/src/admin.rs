@@ -200,7 +200,7 @@ pub async fn enqueue_raw(req: &mut Request, env: &Env) -> Result<Response, Gatew
         return Err(GatewayError::NotFound);
     }
     authorize(req, env)?;
-    let body = crate::read_body(req).await?;
+    let body = crate::read_body(req.inner()).await?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| GatewayError::BadRequest("the body must be JSON".into()))?;
     // As the JSON says, not re-serialized (serde would turn objects into JS Maps).

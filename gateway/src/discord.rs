@@ -5,18 +5,18 @@ use crate::config;
 use crate::error::{GatewayError, json_response};
 use bugbot_shared::discord::{self, Decision};
 use bugbot_shared::signature::verify_discord;
-use worker::{Context, Env, Request, web_sys};
+use worker::{Context, Env, web_sys};
 
 /// Verifies the signature before anything else, then decides and acts.
 pub async fn handle(
-    req: &mut Request,
+    req: &web_sys::Request,
     env: &Env,
     ctx: &Context,
 ) -> Result<web_sys::Response, GatewayError> {
     let body = crate::read_body(req).await?;
     let keys = config::discord_keys(env)?;
-    let signature = req.headers().get("x-signature-ed25519")?;
-    let timestamp = req.headers().get("x-signature-timestamp")?;
+    let signature = crate::header(req, "x-signature-ed25519");
+    let timestamp = crate::header(req, "x-signature-timestamp");
     verify_discord(&keys, signature.as_deref(), timestamp.as_deref(), &body)
         .map_err(|_| GatewayError::Unauthorized)?;
 

@@ -6,21 +6,21 @@ use crate::error::{GatewayError, json_response};
 use bugbot_shared::github::{self, Decision};
 use bugbot_shared::signature::verify_github;
 use serde_json::json;
-use worker::{Context, Env, Request, web_sys};
+use worker::{Context, Env, web_sys};
 
 /// Verifies the signature before anything else, then decides and acts.
 pub async fn handle(
-    req: &mut Request,
+    req: &web_sys::Request,
     env: &Env,
     ctx: &Context,
 ) -> Result<web_sys::Response, GatewayError> {
     let body = crate::read_body(req).await?;
     let secrets = config::github_secrets(env)?;
-    let signature = req.headers().get("x-hub-signature-256")?;
+    let signature = crate::header(req, "x-hub-signature-256");
     verify_github(&secrets, signature.as_deref(), &body).map_err(|_| GatewayError::Unauthorized)?;
 
-    let event = req.headers().get("x-github-event")?;
-    let delivery = req.headers().get("x-github-delivery")?;
+    let event = crate::header(req, "x-github-event");
+    let delivery = crate::header(req, "x-github-delivery");
     let policy = config::policy(env)?;
     let mention = config::github_mention(env);
     let decision = github::decide(

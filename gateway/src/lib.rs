@@ -19,21 +19,46 @@ pub use ledger::AdmissionLedger;
 pub use mentions::DiscordGateway;
 
 use error::{GatewayError, json_response};
-use worker::{Context, Env, Method, Request, Response, event, web_sys};
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::{Context, Env, Method, Request, Response, event, js_sys, web_sys};
 
 /// Bodies above this are refused with 413 before they are read in full.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// The webhooks and `/health` take the runtime's request as it is; the other routes wrap it in a
+/// `worker::Request`, which reads the request's `cf` object (a parse, per request, that the
+/// busiest paths do not need).
 #[event(fetch)]
-async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
-    // The webhooks' answers are made as their jobs are admitted (see `admission`); the rest here.
-    let path = req.path();
-    let answered = match (req.method(), path.trim_matches('/')) {
-        (Method::Post, "discord/interactions") => discord::handle(&mut req, &env, &ctx).await,
-        (Method::Post, "github/webhook") => github::handle(&mut req, &env, &ctx).await,
-        _ => route(&mut req, &env).await.map(Into::into),
+async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
+    let url = req.url();
+    let answered = match (req.method().as_str(), path_of(&url).trim_matches('/')) {
+        ("GET" | "HEAD", "health") => {
+            json_response(200, &serde_json::json!({ "status": "ok" })).map_err(GatewayError::from)
+        }
+        // Their answers are made as their jobs are admitted (see `admission`).
+        ("POST", "discord/interactions") => {
+            return Ok(respond(discord::handle(&req, &env, &ctx).await));
+        }
+        ("POST", "github/webhook") => return Ok(respond(github::handle(&req, &env, &ctx).await)),
+        _ => route(&mut Request::from(req), &env).await,
     };
-    Ok(answered.unwrap_or_else(|e| admission::raw_response(Err(e))))
+    Ok(respond(answered.map(Into::into)))
+}
+
+fn respond(answered: Result<web_sys::Response, GatewayError>) -> web_sys::Response {
+    answered.unwrap_or_else(|e| admission::raw_response(Err(e)))
+}
+
+/// The path of an absolute URL as the runtime serializes it (`scheme://host/path?query`).
+fn path_of(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(url, |i| &url[i + 3..]);
+    let path = after_scheme.find('/').map_or("/", |i| &after_scheme[i..]);
+    path.split(['?', '#']).next().unwrap_or("/")
+}
+
+/// A request header, if present and readable.
+pub(crate) fn header(req: &web_sys::Request, name: &str) -> Option<String> {
+    req.headers().get(name).ok().flatten()
 }
 
 async fn route(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
@@ -41,9 +66,6 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
     let method = req.method();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (segments.as_slice(), method) {
-        (["health"], Method::Get | Method::Head) => {
-            Ok(json_response(200, &serde_json::json!({ "status": "ok" }))?)
-        }
         (["health"], _) => Err(GatewayError::MethodNotAllowed("GET, HEAD")),
 
         (["discord", "interactions"], _) => Err(GatewayError::MethodNotAllowed("POST")),
@@ -77,18 +99,19 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
 
 /// Reads the body, refusing anything over [`MAX_BODY_BYTES`] (by `Content-Length` first, so a
 /// large upload is not buffered, then by what actually arrived).
-pub(crate) async fn read_body(req: &mut Request) -> Result<Vec<u8>, GatewayError> {
-    if let Some(len) = req.headers().get("content-length")? {
+pub(crate) async fn read_body(req: &web_sys::Request) -> Result<Vec<u8>, GatewayError> {
+    if let Some(len) = header(req, "content-length") {
         match len.trim().parse::<u64>() {
             Ok(n) if n > MAX_BODY_BYTES as u64 => return Err(GatewayError::PayloadTooLarge),
             Ok(_) => {}
             Err(_) => return Err(GatewayError::BadRequest("invalid Content-Length".into())),
         }
     }
-    let body = req
-        .bytes()
+    let unreadable = |_| GatewayError::BadRequest("could not read the request body".into());
+    let buffer = JsFuture::from(req.array_buffer().map_err(unreadable)?)
         .await
-        .map_err(|_| GatewayError::BadRequest("could not read the request body".into()))?;
+        .map_err(unreadable)?;
+    let body = js_sys::Uint8Array::new(&buffer).to_vec();
     if body.len() > MAX_BODY_BYTES {
         return Err(GatewayError::PayloadTooLarge);
     }
