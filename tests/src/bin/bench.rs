@@ -32,9 +32,10 @@ struct Args {
     /// under wrangler's dev server without it: see the README's "Benchmarks").
     #[arg(long)]
     inspector: bool,
-    /// Pre-signed requests generated per signed scenario (a third per run; more than a run sends).
-    #[arg(long, default_value_t = 60_000)]
-    requests: usize,
+    /// Pre-signed requests per run of a signed scenario (each run sends new ones; more than a run
+    /// sends). Default: 1,500 per second of the run, plus 1,000.
+    #[arg(long)]
+    requests: Option<usize>,
     /// Keep the stack's local state and logs (their folder is printed at the end).
     #[arg(long)]
     keep: bool,
@@ -190,7 +191,7 @@ impl Spec {
 }
 
 /// Writes the requests as raw HTTP (NUL-separated) and a wrk script that sends them in turn, each
-/// thread taking its own share, starting at the offset given as the script's second argument.
+/// thread taking its own share (every n-th of them, n the script's argument).
 /// (Data in a file, not Lua constants: LuaJIT limits the constants of one chunk.)
 fn write_script(path: &Path, requests: &[Spec], host: &str) -> Result<()> {
     let mut data = Vec::new();
@@ -215,7 +216,7 @@ function setup(thread)
 end
 function init(args)
   nthreads = tonumber(args[1]) or 1
-  i = (tonumber(args[2]) or 0) + tid
+  i = tid
   reqs = {{}}
   local f = assert(io.open("{}", "rb"))
   local data = f:read("*a")
@@ -332,13 +333,7 @@ fn parse_wrk(out: &str) -> Result<Figures> {
     Ok(f)
 }
 
-fn run_wrk(
-    url: &str,
-    script: &Path,
-    connections: u32,
-    seconds: u32,
-    offset: usize,
-) -> Result<Figures> {
+fn run_wrk(url: &str, script: &Path, connections: u32, seconds: u32) -> Result<Figures> {
     let threads = connections.min(2);
     let port = url.rsplit(':').next().unwrap_or_default();
     let (before, busy_before) = cpu_snapshot(port);
@@ -354,7 +349,6 @@ fn run_wrk(
         .arg(url)
         .arg("--")
         .arg(threads.to_string())
-        .arg(offset.to_string())
         .output()
         .context("running wrk (scripts/bench installs it)")?;
     if !out.status.success() {
@@ -442,22 +436,28 @@ async fn gateway_bench(stack: &Stack, args: &Args, tmp: &Path) -> Result<()> {
     let mut results = Vec::new();
     for scenario in scenarios {
         let script = tmp.join(format!("{scenario:?}.lua"));
-        let n = if scenario == Scenario::Health {
+        let per_run = if scenario == Scenario::Health {
             1
         } else {
             args.requests
+                .unwrap_or(1_500 * args.seconds as usize + 1_000)
         };
-        let mut specs = signed_requests(scenario, n + 1, &stack.env);
+        let mut specs = signed_requests(scenario, 3 * per_run + 1, &stack.env);
         // The last one is sent first, by itself, as a sanity check.
         specs.pop().context("no requests")?.check(&url).await?;
-        write_script(&script, &specs, url.trim_start_matches("http://"))?;
-        // Warm-up (JIT, KV files), not reported; then each run starts on requests not sent yet,
-        // so signed commands are new jobs, not duplicates.
-        run_wrk(&url, &script, 4, 2, 0)?;
-        for (run, connections) in [1u32, 64].into_iter().enumerate() {
-            let offset = n * (run + 1) / 3;
-            let f = run_wrk(&url, &script, connections, args.seconds, offset)?;
-            results.push((scenario, connections, f));
+        // A warm-up (JIT, local storage), not reported; then a run at 1 and at 64 connections.
+        // Each run gets requests of its own, so signed commands are new jobs, not duplicates, and
+        // wrk reads only those (its start-up counts in its CPU time).
+        for (run, (connections, seconds)) in [(4u32, 2u32), (1, args.seconds), (64, args.seconds)]
+            .into_iter()
+            .enumerate()
+        {
+            let requests = specs.chunks(per_run).nth(run).unwrap_or(&specs);
+            write_script(&script, requests, url.trim_start_matches("http://"))?;
+            let f = run_wrk(&url, &script, connections, seconds)?;
+            if run > 0 {
+                results.push((scenario, connections, f));
+            }
         }
     }
 
