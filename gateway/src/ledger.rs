@@ -35,12 +35,8 @@ use worker::{
 pub const BINDING: &str = "ADMISSIONS";
 const INSTANCE: &str = "ledger";
 
-/// How long admitted jobs wait in the outbox before the alarm sends them: a few milliseconds on a
-/// job that runs for minutes, so that jobs admitted together share one send.
-const FLUSH_DELAY: Duration = Duration::from_millis(50);
-/// Retry delays after a failed send: doubling from the first, capped.
-const RETRY_FIRST: Duration = Duration::from_secs(1);
-const RETRY_MAX: Duration = Duration::from_secs(300);
+/// How long admitted jobs wait in the outbox before the alarm sends them.
+const FLUSH_DELAY: Duration = Duration::from_millis(admission::FLUSH_DELAY_MS);
 
 /// Old rows are pruned at most this often (ms), on the way of an admission.
 const PRUNE_EVERY_MS: i64 = 3_600_000;
@@ -67,9 +63,10 @@ pub struct AdmissionLedger {
     state: State,
     env: Env,
     book: RefCell<AdmissionBook>,
-    /// Whether `book` was rebuilt from storage. If storage could not be read at start, admissions
-    /// fail (503) rather than decide without knowing what was admitted.
-    book_loaded: bool,
+    /// Whether `book` was rebuilt from storage. Until it is (storage could not be read at start),
+    /// each admission and alarm tries again, and admissions fail (503) rather than decide without
+    /// knowing what was admitted.
+    book_loaded: Cell<bool>,
     /// An alarm is set, or the alarm is running: admissions need not set one.
     alarm_pending: Cell<bool>,
     /// Consecutive failed sends (for the retry delay).
@@ -80,34 +77,18 @@ pub struct AdmissionLedger {
 
 impl DurableObject for AdmissionLedger {
     fn new(state: State, env: Env) -> Self {
-        let sql = state.storage().sql();
-        let now = now_ms();
-        let rows = sql.exec(SCHEMA, None).and_then(|_| {
-            sql.exec(
-                "SELECT seq, id, rate_key, admitted_ms, message FROM admissions \
-                 WHERE admitted_ms > ? OR message IS NOT NULL",
-                vec![SqlStorageValue::Integer(
-                    now - admission::RETENTION_MS as i64,
-                )],
-            )?
-            .to_array::<StoredAdmission>()
-        });
-        let (book, book_loaded) = match rows {
-            Ok(rows) => (AdmissionBook::restore(rows, now), true),
-            Err(e) => {
-                log::error("admission ledger: loading", &[("error", &e.to_string())]);
-                (AdmissionBook::default(), false)
-            }
-        };
-        Self {
+        let ledger = Self {
             state,
             env,
-            book: RefCell::new(book),
-            book_loaded,
+            book: RefCell::new(AdmissionBook::default()),
+            book_loaded: Cell::new(false),
             alarm_pending: Cell::new(false),
             failed_sends: Cell::new(0),
             pruned_ms: Cell::new(0),
-        }
+        };
+        // A failure is logged; the next admission or alarm tries again.
+        let _ = ledger.load();
+        ledger
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
@@ -153,6 +134,12 @@ impl DurableObject for AdmissionLedger {
 
     /// Drains the outbox to the queue.
     async fn alarm(&self) -> Result<Response> {
+        if self.load().is_err() {
+            // The outbox is in storage, unread: try again later.
+            self.schedule(Duration::from_millis(admission::send_retry_delay_ms(1)))
+                .await?;
+            return Response::empty();
+        }
         self.alarm_pending.set(true);
         let drained = self.drain().await;
         self.alarm_pending.set(false);
@@ -172,7 +159,8 @@ impl DurableObject for AdmissionLedger {
             }
         }
         if self.book.borrow().unsent() > 0 {
-            self.schedule(self.retry_delay()).await?;
+            let delay = admission::send_retry_delay_ms(self.failed_sends.get());
+            self.schedule(Duration::from_millis(delay)).await?;
         }
         Response::empty()
     }
@@ -188,14 +176,42 @@ impl AdmissionLedger {
         self.state.storage().sql()
     }
 
+    /// Rebuilds the book from storage, unless it was already.
+    fn load(&self) -> Result<()> {
+        if self.book_loaded.get() {
+            return Ok(());
+        }
+        let sql = self.sql();
+        let now = now_ms();
+        let rows = sql.exec(SCHEMA, None).and_then(|_| {
+            sql.exec(
+                "SELECT seq, id, rate_key, admitted_ms, message FROM admissions \
+                 WHERE admitted_ms > ? OR message IS NOT NULL",
+                vec![SqlStorageValue::Integer(
+                    now - admission::RETENTION_MS as i64,
+                )],
+            )?
+            .to_array::<StoredAdmission>()
+        });
+        match rows {
+            Ok(rows) => {
+                *self.book.borrow_mut() = AdmissionBook::restore(rows, now);
+                self.book_loaded.set(true);
+                Ok(())
+            }
+            Err(e) => {
+                log::error("admission ledger: loading", &[("error", &e.to_string())]);
+                Err(worker::Error::RustError(
+                    "the admission ledger could not read its storage".into(),
+                ))
+            }
+        }
+    }
+
     /// Decides each admission of a batch in turn and, if admitted, stores its row and notes it,
     /// with no await in between: one step, one commit. Then makes sure the alarm will send them.
     async fn admit(&self, batch: &[AdmitRequest]) -> Result<Vec<AdmitOutcome>> {
-        if !self.book_loaded {
-            return Err(worker::Error::RustError(
-                "the admission ledger could not read its storage".into(),
-            ));
-        }
+        self.load()?;
         let now = now_ms();
         let mut outcomes = Vec::with_capacity(batch.len());
         for req in batch {
@@ -238,15 +254,6 @@ impl AdmissionLedger {
             self.alarm_pending.set(false);
         }
         set
-    }
-
-    fn retry_delay(&self) -> Duration {
-        match self.failed_sends.get() {
-            0 => FLUSH_DELAY,
-            n => RETRY_FIRST
-                .saturating_mul(1 << (n - 1).min(16))
-                .min(RETRY_MAX),
-        }
     }
 
     /// Sends the outbox in batches, oldest first, until it is empty (admissions arriving meanwhile

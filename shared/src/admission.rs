@@ -78,6 +78,25 @@ pub fn decide(already_admitted: bool, started_in_window: u32, jobs_per_hour: u32
     }
 }
 
+/// How long admitted jobs wait in the outbox before the ledger's alarm sends them: a few
+/// milliseconds on a job that runs for minutes, so that jobs admitted together share one send.
+pub const FLUSH_DELAY_MS: u64 = 50;
+/// The first retry after a failed send, doubling with each further failure up to [`RETRY_MAX_MS`].
+pub const RETRY_FIRST_MS: u64 = 1_000;
+/// The longest wait between two tries of a failing send.
+pub const RETRY_MAX_MS: u64 = 300_000;
+
+/// When the ledger's alarm next drains the outbox, after `failed_sends` consecutive failed sends
+/// (0: the outbox's usual [`FLUSH_DELAY_MS`]).
+pub fn send_retry_delay_ms(failed_sends: u32) -> u64 {
+    match failed_sends {
+        0 => FLUSH_DELAY_MS,
+        n => RETRY_FIRST_MS
+            .saturating_mul(1 << (n - 1).min(16))
+            .min(RETRY_MAX_MS),
+    }
+}
+
 /// At most this many messages go to the queue in one batch (the Queues limit for `sendBatch`).
 pub const MAX_BATCH_MESSAGES: usize = 100;
 /// At most this many bytes of message JSON go in one batch: below the Queues limit of 256 KB per
@@ -235,6 +254,19 @@ impl AdmissionBook {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn failed_sends_back_off_from_a_second_doubling_to_five_minutes() {
+        let delays: Vec<u64> = (0..=12).map(super::send_retry_delay_ms).collect();
+        assert_eq!(
+            delays,
+            [
+                50, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 128_000, 256_000, 300_000,
+                300_000, 300_000
+            ]
+        );
+        assert_eq!(super::send_retry_delay_ms(u32::MAX), 300_000);
+    }
+
     use super::*;
 
     const HOUR: i64 = authz::RATE_WINDOW_MS as i64;
