@@ -49,3 +49,19 @@ fn method(m: Method) -> worker::Method {
         Method::Delete => worker::Method::Delete,
     }
 }
+
+/// Structured log lines (see `bugbot_shared::log`) on the Workers' console, for one component.
+#[derive(Debug, Clone, Copy)]
+pub struct Log(pub &'static str);
+
+impl Log {
+    /// Something worth knowing happened.
+    pub fn info(self, msg: &str, fields: &[(&str, &str)]) {
+        worker::console_log!("{}", bugbot_shared::log::line(self.0, "info", msg, fields));
+    }
+
+    /// Our side failed.
+    pub fn error(self, msg: &str, fields: &[(&str, &str)]) {
+        worker::console_error!("{}", bugbot_shared::log::line(self.0, "error", msg, fields));
+    }
+}
