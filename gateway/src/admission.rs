@@ -172,8 +172,8 @@ pub fn raw_response(answered: Result<Response, GatewayError>) -> web_sys::Respon
     let response = answered.or_else(GatewayError::into_response);
     match response {
         Ok(response) => response.into(),
-        // Only if building the error answer itself failed: an empty 503.
-        // Only if building the error answer itself failed; the runtime then answers 500.
+        // Only if building the error answer itself failed (no Response can be built at all);
+        // the runtime then answers 500.
         Err(e) => JsValue::from(e).unchecked_into(),
     }
 }
