@@ -1,18 +1,14 @@
 //! `POST /discord/interactions`: Discord's HTTP interactions endpoint.
 
-use crate::admission::{Admission, admit_then_answer};
+use crate::admission::{Admission, admit};
 use crate::config;
 use crate::error::{GatewayError, json_response};
 use bugbot_shared::discord::{self, Decision};
 use bugbot_shared::signature::verify_discord;
-use worker::{Context, Env, web_sys};
+use worker::{Env, Response, web_sys};
 
 /// Verifies the signature before anything else, then decides and acts.
-pub async fn handle(
-    req: &web_sys::Request,
-    env: &Env,
-    ctx: &Context,
-) -> Result<web_sys::Response, GatewayError> {
+pub async fn handle(req: &web_sys::Request, env: &Env) -> Result<Response, GatewayError> {
     let body = crate::read_body(req).await?;
     let keys = config::discord_keys(env)?;
     let signature = crate::header(req, "x-signature-ed25519");
@@ -26,17 +22,11 @@ pub async fn handle(
         Decision::Pong => discord::pong(),
         Decision::NoChoices => discord::no_choices(),
         Decision::Reply(text) => discord::ephemeral(&text),
-        Decision::Enqueue(job) => {
-            return admit_then_answer(env, ctx, &job, &policy, "discord", |admission| {
-                let answer = match admission {
-                    // A redelivered interaction gets the same answer; its job is already queued.
-                    Admission::Admitted | Admission::Duplicate => discord::deferred(),
-                    Admission::Refused(refusal) => discord::ephemeral(&refusal.to_string()),
-                };
-                Ok(json_response(200, &answer)?)
-            })
-            .await;
-        }
+        Decision::Enqueue(job) => match admit(env, &job, &policy, "discord").await? {
+            // A redelivered interaction gets the same answer; its job is already on the queue.
+            Admission::Admitted | Admission::Duplicate => discord::deferred(),
+            Admission::Refused(refusal) => discord::ephemeral(&refusal.to_string()),
+        },
     };
-    Ok(json_response(200, &answer)?.into())
+    Ok(json_response(200, &answer)?)
 }

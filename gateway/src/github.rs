@@ -1,19 +1,15 @@
 //! `POST /github/webhook`: the GitHub App's webhook deliveries.
 
-use crate::admission::{Admission, admit_then_answer};
+use crate::admission::{Admission, admit};
 use crate::config;
 use crate::error::{GatewayError, json_response};
 use bugbot_shared::github::{self, Decision};
 use bugbot_shared::signature::verify_github;
 use serde_json::json;
-use worker::{Context, Env, web_sys};
+use worker::{Env, Response, web_sys};
 
 /// Verifies the signature before anything else, then decides and acts.
-pub async fn handle(
-    req: &web_sys::Request,
-    env: &Env,
-    ctx: &Context,
-) -> Result<web_sys::Response, GatewayError> {
+pub async fn handle(req: &web_sys::Request, env: &Env) -> Result<Response, GatewayError> {
     let body = crate::read_body(req).await?;
     let secrets = config::github_secrets(env)?;
     let signature = crate::header(req, "x-hub-signature-256");
@@ -43,18 +39,11 @@ pub async fn handle(
             );
             (202, json!({ "refused": refusal.to_string() }))
         }
-        Decision::Enqueue(job) => {
-            let id = job.id.to_string();
-            return admit_then_answer(env, ctx, &job, &policy, "github", move |admission| {
-                let answer = match admission {
-                    Admission::Admitted => json!({ "job_id": id }),
-                    Admission::Duplicate => json!({ "job_id": id, "duplicate": true }),
-                    Admission::Refused(refusal) => json!({ "refused": refusal.to_string() }),
-                };
-                Ok(json_response(202, &answer)?)
-            })
-            .await;
-        }
+        Decision::Enqueue(job) => match admit(env, &job, &policy, "github").await? {
+            Admission::Admitted => (202, json!({ "job_id": job.id })),
+            Admission::Duplicate => (202, json!({ "job_id": job.id, "duplicate": true })),
+            Admission::Refused(refusal) => (202, json!({ "refused": refusal.to_string() })),
+        },
     };
-    Ok(json_response(status, &answer)?.into())
+    Ok(json_response(status, &answer)?)
 }

@@ -2,9 +2,8 @@
 //!
 //! It verifies each request's signature before anything else, turns Discord interactions and GitHub
 //! webhooks into job messages (the decisions live in `bugbot_shared`), admits them through its
-//! ledger (a Durable Object that dedupes, limits, stores and forwards them to the queue; webhooks
-//! arriving together share its requests, see `admission`) and answers as soon as the job is
-//! recorded. It makes no calls to outside services on the request path.
+//! ledger (a Durable Object that dedupes, limits, stores and forwards them to the queue) and
+//! answers as soon as the job is recorded. It makes no calls to outside services on the request path.
 
 mod admin;
 mod admission;
@@ -30,24 +29,23 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// `worker::Request`, which reads the request's `cf` object (a parse, per request, that the
 /// busiest paths do not need).
 #[event(fetch)]
-async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
+async fn fetch(
+    req: web_sys::Request,
+    env: Env,
+    _ctx: Context,
+) -> worker::Result<web_sys::Response> {
     let url = req.url();
     let answered = match (req.method().as_str(), path_of(&url).trim_matches('/')) {
         ("GET" | "HEAD", "health") => {
             json_response(200, &serde_json::json!({ "status": "ok" })).map_err(GatewayError::from)
         }
-        // Their answers are made as their jobs are admitted (see `admission`).
-        ("POST", "discord/interactions") => {
-            return Ok(respond(discord::handle(&req, &env, &ctx).await));
-        }
-        ("POST", "github/webhook") => return Ok(respond(github::handle(&req, &env, &ctx).await)),
+        ("POST", "discord/interactions") => discord::handle(&req, &env).await,
+        ("POST", "github/webhook") => github::handle(&req, &env).await,
         _ => route(&mut Request::from(req), &env).await,
     };
-    Ok(respond(answered.map(Into::into)))
-}
-
-fn respond(answered: Result<web_sys::Response, GatewayError>) -> web_sys::Response {
-    answered.unwrap_or_else(|e| admission::raw_response(Err(e)))
+    answered
+        .or_else(GatewayError::into_response)
+        .map(Into::into)
 }
 
 /// The path of an absolute URL as the runtime serializes it (`scheme://host/path?query`).

@@ -234,10 +234,9 @@ pub async fn github_member_comment_delivered_three_times_is_one_job(ctx: Arc<E2e
     Ok(())
 }
 
-/// Webhooks arriving together share the gateway's ledger requests (its group commit): each must
-/// still get its own answer, made in its own request, redeliveries racing each other must still
-/// make one job, and nothing may answer 5xx. Redeliveries make the crowd (most answers are
-/// duplicates), so the consumer has only a few jobs to run.
+/// Webhooks arriving together: each gets its own answer, redeliveries racing each other still make
+/// one job (the ledger decides one admission at a time), and nothing answers 5xx. Redeliveries
+/// make the crowd (most answers are duplicates), so the consumer has only a few jobs to run.
 pub async fn webhooks_arriving_together_are_each_answered_and_each_one_job(
     ctx: Arc<E2e>,
 ) -> Result<()> {
