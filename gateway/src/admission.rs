@@ -1,23 +1,39 @@
-//! Admitting a job: one request to the admission ledger (`crate::ledger`), which dedupes, applies
+//! Admitting a job: a request to the admission ledger (`crate::ledger`), which dedupes, applies
 //! the per-user limit and records the job with its queue message (its outbox, drained to the queue
 //! moments later), all before the sender is answered.
 //! The gateway writes nothing else: the consumer alone writes `job:{id}`,
 //! and until it does, `GET /v1/jobs/{id}` shows the ledger's `queued` record.
 //!
-//! One ledger request per admission, on purpose. Sharing ledger requests between webhooks
-//! arriving together (a group commit across the requests of an isolate) was tried: it carried
-//! ≈ 5 admissions per ledger request under load and raised a signed command's throughput by about
-//! a tenth, but under sustained load (10 s at 64 connections, after a first such run) most answers
-//! became 500 "Cannot perform I/O on behalf of a different request": resolving one request's
-//! promise from another makes this isolate's Rust tasks (which share one queue) run in the wrong
-//! request. See the README's "Benchmarks".
+//! # Group commit
+//!
+//! The webhooks' admissions share ledger requests: an admission that finds no ledger request in
+//! flight leads — it sends the waiting admissions (itself included) in one ledger request, then
+//! the ones that arrived meanwhile, and so on while any wait — and the others wait for their
+//! outcome. Under load one ledger request carries several admissions, so its cost (a Durable
+//! Object request and a storage commit) is shared, and every sender is still answered only once
+//! its own job is recorded.
+//!
+//! No request resolves another request's promise (a first version did, and under sustained load
+//! most answers became 500 "Cannot perform I/O on behalf of a different request": this isolate's
+//! Rust tasks share one queue, and tasks woken together by another request ran in the wrong one).
+//! Requests share plain data only; every wake comes from the waiting request's own events:
+//! - the leader sends from a task kept alive with its own `waitUntil` (so the batches finish even
+//!   if its sender hangs up), and that task wakes the leader, in the leader's request;
+//! - the others look for their outcome on a timer of their own ([`POLL`]); one that finds no
+//!   ledger request in flight and itself not yet sent leads in turn.
 
 use crate::error::GatewayError;
 use crate::{ledger, log};
 use bugbot_shared::admission::{AdmitOutcome, AdmitRequest};
 use bugbot_shared::authz::{AccessPolicy, Refusal};
 use bugbot_shared::job::JobMessage;
-use worker::Env;
+use futures_util::future::select;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::Duration;
+use worker::wasm_bindgen::JsValue;
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::{Context, Delay, Env, js_sys};
 
 /// What became of a job the decision wanted enqueued.
 pub enum Admission {
@@ -29,10 +45,30 @@ pub enum Admission {
     Refused(Refusal),
 }
 
+/// At most this many admissions go in one ledger request.
+const MAX_BATCH: usize = 100;
+/// How often a waiting admission looks for its outcome.
+const POLL: Duration = Duration::from_millis(1);
+/// An admission waits this long at most, then is answered 503 (the sender may retry; a retry of
+/// a job that was recorded after all is a duplicate). Under Discord's 3-second deadline.
+const WAIT_LIMIT_MS: u64 = 2_500;
+/// A leader sends batches for at most this long, well within the runtime's `waitUntil` allowance;
+/// admissions still waiting then lead in turn.
+const LEAD_AT_MOST_MS: u64 = 5_000;
+/// A ledger request in flight longer than this is taken for lost (the runtime ended the task that
+/// sent it), so that it cannot stop every later admission of this isolate.
+const BATCH_LOST_AFTER_MS: u64 = 10_000;
+/// Outcomes nobody took (their request ended) are forgotten after this long.
+const OUTCOME_KEPT_MS: u64 = 10_000;
+
 /// Asks the ledger to admit `job`. The job id derives from the trigger's own id (interaction id,
 /// `X-GitHub-Delivery`, message id), so a known id means a redelivery.
+///
+/// With a request's `ctx` the admission joins the group commit (see the module doc); without one
+/// (the admin API, the Discord gateway's Durable Object) it is a ledger request of its own.
 pub async fn admit(
     env: &Env,
+    ctx: Option<&Context>,
     job: &JobMessage,
     policy: &AccessPolicy,
     platform: &str,
@@ -40,11 +76,16 @@ pub async fn admit(
     let request = AdmitRequest::new(job, platform, policy)
         .and_then(|r| serde_json::to_string(&r))
         .map_err(|e| GatewayError::Unavailable(format!("admission request: {e}")))?;
-    let outcome = ledger::admit(env, &[request.as_str()])
-        .await?
-        .into_iter()
-        .next()
-        .ok_or_else(|| GatewayError::Unavailable("the admission ledger answered nothing".into()))?;
+    let outcome = match ctx {
+        Some(ctx) => admit_in_batch(env, ctx, request).await?,
+        None => ledger::admit(env, &[request.as_str()])
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                GatewayError::Unavailable("the admission ledger answered nothing".into())
+            })?,
+    };
     let id = job.id.as_str();
     Ok(match outcome {
         // Admitted jobs are logged by the ledger when they reach the queue, one line per batch.
@@ -58,4 +99,125 @@ pub async fn admit(
             Admission::Refused(Refusal::RateLimited(limit))
         }
     })
+}
+
+/// This isolate's admissions: those waiting to be sent, the outcomes not yet taken, and when the
+/// ledger request in flight was sent.
+#[derive(Default)]
+struct Batches {
+    waiting: Vec<(u64, String)>,
+    outcomes: HashMap<u64, (Result<AdmitOutcome, String>, u64)>,
+    in_flight_since_ms: Option<u64>,
+    tickets: u64,
+}
+
+thread_local! {
+    static BATCHES: RefCell<Batches> = RefCell::default();
+}
+
+async fn admit_in_batch(
+    env: &Env,
+    ctx: &Context,
+    request: String,
+) -> Result<AdmitOutcome, GatewayError> {
+    let ticket = BATCHES.with_borrow_mut(|b| {
+        b.tickets += 1;
+        b.waiting.push((b.tickets, request));
+        b.tickets
+    });
+    let deadline = crate::now_ms() + WAIT_LIMIT_MS;
+    loop {
+        if let Some(outcome) = take_outcome(ticket) {
+            return outcome.map_err(GatewayError::Unavailable);
+        }
+        let now = crate::now_ms();
+        if now >= deadline {
+            BATCHES.with_borrow_mut(|b| b.waiting.retain(|(t, _)| *t != ticket));
+            return Err(GatewayError::Unavailable(
+                "no answer from the admission ledger in time".into(),
+            ));
+        }
+        if start_sending(now) {
+            // Lead: the task sends in this request and wakes it once this admission's batch is
+            // recorded (or the wait limit passes).
+            let mut wake = None;
+            let woken = js_sys::Promise::new(&mut |resolve, _reject| wake = Some(resolve));
+            let wake = wake.ok_or_else(|| {
+                GatewayError::Unavailable("a promise without its resolve function".into())
+            })?;
+            ctx.wait_until(send_batches(env.clone(), ticket, wake));
+            let limit = Duration::from_millis(deadline.saturating_sub(now));
+            let _ = select(JsFuture::from(woken), Delay::from(limit)).await;
+        } else {
+            Delay::from(POLL).await;
+        }
+    }
+}
+
+fn take_outcome(ticket: u64) -> Option<Result<AdmitOutcome, String>> {
+    BATCHES.with_borrow_mut(|b| b.outcomes.remove(&ticket).map(|(outcome, _)| outcome))
+}
+
+/// Whether the caller should lead: no ledger request is in flight (or the one in flight is lost).
+fn start_sending(now: u64) -> bool {
+    BATCHES.with_borrow_mut(|b| match b.in_flight_since_ms {
+        Some(since) if now.saturating_sub(since) < BATCH_LOST_AFTER_MS => false,
+        _ => {
+            b.in_flight_since_ms = Some(now);
+            true
+        }
+    })
+}
+
+/// Sends the waiting admissions in batches of up to [`MAX_BATCH`], one ledger request at a time,
+/// and files each outcome for its admission, until none waits (or for at most
+/// [`LEAD_AT_MOST_MS`]). Wakes the leader (`wake`) once its own outcome is filed.
+async fn send_batches(env: Env, leader: u64, wake: js_sys::Function) {
+    let started = crate::now_ms();
+    let mut leader_waiting = true;
+    loop {
+        let batch: Vec<(u64, String)> = BATCHES.with_borrow_mut(|b| {
+            let now = crate::now_ms();
+            if b.waiting.is_empty() || now.saturating_sub(started) > LEAD_AT_MOST_MS {
+                b.in_flight_since_ms = None;
+                return Vec::new();
+            }
+            b.in_flight_since_ms = Some(now);
+            b.outcomes
+                .retain(|_, (_, filed)| now.saturating_sub(*filed) < OUTCOME_KEPT_MS);
+            let n = b.waiting.len().min(MAX_BATCH);
+            b.waiting.drain(..n).collect()
+        });
+        if batch.is_empty() {
+            break;
+        }
+        let requests: Vec<&str> = batch.iter().map(|(_, r)| r.as_str()).collect();
+        let outcomes: Vec<Result<AdmitOutcome, String>> = match ledger::admit(&env, &requests).await
+        {
+            Ok(outcomes) if outcomes.len() == batch.len() => outcomes.into_iter().map(Ok).collect(),
+            Ok(outcomes) => vec![
+                Err(format!(
+                    "the admission ledger answered {} outcomes for {} admissions",
+                    outcomes.len(),
+                    batch.len()
+                ));
+                batch.len()
+            ],
+            Err(e) => vec![Err(e.detail()); batch.len()],
+        };
+        let filed = crate::now_ms();
+        BATCHES.with_borrow_mut(|b| {
+            for ((ticket, _), outcome) in batch.iter().zip(outcomes) {
+                b.outcomes.insert(*ticket, (outcome, filed));
+            }
+        });
+        if leader_waiting && batch.iter().any(|(t, _)| *t == leader) {
+            leader_waiting = false;
+            // Same request as this task: the leader resumes in its own request.
+            let _ = wake.call0(&JsValue::UNDEFINED);
+        }
+    }
+    if leader_waiting {
+        let _ = wake.call0(&JsValue::UNDEFINED);
+    }
 }

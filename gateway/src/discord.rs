@@ -5,10 +5,14 @@ use crate::config;
 use crate::error::{GatewayError, json_response};
 use bugbot_shared::discord::{self, Decision};
 use bugbot_shared::signature::verify_discord;
-use worker::{Env, Response, web_sys};
+use worker::{Context, Env, Response, web_sys};
 
 /// Verifies the signature before anything else, then decides and acts.
-pub async fn handle(req: &web_sys::Request, env: &Env) -> Result<Response, GatewayError> {
+pub async fn handle(
+    req: &web_sys::Request,
+    env: &Env,
+    ctx: &Context,
+) -> Result<Response, GatewayError> {
     let body = crate::read_body(req).await?;
     let keys = config::discord_keys(env)?;
     let signature = crate::header(req, "x-signature-ed25519");
@@ -22,7 +26,7 @@ pub async fn handle(req: &web_sys::Request, env: &Env) -> Result<Response, Gatew
         Decision::Pong => discord::pong(),
         Decision::NoChoices => discord::no_choices(),
         Decision::Reply(text) => discord::ephemeral(&text),
-        Decision::Enqueue(job) => match admit(env, &job, &policy, "discord").await? {
+        Decision::Enqueue(job) => match admit(env, Some(ctx), &job, &policy, "discord").await? {
             // A redelivered interaction gets the same answer; its job is already on the queue.
             Admission::Admitted | Admission::Duplicate => discord::deferred(),
             Admission::Refused(refusal) => discord::ephemeral(&refusal.to_string()),

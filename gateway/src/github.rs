@@ -6,10 +6,14 @@ use crate::error::{GatewayError, json_response};
 use bugbot_shared::github::{self, Decision};
 use bugbot_shared::signature::verify_github;
 use serde_json::json;
-use worker::{Env, Response, web_sys};
+use worker::{Context, Env, Response, web_sys};
 
 /// Verifies the signature before anything else, then decides and acts.
-pub async fn handle(req: &web_sys::Request, env: &Env) -> Result<Response, GatewayError> {
+pub async fn handle(
+    req: &web_sys::Request,
+    env: &Env,
+    ctx: &Context,
+) -> Result<Response, GatewayError> {
     let body = crate::read_body(req).await?;
     let secrets = config::github_secrets(env)?;
     let signature = crate::header(req, "x-hub-signature-256");
@@ -39,7 +43,7 @@ pub async fn handle(req: &web_sys::Request, env: &Env) -> Result<Response, Gatew
             );
             (202, json!({ "refused": refusal.to_string() }))
         }
-        Decision::Enqueue(job) => match admit(env, &job, &policy, "github").await? {
+        Decision::Enqueue(job) => match admit(env, Some(ctx), &job, &policy, "github").await? {
             Admission::Admitted => (202, json!({ "job_id": job.id })),
             Admission::Duplicate => (202, json!({ "job_id": job.id, "duplicate": true })),
             Admission::Refused(refusal) => (202, json!({ "refused": refusal.to_string() })),

@@ -29,18 +29,14 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// `worker::Request`, which reads the request's `cf` object (a parse, per request, that the
 /// busiest paths do not need).
 #[event(fetch)]
-async fn fetch(
-    req: web_sys::Request,
-    env: Env,
-    _ctx: Context,
-) -> worker::Result<web_sys::Response> {
+async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
     let url = req.url();
     let answered = match (req.method().as_str(), path_of(&url).trim_matches('/')) {
         ("GET" | "HEAD", "health") => {
             json_response(200, &serde_json::json!({ "status": "ok" })).map_err(GatewayError::from)
         }
-        ("POST", "discord/interactions") => discord::handle(&req, &env).await,
-        ("POST", "github/webhook") => github::handle(&req, &env).await,
+        ("POST", "discord/interactions") => discord::handle(&req, &env, &ctx).await,
+        ("POST", "github/webhook") => github::handle(&req, &env, &ctx).await,
         _ => route(&mut Request::from(req), &env).await,
     };
     answered

@@ -323,7 +323,7 @@ async fn on_message(
     let refusal = match decide_mention(&message, bot_id, &policy, now_ms()) {
         MentionDecision::Ignore => return,
         MentionDecision::Refuse(text) => text,
-        MentionDecision::Enqueue(job) => match admit(env, &job, &policy, "discord").await {
+        MentionDecision::Enqueue(job) => match admit(env, None, &job, &policy, "discord").await {
             Ok(Admission::Admitted) => {
                 status.borrow_mut().mentions_enqueued += 1;
                 return;
