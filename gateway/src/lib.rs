@@ -2,8 +2,9 @@
 //!
 //! It verifies each request's signature before anything else, turns Discord interactions and GitHub
 //! webhooks into job messages (the decisions live in `bugbot_shared`), admits them through its
-//! ledger (a Durable Object that dedupes, limits, stores and forwards them to the queue) and
-//! answers as soon as the job is recorded. It makes no calls to outside services on the request path.
+//! ledger (a Durable Object that dedupes, limits, stores and forwards them to the queue; webhooks
+//! arriving together share its requests, see `admission`) and answers as soon as the job is
+//! recorded. It makes no calls to outside services on the request path.
 
 mod admin;
 mod admission;
