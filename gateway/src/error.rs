@@ -42,9 +42,7 @@ impl GatewayError {
         }
         Ok(response)
     }
-}
 
-impl GatewayError {
     /// What went wrong, for the log (never for the sender).
     pub fn detail(self) -> String {
         match self {
