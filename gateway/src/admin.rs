@@ -30,10 +30,14 @@ pub async fn get_job(req: &Request, env: &Env, id: &str) -> Result<Response, Gat
     let store = env.kv(KV_BINDING)?;
     let (progress, admitted) = futures_util::future::join(
         store.get(&kv::job(&id)).json::<JobRecord>(),
-        ask_ledger::<JobRecord>(env, &format!("/jobs/{id}"), None),
+        crate::ledger::job(env, id.as_str()),
     )
     .await;
-    match progress?.or(admitted?) {
+    let admitted = admitted?
+        .map(|record| serde_json::from_str::<JobRecord>(&record))
+        .transpose()
+        .map_err(|e| GatewayError::Unavailable(format!("the admission ledger's record: {e}")))?;
+    match progress?.or(admitted) {
         Some(record) => Ok(json_response(
             200,
             &serde_json::to_value(record).unwrap_or_default(),
@@ -54,39 +58,13 @@ pub async fn list_jobs(req: &Request, env: &Env) -> Result<Response, GatewayErro
     let limit = query_limit(req)?;
     let store = env.kv(KV_BINDING)?;
     let (admitted, jobs) = futures_util::future::join(
-        ask_ledger::<Vec<JobRecord>>(env, "/jobs", Some(limit)),
+        crate::ledger::recent_jobs::<Vec<JobRecord>>(env, limit),
         listed(&store, kv::JOB_PREFIX),
     )
     .await;
-    let admitted = admitted?
-        .unwrap_or_default()
-        .iter()
-        .map(kv::ListedJob::of)
-        .collect();
+    let admitted = admitted?.iter().map(kv::ListedJob::of).collect();
     let jobs = kv::newest_first(admitted, jobs?, limit);
     Ok(json_response(200, &serde_json::json!({ "jobs": jobs }))?)
-}
-
-/// A read from the admission ledger; `None` when it has no such entry (404).
-async fn ask_ledger<T: serde::de::DeserializeOwned>(
-    env: &Env,
-    path: &str,
-    limit: Option<usize>,
-) -> Result<Option<T>, GatewayError> {
-    let headers = worker::Headers::new();
-    if let Some(limit) = limit {
-        headers.set("x-limit", &limit.to_string())?;
-    }
-    let mut init = worker::RequestInit::new();
-    init.with_headers(headers);
-    let mut answer = crate::ledger::ask(env, path, &init).await?;
-    match answer.status_code() {
-        200 => Ok(Some(answer.json().await?)),
-        404 => Ok(None),
-        status => Err(GatewayError::Unavailable(format!(
-            "admission ledger answered {status}"
-        ))),
-    }
 }
 
 fn query_limit(req: &Request) -> Result<usize, GatewayError> {

@@ -17,6 +17,10 @@
 //! Decisions read only memory ([`AdmissionBook`], rebuilt from the rows when the object starts): one
 //! write per admission and one per batch is all the storage work on the way.
 //!
+//! The gateway calls it by Workers RPC ([`admit`], [`job`], [`recent_jobs`]): no Request, Response
+//! or body stream per call, which made a `fetch` to the object cost more. `src/entry.mjs` declares
+//! the class the runtime sees, extending `DurableObject` as RPC requires.
+//!
 //! One instance serves every request: a team's bug reports are far below what one object handles
 //! (around a thousand small requests a second), and the limit stops floods before that.
 
@@ -26,9 +30,11 @@ use bugbot_shared::admission::{self, AdmissionBook, AdmitOutcome, AdmitRequest, 
 use serde::Deserialize;
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
+use wasm_bindgen::prelude::wasm_bindgen;
+use worker::wasm_bindgen_futures::JsFuture;
 use worker::{
-    Date, DurableObject, Env, Method, RawMessageBuilder, Request, RequestInit, Response, Result,
-    SqlStorage, SqlStorageValue, State, durable_object, js_sys, wasm_bindgen::JsValue,
+    Date, DurableObject, Env, RawMessageBuilder, Request, Response, Result, SqlStorage,
+    SqlStorageValue, State, durable_object, js_sys, wasm_bindgen::JsValue,
 };
 
 /// The ledger's binding and the one instance's name.
@@ -91,45 +97,9 @@ impl DurableObject for AdmissionLedger {
         ledger
     }
 
-    async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let path = req.path();
-        match (req.method(), path.as_str()) {
-            (Method::Post, "/admit") => {
-                let batch: Vec<AdmitRequest> = req.json().await?;
-                let outcomes = self.admit(&batch).await?;
-                Response::from_json(&outcomes)
-            }
-            (Method::Get, "/jobs") => {
-                let limit = req
-                    .headers()
-                    .get("x-limit")?
-                    .and_then(|l| l.parse::<i64>().ok())
-                    .unwrap_or(20);
-                let rows: Vec<RecordRow> = self
-                    .sql()
-                    .exec(
-                        "SELECT record FROM admissions ORDER BY seq DESC LIMIT ?",
-                        vec![SqlStorageValue::Integer(limit)],
-                    )?
-                    .to_array()?;
-                json_array(rows.into_iter().map(|r| r.record))
-            }
-            (Method::Get, _) if path.starts_with("/jobs/") => {
-                let id = &path["/jobs/".len()..];
-                let rows: Vec<RecordRow> = self
-                    .sql()
-                    .exec(
-                        "SELECT record FROM admissions WHERE id = ?",
-                        vec![SqlStorageValue::from(id.to_owned())],
-                    )?
-                    .to_array()?;
-                match rows.into_iter().next() {
-                    Some(row) => json_raw(row.record, 200),
-                    None => json_raw("null".to_owned(), 404),
-                }
-            }
-            _ => Response::error("not found", 404),
-        }
+    /// The ledger answers Workers RPC only (its methods below, `admitBatch` and the two reads).
+    async fn fetch(&self, _req: Request) -> Result<Response> {
+        Response::error("the admission ledger answers RPC calls only", 404)
     }
 
     /// Drains the outbox to the queue.
@@ -163,6 +133,48 @@ impl DurableObject for AdmissionLedger {
             self.schedule(Duration::from_millis(delay)).await?;
         }
         Response::empty()
+    }
+}
+
+/// The ledger's RPC methods, served through the class in `src/entry.mjs` (RPC needs a class that
+/// extends `DurableObject`, which worker-build's export is not). Arguments and answers are JSON text:
+/// one serde round trip each side, nothing converted field by field across the boundary.
+#[wasm_bindgen(wasm_bindgen_futures = worker::wasm_bindgen_futures)]
+impl AdmissionLedger {
+    /// Admits a batch (a JSON array of [`AdmitRequest`]) and answers a JSON array of outcomes, in
+    /// order. The runtime holds the answer until the batch's rows are committed (the output gate
+    /// covers RPC answers as it covers responses).
+    #[wasm_bindgen(js_name = admitBatch)]
+    pub async fn admit_batch(&self, batch: String) -> std::result::Result<String, JsValue> {
+        let batch: Vec<AdmitRequest> = serde_json::from_str(&batch)
+            .map_err(|e| JsValue::from_str(&format!("an admission batch that is not JSON: {e}")))?;
+        let outcomes = self.admit(&batch).await.map_err(JsValue::from)?;
+        serde_json::to_string(&outcomes).map_err(|e| JsValue::from_str(&e.to_string()))
+    }
+
+    /// The `queued` record of an admitted job, if the ledger still holds it.
+    pub fn job(&self, id: String) -> std::result::Result<Option<String>, JsValue> {
+        let rows: Vec<RecordRow> = self
+            .sql()
+            .exec(
+                "SELECT record FROM admissions WHERE id = ?",
+                vec![SqlStorageValue::from(id)],
+            )?
+            .to_array()?;
+        Ok(rows.into_iter().next().map(|row| row.record))
+    }
+
+    /// The records of the newest `limit` admissions, newest first, as a JSON array.
+    #[wasm_bindgen(js_name = recentJobs)]
+    pub fn recent_jobs(&self, limit: u32) -> std::result::Result<String, JsValue> {
+        let rows: Vec<RecordRow> = self
+            .sql()
+            .exec(
+                "SELECT record FROM admissions ORDER BY seq DESC LIMIT ?",
+                vec![SqlStorageValue::Integer(i64::from(limit))],
+            )?
+            .to_array()?;
+        Ok(json_array(rows.into_iter().map(|r| r.record)))
     }
 }
 
@@ -317,16 +329,8 @@ fn now_ms() -> i64 {
     Date::now().as_millis() as i64
 }
 
-fn json_raw(body: String, status: u16) -> Result<Response> {
-    let headers = worker::Headers::new();
-    headers.set("content-type", "application/json")?;
-    Ok(Response::from_bytes(body.into_bytes())?
-        .with_status(status)
-        .with_headers(headers))
-}
-
 /// A JSON array of already-rendered JSON values.
-fn json_array(items: impl Iterator<Item = String>) -> Result<Response> {
+fn json_array(items: impl Iterator<Item = String>) -> String {
     let mut body = String::from("[");
     for (i, item) in items.enumerate() {
         if i > 0 {
@@ -335,7 +339,7 @@ fn json_array(items: impl Iterator<Item = String>) -> Result<Response> {
         body.push_str(&item);
     }
     body.push(']');
-    json_raw(body, 200)
+    body
 }
 
 /// Asks the ledger to admit a batch of admissions (each an [`AdmitRequest`] as JSON); its answer
@@ -344,25 +348,59 @@ pub async fn admit(
     env: &Env,
     requests: &[&str],
 ) -> std::result::Result<Vec<AdmitOutcome>, GatewayError> {
-    let body = format!("[{}]", requests.join(","));
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_body(Some(body.into()));
-    let mut answer = ask(env, "/admit", &init).await?;
-    if answer.status_code() != 200 {
-        return Err(GatewayError::Unavailable(format!(
-            "admission ledger answered {}",
-            answer.status_code()
-        )));
-    }
-    Ok(answer.json().await?)
+    let batch = format!("[{}]", requests.join(","));
+    let outcomes = answer(stub(env)?.admit_batch(&batch)).await?;
+    parse(outcomes.as_string())
 }
 
-/// Sends a request to the one ledger instance (`path`: `/admit`, `/jobs`, `/jobs/{id}`).
-pub async fn ask(env: &Env, path: &str, init: &RequestInit) -> Result<Response> {
-    let request = Request::new_with_init(&format!("http://ledger{path}"), init)?;
-    env.durable_object(BINDING)?
+/// The ledger's `queued` record of a job (JSON), if it holds one.
+pub async fn job(env: &Env, id: &str) -> std::result::Result<Option<String>, GatewayError> {
+    Ok(answer(stub(env)?.job(id)).await?.as_string())
+}
+
+/// The ledger's records of the newest `limit` admissions, newest first.
+pub async fn recent_jobs<T: serde::de::DeserializeOwned>(
+    env: &Env,
+    limit: usize,
+) -> std::result::Result<T, GatewayError> {
+    let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+    parse(answer(stub(env)?.recent_jobs(limit)).await?.as_string())
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// The one ledger instance's stub, seen as its RPC methods (a Workers RPC call sends no
+    /// Request, Response or body stream, which a `fetch` to the object would).
+    type LedgerRpc;
+
+    #[wasm_bindgen(method, catch, js_name = admitBatch)]
+    fn admit_batch(this: &LedgerRpc, batch: &str) -> std::result::Result<JsValue, JsValue>;
+
+    #[wasm_bindgen(method, catch)]
+    fn job(this: &LedgerRpc, id: &str) -> std::result::Result<JsValue, JsValue>;
+
+    #[wasm_bindgen(method, catch, js_name = recentJobs)]
+    fn recent_jobs(this: &LedgerRpc, limit: u32) -> std::result::Result<JsValue, JsValue>;
+}
+
+fn stub(env: &Env) -> Result<LedgerRpc> {
+    Ok(env
+        .durable_object(BINDING)?
         .id_from_name(INSTANCE)?
         .get_stub()?
-        .fetch_with_request(request)
-        .await
+        .into_rpc())
+}
+
+/// Awaits an RPC call's answer (the call's result is a thenable, not a `Promise`).
+async fn answer(call: std::result::Result<JsValue, JsValue>) -> Result<JsValue> {
+    Ok(JsFuture::from(js_sys::Promise::resolve(&call?)).await?)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(
+    text: Option<String>,
+) -> std::result::Result<T, GatewayError> {
+    let text = text
+        .ok_or_else(|| GatewayError::Unavailable("the admission ledger answered no text".into()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| GatewayError::Unavailable(format!("the admission ledger's answer: {e}")))
 }
