@@ -30,6 +30,8 @@ use bugbot_shared::admission::{self, AdmissionBook, AdmitOutcome, AdmitRequest, 
 use serde::Deserialize;
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::closure::Closure;
 use wasm_bindgen::prelude::wasm_bindgen;
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::{
@@ -220,34 +222,49 @@ impl AdmissionLedger {
         }
     }
 
-    /// Decides each admission of a batch in turn and, if admitted, stores its row and notes it,
-    /// with no await in between: one step, one commit. Then makes sure the alarm will send them.
+    /// Decides each admission of a batch in turn (each sees the ones before it), then stores the
+    /// admitted ones' rows in one transaction: all or none, so a failure (answered 503 to every
+    /// sender of the batch) leaves no job recorded behind an error. No await in between: one step,
+    /// one commit. Then makes sure the alarm will send them.
     async fn admit(&self, batch: &[AdmitRequest]) -> Result<Vec<AdmitOutcome>> {
         self.load()?;
         let now = now_ms();
         let mut outcomes = Vec::with_capacity(batch.len());
-        for req in batch {
-            let outcome = self.book.borrow().decide(req, now);
-            if outcome == AdmitOutcome::Admitted {
-                let seq = self.book.borrow().next_seq();
-                self.sql().exec(
-                    "INSERT INTO admissions (seq, id, rate_key, admitted_ms, record, message) \
-                     VALUES (?, ?, ?, ?, ?, ?)",
-                    vec![
-                        SqlStorageValue::Integer(seq),
-                        SqlStorageValue::from(req.id.clone()),
-                        SqlStorageValue::from(req.rate_key.clone()),
-                        SqlStorageValue::Integer(now),
-                        SqlStorageValue::from(req.record.clone()),
-                        SqlStorageValue::from(req.message.clone()),
-                    ],
-                )?;
-                self.book.borrow_mut().record(req, seq, now);
+        let mut admitted = Vec::new();
+        {
+            let mut book = self.book.borrow_mut();
+            for req in batch {
+                let outcome = book.decide(req, now);
+                if outcome == AdmitOutcome::Admitted {
+                    let seq = book.next_seq();
+                    book.record(req, seq, now);
+                    admitted.push((req, seq));
+                }
+                outcomes.push(outcome);
             }
-            outcomes.push(outcome);
         }
-        if !outcomes.contains(&AdmitOutcome::Admitted) {
+        if admitted.is_empty() {
             return Ok(outcomes);
+        }
+        let rows = admitted
+            .iter()
+            .map(|(req, seq)| {
+                vec![
+                    SqlStorageValue::Integer(*seq),
+                    SqlStorageValue::from(req.id.clone()),
+                    SqlStorageValue::from(req.rate_key.clone()),
+                    SqlStorageValue::Integer(now),
+                    SqlStorageValue::from(req.record.clone()),
+                    SqlStorageValue::from(req.message.clone()),
+                ]
+            })
+            .collect();
+        if let Err(e) = self.insert_all(rows) {
+            let mut book = self.book.borrow_mut();
+            for (req, seq) in admitted.iter().rev() {
+                book.unrecord(req, *seq);
+            }
+            return Err(e);
         }
         if let Err(e) = self.prune_now_and_then(now) {
             // The jobs are recorded and their alarm still set below; old rows wait for the next pruning.
@@ -257,6 +274,28 @@ impl AdmissionLedger {
             self.schedule(FLUSH_DELAY).await?;
         }
         Ok(outcomes)
+    }
+
+    /// Inserts admission rows (seq, id, rate_key, admitted_ms, record, message) in one transaction.
+    fn insert_all(&self, rows: Vec<Vec<SqlStorageValue>>) -> Result<()> {
+        let sql = self.sql();
+        let insert: Closure<dyn FnMut() -> std::result::Result<(), JsValue>> =
+            Closure::once(move || {
+                for row in rows {
+                    sql.exec(
+                        "INSERT INTO admissions (seq, id, rate_key, admitted_ms, record, message) \
+                         VALUES (?, ?, ?, ?, ?, ?)",
+                        row,
+                    )?;
+                }
+                Ok(())
+            });
+        self.state
+            .storage()
+            .as_raw()
+            .unchecked_ref::<TransactionalStorage>()
+            .transaction_sync(insert.as_ref().unchecked_ref())?;
+        Ok(())
     }
 
     async fn schedule(&self, delay: Duration) -> Result<()> {
@@ -369,6 +408,16 @@ pub async fn recent_jobs<T: serde::de::DeserializeOwned>(
 
 #[wasm_bindgen]
 extern "C" {
+    /// A SQLite-backed object's storage, for `transactionSync` (which workers-rs does not wrap):
+    /// runs the function in a transaction, rolled back if it throws.
+    type TransactionalStorage;
+
+    #[wasm_bindgen(method, catch, js_name = transactionSync)]
+    fn transaction_sync(
+        this: &TransactionalStorage,
+        run: &js_sys::Function,
+    ) -> std::result::Result<JsValue, JsValue>;
+
     /// The one ledger instance's stub, seen as its RPC methods (a Workers RPC call sends no
     /// Request, Response or body stream, which a `fetch` to the object would).
     type LedgerRpc;
