@@ -120,16 +120,37 @@ const NOT_GITHUB_OWNERS: &[&str] = &[
     "users",
 ];
 
+/// Whether `text` holds `needle` (ASCII), in any case.
+fn contains_ignore_ascii_case(text: &str, needle: &str) -> bool {
+    text.as_bytes()
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+}
+
 /// Extracts references from free text.
+///
+/// Each pattern runs only where the text holds a literal that every match of it contains
+/// (`regex-lite`, small in wasm, has no such prefilter of its own, and most reports mention few
+/// kinds of reference: a pattern per kind scanned the whole text on every request).
 pub fn extract(text: &str) -> References {
     let p = patterns();
     let mut refs = References::default();
+    let has_dash = text.contains('-');
 
-    for c in p.linear_url.captures_iter(text) {
+    for c in text
+        .contains("linear.app/")
+        .then(|| p.linear_url.captures_iter(text))
+        .into_iter()
+        .flatten()
+    {
         push_unique(&mut refs.linear_issues, c[1].to_ascii_uppercase());
     }
     // Bare keys: skip the ones inside URLs (a GitHub branch name, say) and well-known non-issues.
-    for c in p.linear_key.captures_iter(text) {
+    for c in has_dash
+        .then(|| p.linear_key.captures_iter(text))
+        .into_iter()
+        .flatten()
+    {
         let Some(whole) = c.get(0) else { continue };
         let prefix = &c[1];
         if NOT_ISSUE_PREFIXES.contains(&prefix) || inside_url(text, whole.start()) {
@@ -138,7 +159,12 @@ pub fn extract(text: &str) -> References {
         push_unique(&mut refs.linear_issues, whole.as_str().to_owned());
     }
 
-    for c in p.github_issue.captures_iter(text) {
+    let has_github = text.contains("github.com/");
+    for c in has_github
+        .then(|| p.github_issue.captures_iter(text))
+        .into_iter()
+        .flatten()
+    {
         if let Ok(number) = c[3].parse() {
             push_unique(
                 &mut refs.github_issues,
@@ -149,7 +175,11 @@ pub fn extract(text: &str) -> References {
             );
         }
     }
-    for c in p.github_repo.captures_iter(text) {
+    for c in has_github
+        .then(|| p.github_repo.captures_iter(text))
+        .into_iter()
+        .flatten()
+    {
         if NOT_GITHUB_OWNERS.contains(&&c[1]) {
             continue;
         }
@@ -159,7 +189,12 @@ pub fn extract(text: &str) -> References {
         );
     }
 
-    for c in p.posthog_replay.captures_iter(text) {
+    for c in text
+        .contains("posthog.com/")
+        .then(|| p.posthog_replay.captures_iter(text))
+        .into_iter()
+        .flatten()
+    {
         push_unique(
             &mut refs.posthog_sessions,
             PosthogSessionRef {
@@ -168,10 +203,15 @@ pub fn extract(text: &str) -> References {
             },
         );
     }
-    for c in p
-        .posthog_param
-        .captures_iter(text)
-        .chain(p.session_uuid.captures_iter(text))
+    let params = text
+        .contains("sessionRecordingId=")
+        .then(|| p.posthog_param.captures_iter(text));
+    let uuids = (has_dash && contains_ignore_ascii_case(text, "session"))
+        .then(|| p.session_uuid.captures_iter(text));
+    for c in params
+        .into_iter()
+        .flatten()
+        .chain(uuids.into_iter().flatten())
     {
         let id = c[1].to_ascii_lowercase();
         if !refs.posthog_sessions.iter().any(|s| s.session_id == id) {
@@ -185,7 +225,12 @@ pub fn extract(text: &str) -> References {
         }
     }
 
-    for m in p.email.find_iter(text) {
+    for m in text
+        .contains('@')
+        .then(|| p.email.find_iter(text))
+        .into_iter()
+        .flatten()
+    {
         push_unique(&mut refs.emails, m.as_str().to_ascii_lowercase());
     }
     refs
@@ -262,6 +307,39 @@ mod tests {
                 .posthog_sessions
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn each_kind_alone_passes_its_prefilter() {
+        assert_eq!(extract("see BUG-3").linear_issues, vec!["BUG-3"]);
+        assert_eq!(
+            extract("https://linear.app/acme/issue/web-7").linear_issues,
+            vec!["WEB-7"]
+        );
+        assert_eq!(
+            extract("https://github.com/acme/api").github_repos,
+            vec!["acme/api"]
+        );
+        assert_eq!(
+            extract("https://github.com/a/b/pull/9").github_issues.len(),
+            1
+        );
+        assert_eq!(
+            extract("https://eu.posthog.com/project/7/replay/abcdef123456").posthog_sessions[0]
+                .session_id,
+            "abcdef123456"
+        );
+        assert_eq!(
+            extract("?sessionRecordingId=abcdef123456").posthog_sessions[0].session_id,
+            "abcdef123456"
+        );
+        assert_eq!(
+            extract("SESSION RECORDING: 01932F5E-8B7A-7C4E-9D1A-2B3C4D5E6F70").posthog_sessions[0]
+                .session_id,
+            "01932f5e-8b7a-7c4e-9d1a-2b3c4d5e6f70"
+        );
+        assert_eq!(extract("mail ops@acme.io").emails, vec!["ops@acme.io"]);
+        assert!(extract("nothing to see here, no links, no keys").is_empty());
     }
 
     #[test]
