@@ -5,6 +5,9 @@
 //! ledger (a Durable Object that dedupes, limits, stores and forwards them to the queue; webhooks
 //! arriving together share its requests, see `admission`) and answers as soon as the job is
 //! recorded. It makes no calls to outside services on the request path.
+//!
+//! The Worker's entry module is `src/entry.mjs`: worker-build's output, with the ledger's class
+//! declared so that it serves Workers RPC (see `ledger`).
 
 mod admin;
 mod admission;
