@@ -132,21 +132,7 @@ pub async fn discord_unknown_command_gets_an_ephemeral_answer(ctx: Arc<E2e>) -> 
 }
 
 pub(crate) fn examples() -> Result<Vec<(String, Value)>> {
-    let path =
-        bugbot_tests::localenv::repo_root().join("../shared/specs/github-webhook-examples.json");
-    let all: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
-    Ok(all
-        .iter()
-        .flat_map(|event| {
-            let name = event["name"].as_str().unwrap_or_default().to_owned();
-            event["examples"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .map(move |e| (name.clone(), e))
-        })
-        .collect())
+    bugbot_tests::fixtures::github_webhook_examples()
 }
 
 pub async fn github_every_published_example_gets_a_2xx(ctx: Arc<E2e>) -> Result<()> {

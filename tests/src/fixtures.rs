@@ -1,4 +1,5 @@
-//! Shared test fixtures: the small web app with a real bug, and a git runner for test repositories.
+//! Shared test fixtures: the small web app with a real bug, a git runner for test repositories, and
+//! GitHub's published webhook payloads.
 
 use anyhow::{Result, ensure};
 use std::path::Path;
@@ -47,4 +48,22 @@ pub fn web_app_files() -> std::collections::BTreeMap<String, String> {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect()
+}
+
+/// Every example payload in `../shared/specs/github-webhook-examples.json`, with its event name.
+pub fn github_webhook_examples() -> Result<Vec<(String, serde_json::Value)>> {
+    let path = crate::localenv::repo_root().join("../shared/specs/github-webhook-examples.json");
+    let all: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+    Ok(all
+        .iter()
+        .flat_map(|event| {
+            let name = event["name"].as_str().unwrap_or_default().to_owned();
+            event["examples"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |e| (name.clone(), e))
+        })
+        .collect())
 }
