@@ -127,6 +127,19 @@ fn contains_ignore_ascii_case(text: &str, needle: &str) -> bool {
         .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
+/// `re`'s matches in `text`; none, without a scan, where `present` is false (the text lacks a
+/// literal that every match contains).
+fn captures_if<'r, 't>(
+    present: bool,
+    re: &'r Regex,
+    text: &'t str,
+) -> impl Iterator<Item = regex_lite::Captures<'t>> + use<'r, 't> {
+    present
+        .then(|| re.captures_iter(text))
+        .into_iter()
+        .flatten()
+}
+
 /// Extracts references from free text.
 ///
 /// Each pattern runs only where the text holds a literal that every match of it contains
@@ -137,20 +150,11 @@ pub fn extract(text: &str) -> References {
     let mut refs = References::default();
     let has_dash = text.contains('-');
 
-    for c in text
-        .contains("linear.app/")
-        .then(|| p.linear_url.captures_iter(text))
-        .into_iter()
-        .flatten()
-    {
+    for c in captures_if(text.contains("linear.app/"), &p.linear_url, text) {
         push_unique(&mut refs.linear_issues, c[1].to_ascii_uppercase());
     }
     // Bare keys: skip the ones inside URLs (a GitHub branch name, say) and well-known non-issues.
-    for c in has_dash
-        .then(|| p.linear_key.captures_iter(text))
-        .into_iter()
-        .flatten()
-    {
+    for c in captures_if(has_dash, &p.linear_key, text) {
         let Some(whole) = c.get(0) else { continue };
         let prefix = &c[1];
         if NOT_ISSUE_PREFIXES.contains(&prefix) || inside_url(text, whole.start()) {
@@ -160,11 +164,7 @@ pub fn extract(text: &str) -> References {
     }
 
     let has_github = text.contains("github.com/");
-    for c in has_github
-        .then(|| p.github_issue.captures_iter(text))
-        .into_iter()
-        .flatten()
-    {
+    for c in captures_if(has_github, &p.github_issue, text) {
         if let Ok(number) = c[3].parse() {
             push_unique(
                 &mut refs.github_issues,
@@ -175,11 +175,7 @@ pub fn extract(text: &str) -> References {
             );
         }
     }
-    for c in has_github
-        .then(|| p.github_repo.captures_iter(text))
-        .into_iter()
-        .flatten()
-    {
+    for c in captures_if(has_github, &p.github_repo, text) {
         if NOT_GITHUB_OWNERS.contains(&&c[1]) {
             continue;
         }
@@ -189,12 +185,7 @@ pub fn extract(text: &str) -> References {
         );
     }
 
-    for c in text
-        .contains("posthog.com/")
-        .then(|| p.posthog_replay.captures_iter(text))
-        .into_iter()
-        .flatten()
-    {
+    for c in captures_if(text.contains("posthog.com/"), &p.posthog_replay, text) {
         push_unique(
             &mut refs.posthog_sessions,
             PosthogSessionRef {
@@ -203,16 +194,13 @@ pub fn extract(text: &str) -> References {
             },
         );
     }
-    let params = text
-        .contains("sessionRecordingId=")
-        .then(|| p.posthog_param.captures_iter(text));
-    let uuids = (has_dash && contains_ignore_ascii_case(text, "session"))
-        .then(|| p.session_uuid.captures_iter(text));
-    for c in params
-        .into_iter()
-        .flatten()
-        .chain(uuids.into_iter().flatten())
-    {
+    let params = captures_if(text.contains("sessionRecordingId="), &p.posthog_param, text);
+    let uuids = captures_if(
+        has_dash && contains_ignore_ascii_case(text, "session"),
+        &p.session_uuid,
+        text,
+    );
+    for c in params.chain(uuids) {
         let id = c[1].to_ascii_lowercase();
         if !refs.posthog_sessions.iter().any(|s| s.session_id == id) {
             push_unique(
@@ -225,13 +213,8 @@ pub fn extract(text: &str) -> References {
         }
     }
 
-    for m in text
-        .contains('@')
-        .then(|| p.email.find_iter(text))
-        .into_iter()
-        .flatten()
-    {
-        push_unique(&mut refs.emails, m.as_str().to_ascii_lowercase());
+    for c in captures_if(text.contains('@'), &p.email, text) {
+        push_unique(&mut refs.emails, c[0].to_ascii_lowercase());
     }
     refs
 }
