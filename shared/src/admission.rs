@@ -272,9 +272,13 @@ impl AdmissionBook {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    const HOUR: i64 = authz::RATE_WINDOW_MS as i64;
+
     #[test]
     fn failed_sends_back_off_from_a_second_doubling_to_five_minutes() {
-        let delays: Vec<u64> = (0..=12).map(super::send_retry_delay_ms).collect();
+        let delays: Vec<u64> = (0..=12).map(send_retry_delay_ms).collect();
         assert_eq!(
             delays,
             [
@@ -282,12 +286,8 @@ mod tests {
                 300_000, 300_000
             ]
         );
-        assert_eq!(super::send_retry_delay_ms(u32::MAX), 300_000);
+        assert_eq!(send_retry_delay_ms(u32::MAX), 300_000);
     }
-
-    use super::*;
-
-    const HOUR: i64 = authz::RATE_WINDOW_MS as i64;
 
     fn request(id: &str, user: &str, limit: u32) -> AdmitRequest {
         AdmitRequest {
