@@ -4,6 +4,7 @@
 use crate::context::E2e;
 use crate::ensure_eq;
 use anyhow::{Result, ensure};
+use bugbot_tests::fixtures::github_webhook_examples;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,12 +132,8 @@ pub async fn discord_unknown_command_gets_an_ephemeral_answer(ctx: Arc<E2e>) -> 
     Ok(())
 }
 
-pub(crate) fn examples() -> Result<Vec<(String, Value)>> {
-    bugbot_tests::fixtures::github_webhook_examples()
-}
-
 pub async fn github_every_published_example_gets_a_2xx(ctx: Arc<E2e>) -> Result<()> {
-    let examples = examples()?;
+    let examples = github_webhook_examples()?;
     ensure!(examples.len() > 300, "only {} examples", examples.len());
     let mut failures = Vec::new();
     for (i, (event, payload)) in examples.iter().enumerate() {
@@ -158,7 +155,7 @@ pub async fn github_every_published_example_gets_a_2xx(ctx: Arc<E2e>) -> Result<
 }
 
 pub async fn github_tampered_byte_is_401(ctx: Arc<E2e>) -> Result<()> {
-    let (event, payload) = examples()?
+    let (event, payload) = github_webhook_examples()?
         .into_iter()
         .find(|(e, _)| e == "issue_comment")
         .unwrap_or_default();
@@ -194,7 +191,7 @@ pub async fn github_tampered_byte_is_401(ctx: Arc<E2e>) -> Result<()> {
 }
 
 fn member_comment(ctx: &E2e, association: &str) -> Result<Vec<u8>> {
-    let (_, mut payload) = examples()?
+    let (_, mut payload) = github_webhook_examples()?
         .into_iter()
         .find(|(e, p)| e == "issue_comment" && p["action"] == "created")
         .unwrap_or_default();
@@ -466,7 +463,7 @@ pub(crate) async fn member_comments_on_a_new_issue(
         &json!([{"repo": repo, "number": number, "title": title, "body": body, "user": "octocat"}]),
     )
     .await?;
-    let (_, mut payload) = examples()?
+    let (_, mut payload) = github_webhook_examples()?
         .into_iter()
         .find(|(e, p)| e == "issue_comment" && p["action"] == "created")
         .unwrap_or_default();

@@ -164,9 +164,10 @@ struct ScenarioRuns {
     floors: Vec<Figures>,
 }
 
-/// The median run by `better` (higher is better); of an even number, the worse of the middle two.
-fn median(runs: &[Figures], better: fn(&Figures) -> f64) -> Figures {
-    let mut sorted = runs.to_vec();
+/// The median of `items` by `better` (higher is better); of an even number, the worse of the
+/// middle two.
+fn median<T: Clone + Default>(items: &[T], better: impl Fn(&T) -> f64) -> T {
+    let mut sorted = items.to_vec();
     sorted.sort_by(|a, b| better(a).total_cmp(&better(b)));
     sorted
         .get(sorted.len().saturating_sub(1) / 2)
@@ -267,25 +268,27 @@ end
     Ok(())
 }
 
-/// The requests numbered `ks` of a scenario (each signed command distinct by its number).
+/// GitHub's published `issue_comment.created` payload, the model of the `issue_comment` requests.
+fn comment_example() -> Result<serde_json::Value> {
+    github_webhook_examples()?
+        .into_iter()
+        .find(|(event, p)| event == "issue_comment" && p["action"] == "created")
+        .map(|(_, p)| p)
+        .context("no issue_comment.created example in the GitHub webhook examples")
+}
+
+/// The requests numbered `ks` of a scenario (each signed command distinct by its number);
+/// `comment_example` from [`comment_example`].
 fn signed_requests(
     scenario: Scenario,
     ks: std::ops::Range<usize>,
     env: &bugbot_tests::localenv::LocalEnv,
-) -> Result<Vec<Spec>> {
+    comment_example: &serde_json::Value,
+) -> Vec<Spec> {
     let seed = env.get("DISCORD_TEST_SIGNING_SEED");
     let secret = env.get("GITHUB_WEBHOOK_SECRET");
     let ts = signing::unix_timestamp();
-    let comment_example = if scenario == Scenario::GithubComment {
-        github_webhook_examples()?
-            .into_iter()
-            .find(|(event, p)| event == "issue_comment" && p["action"] == "created")
-            .map(|(_, p)| p)
-            .context("no issue_comment.created example in the GitHub webhook examples")?
-    } else {
-        serde_json::Value::Null
-    };
-    Ok(ks
+    ks
         .map(|k| match scenario {
             Scenario::Health => lua_request("GET", "/health", &[], ""),
             Scenario::DiscordPing | Scenario::DiscordFix => {
@@ -343,7 +346,7 @@ fn signed_requests(
                 )
             }
         })
-        .collect())
+        .collect()
 }
 
 fn parse_duration_ms(s: &str) -> Option<f64> {
@@ -488,6 +491,7 @@ async fn gateway_bench(stack: &Stack, args: &Args, tmp: &Path) -> Result<()> {
     // machine's speed over the minutes of a benchmark does not pass for the gateway's cost.
     let mut runs: Vec<ScenarioRuns> = Vec::new();
     let health_script = tmp.join(format!("{:?}.lua", Scenario::Health));
+    let comment_example = comment_example()?;
     for scenario in scenarios {
         let script = tmp.join(format!("{scenario:?}.lua"));
         let per_run = if scenario == Scenario::Health {
@@ -498,17 +502,23 @@ async fn gateway_bench(stack: &Stack, args: &Args, tmp: &Path) -> Result<()> {
         };
         // One request past those the runs send goes first, by itself, as a sanity check.
         let runs_send = (1 + 2 * rounds) * per_run;
-        signed_requests(scenario, runs_send..runs_send + 1, &stack.env)?
-            .first()
-            .context("no requests")?
-            .check(&url)
-            .await?;
+        signed_requests(
+            scenario,
+            runs_send..runs_send + 1,
+            &stack.env,
+            &comment_example,
+        )
+        .first()
+        .context("no requests")?
+        .check(&url)
+        .await?;
         let host = url.trim_start_matches("http://");
         // Each run gets requests of its own, made when it starts, so signed commands are new jobs,
         // not duplicates, and wrk reads only those (its start-up counts in its CPU time).
         let mut sent = 0;
         let mut next_script = || -> Result<()> {
-            let specs = signed_requests(scenario, sent..sent + per_run, &stack.env)?;
+            let specs =
+                signed_requests(scenario, sent..sent + per_run, &stack.env, &comment_example);
             sent += per_run;
             write_script(&script, &specs, host)
         };
@@ -599,10 +609,7 @@ async fn gateway_bench(stack: &Stack, args: &Args, tmp: &Path) -> Result<()> {
             errors += r.at1.iter().chain(&r.at64).map(|f| f.non_2xx).sum::<u64>();
         }
         shares.sort_by(f64::total_cmp);
-        let share = shares
-            .get(shares.len().saturating_sub(1) / 2)
-            .copied()
-            .unwrap_or_default();
+        let share = median(&shares, |s| *s);
         let range = match (shares.first(), shares.last()) {
             (Some(lo), Some(hi)) if shares.len() > 1 => format!(" (rounds {lo:.0}–{hi:.0} %)"),
             _ => String::new(),
