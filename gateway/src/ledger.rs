@@ -156,6 +156,9 @@ impl AdmissionLedger {
 
     /// The `queued` record of an admitted job, if the ledger still holds it.
     pub fn job(&self, id: String) -> std::result::Result<Option<String>, JsValue> {
+        // As admissions do: a start-up that could not read storage is tried again here, so the
+        // table exists (or the failure is the one logged) before it is queried.
+        self.load()?;
         let rows: Vec<RecordRow> = self
             .sql()
             .exec(
@@ -169,6 +172,7 @@ impl AdmissionLedger {
     /// The records of the newest `limit` admissions, newest first, as a JSON array.
     #[wasm_bindgen(js_name = recentJobs)]
     pub fn recent_jobs(&self, limit: u32) -> std::result::Result<String, JsValue> {
+        self.load()?;
         let rows: Vec<RecordRow> = self
             .sql()
             .exec(
