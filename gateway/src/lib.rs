@@ -23,6 +23,7 @@ pub use ledger::AdmissionLedger;
 pub use mentions::DiscordGateway;
 
 use error::{GatewayError, json_response};
+use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::{Context, Env, Method, Request, Response, event, js_sys, web_sys};
 
@@ -96,17 +97,22 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
     }
 }
 
-/// Reads the body, refusing anything over [`MAX_BODY_BYTES`] (by `Content-Length` first, so a
-/// large upload is not buffered, then by what actually arrived).
+/// Reads the body, refusing anything over [`MAX_BODY_BYTES`] without buffering more than that.
+///
+/// With a `Content-Length` (what Discord and GitHub send) the length is checked first and the body
+/// read whole: the runtime holds a body to its declared length. Without one (a chunked upload)
+/// the body is read chunk by chunk and no more than the limit is kept, so no sender can make the
+/// isolate buffer an unbounded body (its memory is 128 MB).
 pub(crate) async fn read_body(req: &web_sys::Request) -> Result<Vec<u8>, GatewayError> {
-    if let Some(len) = header(req, "content-length") {
-        match len.trim().parse::<u64>() {
-            Ok(n) if n > MAX_BODY_BYTES as u64 => return Err(GatewayError::PayloadTooLarge),
-            Ok(_) => {}
-            Err(_) => return Err(GatewayError::BadRequest("invalid Content-Length".into())),
-        }
-    }
     let unreadable = |_| GatewayError::BadRequest("could not read the request body".into());
+    let Some(len) = header(req, "content-length") else {
+        return read_capped(req).await.map_err(unreadable)?;
+    };
+    match len.trim().parse::<u64>() {
+        Ok(n) if n > MAX_BODY_BYTES as u64 => return Err(GatewayError::PayloadTooLarge),
+        Ok(_) => {}
+        Err(_) => return Err(GatewayError::BadRequest("invalid Content-Length".into())),
+    }
     let buffer = JsFuture::from(req.array_buffer().map_err(unreadable)?)
         .await
         .map_err(unreadable)?;
@@ -115,6 +121,38 @@ pub(crate) async fn read_body(req: &web_sys::Request) -> Result<Vec<u8>, Gateway
         return Err(GatewayError::PayloadTooLarge);
     }
     Ok(body)
+}
+
+/// Reads a body of unknown length from its stream, keeping at most [`MAX_BODY_BYTES`]; past that
+/// the rest is read and dropped, and the answer is 413. (Answering before a partly read chunked
+/// body has ended left the connection it came on unusable under `wrangler dev`: the proxy
+/// answered the next request on it 503. Cloudflare's edge ends bodies at 100 MB in any case.)
+/// The outer error is a stream that failed.
+async fn read_capped(req: &web_sys::Request) -> Result<Result<Vec<u8>, GatewayError>, JsValue> {
+    let Some(stream) = req.body() else {
+        return Ok(Ok(Vec::new()));
+    };
+    let reader: web_sys::ReadableStreamDefaultReader = stream.get_reader().unchecked_into();
+    let mut body = Vec::new();
+    let mut too_large = false;
+    loop {
+        let chunk = JsFuture::from(reader.read()).await?;
+        if js_sys::Reflect::get(&chunk, &JsValue::from_str("done"))?.is_truthy() {
+            return Ok(if too_large {
+                Err(GatewayError::PayloadTooLarge)
+            } else {
+                Ok(body)
+            });
+        }
+        let bytes: js_sys::Uint8Array =
+            js_sys::Reflect::get(&chunk, &JsValue::from_str("value"))?.dyn_into()?;
+        let start = body.len();
+        too_large |= start + bytes.length() as usize > MAX_BODY_BYTES;
+        if !too_large {
+            body.resize(start + bytes.length() as usize, 0);
+            bytes.copy_to(&mut body[start..]);
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch, from the runtime's clock.

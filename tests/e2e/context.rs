@@ -203,6 +203,56 @@ impl E2e {
         Self::answer(req.send().await?).await
     }
 
+    /// A GitHub delivery sent with `Transfer-Encoding: chunked` (no `Content-Length`), in chunks of
+    /// `chunk` bytes, over a plain socket: reqwest sends a length for every in-memory body. Only the
+    /// status and body of the answer are read.
+    pub async fn github_chunked(
+        &self,
+        event: &str,
+        signature: &str,
+        body: &[u8],
+        chunk: usize,
+    ) -> Result<Answer> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let base = self.env.get("GATEWAY_URL");
+        let host = base
+            .strip_prefix("http://")
+            .context("GATEWAY_URL is http://host:port")?
+            .trim_end_matches('/');
+        let mut socket = tokio::net::TcpStream::connect(host).await?;
+        let mut request = format!(
+            "POST /github/webhook HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n\
+             transfer-encoding: chunked\r\nconnection: close\r\nx-github-event: {event}\r\n\
+             x-github-delivery: {}\r\nx-hub-signature-256: {signature}\r\n\r\n",
+            crate::gateway::fresh_id()
+        )
+        .into_bytes();
+        for part in body.chunks(chunk.max(1)) {
+            request.extend_from_slice(format!("{:x}\r\n", part.len()).as_bytes());
+            request.extend_from_slice(part);
+            request.extend_from_slice(b"\r\n");
+        }
+        request.extend_from_slice(b"0\r\n\r\n");
+        // The gateway may answer 413 before it has read everything; what it answered is what counts.
+        let _ = socket.write_all(&request).await;
+        let mut raw = Vec::new();
+        socket.read_to_end(&mut raw).await?;
+        let raw = String::from_utf8_lossy(&raw);
+        let status = raw
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .with_context(|| format!("no HTTP status in {raw:.200}"))?;
+        let text = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
+        // A response without a length comes chunked too; its JSON sits between the chunk sizes.
+        let json = text
+            .find('{')
+            .zip(text.rfind('}'))
+            .and_then(|(a, b)| serde_json::from_str(&text[a..=b]).ok())
+            .unwrap_or(Value::Null);
+        Ok(Answer { status, json, text })
+    }
+
     /// GET on the admin API with the test admin token.
     pub async fn admin_get(&self, path: &str) -> Result<Answer> {
         let r = self

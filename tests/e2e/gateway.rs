@@ -336,6 +336,22 @@ pub async fn bad_input_gets_clear_4xx_answers(ctx: Arc<E2e>) -> Result<()> {
         413
     );
 
+    // Over 1 MiB without a Content-Length (chunked): 413 as well, and a chunked body within the
+    // limit is read whole (a signed ping).
+    let a = ctx
+        .github_chunked(
+            "ping",
+            "sha256=00",
+            &vec![b' '; 1024 * 1024 + 64 * 1024],
+            64 * 1024,
+        )
+        .await?;
+    ensure_eq!(a.status, 413, "{}", a.text);
+    let ping = br#"{"zen":"Keep it logically awesome.","hook_id":1}"#;
+    let sig = bugbot_tests::signing::github_signature(&ctx.env.get("GITHUB_WEBHOOK_SECRET"), ping);
+    let a = ctx.github_chunked("ping", &sig, ping, 7).await?;
+    ensure_eq!(a.status, 200, "{}", a.text);
+
     // Signed, but not JSON: 400.
     let not_json = b"{not json".to_vec();
     let ts = bugbot_tests::signing::unix_timestamp();
