@@ -347,6 +347,7 @@ pub async fn bad_input_gets_clear_4xx_answers(ctx: Arc<E2e>) -> Result<()> {
         )
         .await?;
     ensure_eq!(a.status, 413, "{}", a.text);
+    ensure!(a.json["error"].is_string(), "a 413 says why: {}", a.text);
     let ping = br#"{"zen":"Keep it logically awesome.","hook_id":1}"#;
     let sig = bugbot_tests::signing::github_signature(&ctx.env.get("GITHUB_WEBHOOK_SECRET"), ping);
     let a = ctx.github_chunked("ping", &sig, ping, 7).await?;
