@@ -1,6 +1,6 @@
 // Runs the gateway Worker as `wrangler dev` does (wrangler's own dev server, proxy and workerd), but
 // without the DevTools inspector that `wrangler dev` always attaches. Used by `scripts/bench` (see the
-// README's "Benchmarks"): the inspector relays an event through Node for every console line and
+// docs/benchmarks.md): the inspector relays an event through Node for every console line and
 // every subrequest, which measures the debugger rather than the Worker.
 //   node dev/gateway-without-inspector.mjs <env-file> <port> <persist-dir>
 import { unstable_startWorker } from "wrangler";

@@ -1,4 +1,4 @@
-//! The consumer's configuration, read from the Worker's vars and secrets (README, "Configuration").
+//! The consumer's configuration, read from the Worker's vars and secrets (`docs/configuration.md`).
 
 use bugbot_shared::discord_api::DiscordApi;
 use bugbot_shared::http::{ApiError, Service};
@@ -29,7 +29,7 @@ fn required(env: &Env, service: Service, name: &str) -> Result<String, ApiError>
     var(env, name).ok_or_else(|| {
         ApiError::permanent(
             service,
-            format!("{name} is not configured (see the README, \"Configuration\")"),
+            format!("{name} is not configured (see docs/configuration.md)"),
         )
     })
 }
@@ -110,4 +110,9 @@ pub fn retry_timing(env: &Env) -> (u32, u32) {
             .unwrap_or(default)
     };
     (num("RETRY_BASE_SECONDS", 5), num("RETRY_MAX_SECONDS", 600))
+}
+
+/// Whether the dev-only hooks are on (`BUGBOT_DEV_ENDPOINTS=true`, only in `dev/local.env`).
+pub fn dev_endpoints(env: &Env) -> bool {
+    var(env, "BUGBOT_DEV_ENDPOINTS").as_deref() == Some("true")
 }

@@ -45,15 +45,33 @@ async fn queue(
     Ok(())
 }
 
+/// Reads a queue message as JSON.
+fn body(message: &RawMessage) -> Result<serde_json::Value, (JobDecodeError, String)> {
+    serde_wasm_bindgen::from_value::<serde_json::Value>(message.body())
+        .map_err(|e| (JobDecodeError::Malformed(e.to_string()), String::new()))
+}
+
 /// Reads a queue message as a job.
 pub(crate) fn decode(message: &RawMessage) -> Result<JobMessage, (JobDecodeError, String)> {
-    let value = serde_wasm_bindgen::from_value::<serde_json::Value>(message.body())
-        .map_err(|e| (JobDecodeError::Malformed(e.to_string()), String::new()))?;
+    let value = body(message)?;
     let raw = value.to_string();
     JobMessage::from_json_value(value).map_err(|e| (e, raw))
 }
 
+/// Runs once when the runtime instantiates the Worker.
+#[event(start)]
+fn start() {
+    bugbot_edge::install_panic_hook("consumer");
+}
+
 async fn handle(env: &Env, message: &RawMessage) {
+    if config::dev_endpoints(env)
+        && body(message).is_ok_and(|v| bugbot_shared::job::is_dev_panic(&v))
+    {
+        // Acked first: the panic is the point, a redelivery is not.
+        message.ack();
+        panic!("a panic asked for by POST /v1/dev/panic?worker=consumer");
+    }
     let job = match decode(message) {
         Ok(job) => job,
         Err((error, raw)) => {

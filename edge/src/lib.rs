@@ -1,5 +1,6 @@
 //! The one adapter between `bugbot_shared`'s plain requests and the Workers runtime: both Workers
-//! (the gateway's Discord Gateway connection, the consumer's API calls) send through it.
+//! (the gateway's Discord Gateway connection, the consumer's API calls) send through it. It also
+//! holds what both Workers do alike: structured logs and the panic hook.
 
 use bugbot_shared::http::{ApiError, HttpRequest, HttpResponse, Method};
 use worker::{Fetch, Headers, Request, RequestInit};
@@ -64,4 +65,15 @@ impl Log {
     pub fn error(self, msg: &str, fields: &[(&str, &str)]) {
         worker::console_error!("{}", bugbot_shared::log::line(self.0, "error", msg, fields));
     }
+}
+
+/// Installs the panic hook: a panic's message and location become one structured log line
+/// (`"msg":"panic"`), then `console_error_panic_hook` logs it with the JavaScript stack. Without a
+/// hook a panic in wasm logs only "unreachable executed". Call it from the Worker's start event;
+/// calling it again (the runtime re-creates the instance after a panic) is harmless.
+pub fn install_panic_hook(component: &'static str) {
+    std::panic::set_hook(Box::new(move |info| {
+        Log(component).error("panic", &[("panic", &info.to_string())]);
+        console_error_panic_hook::hook(info);
+    }));
 }

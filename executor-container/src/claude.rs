@@ -174,15 +174,32 @@ fn summarize(message: &serde_json::Value) -> String {
     parts.join("; ")
 }
 
-/// Runs Claude Code in `repo` and streams a turn event per assistant message.
-pub async fn run(
-    config: &Config,
-    req: &FixRequest,
-    repo: &Path,
-    out: &Emitter,
-) -> Result<ClaudeRun, std::io::Error> {
-    let home = repo.parent().unwrap_or(repo).join("claude-home");
-    std::fs::create_dir_all(&home)?;
+/// bugbot's own Claude Code settings, the only ones it loads: no hooks, no project MCP servers,
+/// no key helper, nothing from the repository (`--setting-sources ""` and `--restricted` ignore
+/// user, project and local settings files; the repository's `CLAUDE.md` is read as text only).
+const SETTINGS: &str = r#"{"disableAllHooks":true,"enableAllProjectMcpServers":false,"enabledMcpjsonServers":[],"includeCoAuthoredBy":false,"cleanupPeriodDays":1}"#;
+
+/// No MCP servers at all (`--strict-mcp-config` ignores every other source).
+const MCP_CONFIG: &str = r#"{"mcpServers":{}}"#;
+
+/// Where and as whom Claude Code runs, and how it reaches the model.
+#[derive(Debug)]
+pub struct AgentEnv<'a> {
+    /// The working tree (the only folder its file tools may use).
+    pub tree: &'a Path,
+    /// Its home (also its temporary folder).
+    pub home: &'a Path,
+    /// Its uid and gid (`None`: the executor's own, local development only).
+    pub ids: Option<(u32, u32)>,
+    /// The model forwarder's URL.
+    pub model_url: String,
+    /// The run's placeholder key for the forwarder (never the real one).
+    pub model_key: &'a str,
+}
+
+/// The command line: bugbot's settings only, read/search/edit tools only, edits only under the
+/// allowed paths, and an environment with nothing secret in it.
+pub fn command(config: &Config, req: &FixRequest, agent: &AgentEnv<'_>) -> Command {
     let allow: Vec<String> = std::iter::once("Read".to_owned())
         .chain(["Glob", "Grep"].map(str::to_owned))
         .chain(req.allowed_paths.iter().flat_map(|p| {
@@ -190,17 +207,19 @@ pub async fn run(
             [format!("Edit({glob})"), format!("Write({glob})")]
         }))
         .collect();
-
     let mut cmd = Command::new(&config.claude_bin);
-    // Only what it needs: no GitHub token, no executor secrets.
-    cmd.current_dir(repo)
+    cmd.current_dir(agent.tree)
         .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", &home)
-        .env("ANTHROPIC_API_KEY", &config.anthropic_api_key)
+        .env("PATH", AGENT_PATH)
+        .env("HOME", agent.home)
+        .env("TMPDIR", agent.home.join("tmp"))
+        .env("CLAUDE_CONFIG_DIR", agent.home.join(".claude"))
+        .env("ANTHROPIC_BASE_URL", &agent.model_url)
+        .env("ANTHROPIC_API_KEY", agent.model_key)
         .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
         .env("DISABLE_TELEMETRY", "1")
         .env("DISABLE_AUTOUPDATER", "1")
+        .env("DISABLE_ERROR_REPORTING", "1")
         .arg("-p")
         .arg(prompt(req))
         .args([
@@ -208,6 +227,15 @@ pub async fn run(
             "stream-json",
             "--verbose",
             "--no-session-persistence",
+            // Not `--bare`: it also takes the Write tool away.
+            "--restricted",
+            "--setting-sources",
+            "",
+            "--settings",
+            SETTINGS,
+            "--strict-mcp-config",
+            "--mcp-config",
+            MCP_CONFIG,
         ])
         .args([
             "--permission-mode",
@@ -223,13 +251,26 @@ pub async fn run(
         .arg(req.limits.max_turns.to_string())
         .arg("--max-budget-usd")
         .arg(req.limits.max_budget_usd.to_string());
-    if let Some(url) = &config.anthropic_base_url {
-        cmd.env("ANTHROPIC_BASE_URL", url);
-    }
     if let Some(model) = &config.model {
         cmd.arg("--model").arg(model);
     }
+    if let Some((uid, gid)) = agent.ids {
+        cmd.uid(uid).gid(gid);
+    }
+    cmd
+}
 
+/// The agent's PATH: system folders only.
+const AGENT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Runs Claude Code as the agent and streams a turn event per assistant message.
+pub async fn run(
+    config: &Config,
+    req: &FixRequest,
+    agent: &AgentEnv<'_>,
+    out: &Emitter,
+) -> Result<ClaudeRun, std::io::Error> {
+    let cmd = command(config, req, agent);
     let (mut child, _guard) = process::spawn(cmd)?;
     let stdout = child
         .stdout
@@ -304,7 +345,7 @@ pub async fn run(
             .unwrap_or(turn),
         cost_usd: r["total_cost_usd"].as_f64().unwrap_or(0.0),
         error: (outcome == Outcome::Failed).then(|| format!("Claude Code ended with {subtype:?}")),
-        denied: denied_edits(&r, repo, &req.allowed_paths),
+        denied: denied_edits(&r, agent.tree, &req.allowed_paths),
     })
 }
 

@@ -1,14 +1,21 @@
 //! bugbot's executor: an HTTP service that runs git and Claude Code in a throwaway workspace.
 //!
 //! `POST /v1/fix` (Bearer `EXECUTOR_TOKEN`) takes a [`FixRequest`] and answers with a stream of
-//! newline-delimited JSON events ending with the result (`bugbot_shared::executor`). Claude Code never
-//! sees the GitHub token: the executor pushes after Claude Code has exited, and only if every changed
-//! path is allowed. Locally it runs as a plain process (`scripts/dev`); in production the same binary
-//! is the Cloudflare Container built from `executor-container/Dockerfile`.
+//! newline-delimited JSON events ending with the result (`bugbot_shared::executor`).
+//!
+//! The repository and the agent are treated as hostile: Claude Code loads bugbot's settings only
+//! and runs as a user of its own with nothing secret in reach (`agent`); it talks to the model
+//! through a forwarder that holds the API key (`forwarder`); the executor pushes only a commit it
+//! built itself on the base commit from checked changes (`workspace`). Locally it runs as a plain
+//! process (`scripts/dev`); in production the same binary is the Cloudflare Container built from
+//! `executor-container/Dockerfile`. `docs/security.md` says what holds and where the boundary is.
 
+mod agent;
 mod claude;
+mod forwarder;
 mod process;
 mod run;
+mod workspace;
 
 use anyhow::Context;
 use axum::body::{Body, Bytes};
@@ -21,6 +28,8 @@ use bugbot_shared::executor::FixRequest;
 use bugbot_shared::mask::Masker;
 use bugbot_shared::signature::bearer_matches;
 use clap::Parser;
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -45,9 +54,20 @@ struct Args {
     /// Model for Claude Code (unset: its default).
     #[arg(long, env = "CLAUDE_MODEL")]
     model: Option<String>,
-    /// Directory for workspaces (each request gets a fresh one, removed afterwards).
+    /// Directory for workspaces (each request gets a fresh one, removed afterwards). The agent's
+    /// user must be able to pass through it (every folder above it `o+x`).
     #[arg(long, env = "EXECUTOR_WORK_DIR", default_value_os_t = std::env::temp_dir())]
     work_dir: PathBuf,
+    /// The first uid (and gid) agents run as; each running fix has its own, up to `max_runs`.
+    #[arg(long, env = "EXECUTOR_AGENT_UID_BASE", default_value_t = 61_000)]
+    agent_uid_base: u32,
+    /// How many fixes may run at once (more are answered 503).
+    #[arg(long, env = "EXECUTOR_MAX_RUNS", default_value_t = 4)]
+    max_runs: usize,
+    /// Local development: allows `http://` and `file://` repositories, and, when the executor is not
+    /// root, runs the agent as the executor's own user (with none of the isolation guarantees).
+    #[arg(long, env = "EXECUTOR_DEV_MODE", default_value_t = false)]
+    dev_mode: bool,
 }
 
 fn app(config: run::Config) -> Router {
@@ -85,16 +105,25 @@ async fn fix(State(config): State<Arc<run::Config>>, headers: HeaderMap, body: B
             );
         }
     };
-    if let Err(e) = request.validate() {
+    if let Err(e) = request.validate(config.dev) {
         return error(
             StatusCode::BAD_REQUEST,
             config.masker.mask(&format!("invalid fix request: {e}")),
         );
     }
-    tracing::info!(repo = %request.repo_url, branch = %request.branch, issue = %request.task.issue_id, "fix requested");
+    let Some(agent) = config.pool.acquire() else {
+        let mut busy = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "every agent slot is running a fix; try again shortly".into(),
+        );
+        busy.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("30"));
+        return busy;
+    };
+    tracing::info!(repo = %request.repo_url, branch = %request.branch, issue = %request.task.issue_id, uid = ?agent.ids, "fix requested");
     let (tx, rx) = tokio::sync::mpsc::channel::<String>(64);
     let emitter = run::Emitter::new(tx, config.masker.clone());
-    tokio::spawn(run::run((*config).clone(), request, emitter));
+    tokio::spawn(run::run((*config).clone(), request, agent, emitter));
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
@@ -111,6 +140,80 @@ async fn fix(State(config): State<Arc<run::Config>>, headers: HeaderMap, body: B
         })
 }
 
+/// How the agent will be separated: its own users when the executor is root; otherwise only in
+/// local development, as the executor's own user.
+fn isolation(args: &Args) -> anyhow::Result<agent::Isolation> {
+    if agent::can_switch_users() {
+        return Ok(agent::Isolation::OwnUser {
+            base: args.agent_uid_base,
+        });
+    }
+    anyhow::ensure!(
+        args.dev_mode,
+        "the executor must run as root to run each agent as a user of its own (only EXECUTOR_DEV_MODE=true allows otherwise)"
+    );
+    tracing::warn!(
+        "not root: agents run as the executor's own user, so a compromised agent could read the executor's secrets (local development only)"
+    );
+    Ok(agent::Isolation::SameUser)
+}
+
+/// Makes sure an agent's user can run Claude Code and reach the work folder. A Claude Code binary
+/// the agent cannot reach (an installation under a private folder) is linked, or copied, into
+/// `<work>/.bugbot-bin/`.
+async fn prepare_for_agents(args: &Args, isolation: agent::Isolation) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(&args.work_dir)
+        .with_context(|| format!("creating {}", args.work_dir.display()))?;
+    let agent::Isolation::OwnUser { base } = isolation else {
+        return Ok(args.claude_bin.clone());
+    };
+    let can = |path: &std::path::Path, test: &str| {
+        std::process::Command::new("/bin/sh")
+            .args(["-c", &format!("test {test} \"$1\""), "sh"])
+            .arg(path)
+            .env_clear()
+            .current_dir("/")
+            .uid(base)
+            .gid(base)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    anyhow::ensure!(
+        can(&args.work_dir, "-x"),
+        "the agent's user cannot reach EXECUTOR_WORK_DIR {} (every folder above it must be o+x)",
+        args.work_dir.display()
+    );
+    let claude = which(&args.claude_bin);
+    if can(&claude, "-x") {
+        return Ok(claude);
+    }
+    let bin = args.work_dir.join(".bugbot-bin");
+    std::fs::create_dir_all(&bin)?;
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755))?;
+    let staged = bin.join("claude");
+    let _ = std::fs::remove_file(&staged);
+    if std::fs::hard_link(&claude, &staged).is_err() {
+        std::fs::copy(&claude, &staged)
+            .with_context(|| format!("copying {} for the agent", claude.display()))?;
+    }
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755))?;
+    tracing::info!(from = %claude.display(), to = %staged.display(), "Claude Code staged where the agent's user can run it");
+    Ok(staged)
+}
+
+/// A program name resolved on PATH (a path with a slash is taken as it is).
+fn which(program: &std::path::Path) -> PathBuf {
+    if program.components().count() > 1 {
+        return program.to_path_buf();
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| program.to_path_buf())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -124,15 +227,25 @@ async fn main() -> anyhow::Result<()> {
         args.token.len() >= 16,
         "EXECUTOR_TOKEN must be at least 16 characters"
     );
+    let isolation = isolation(&args)?;
+    let claude_bin = prepare_for_agents(&args, isolation).await?;
+    let forwarder = forwarder::Forwarder::start(
+        args.anthropic_base_url.clone(),
+        args.anthropic_api_key.clone(),
+    )
+    .await
+    .context("starting the model forwarder")?;
     let config = run::Config {
         masker: Masker::new([args.token.clone(), args.anthropic_api_key.clone()]),
-        token: args.token,
-        claude_bin: args.claude_bin,
-        anthropic_base_url: args.anthropic_base_url,
-        anthropic_api_key: args.anthropic_api_key,
-        model: args.model,
-        work_root: args.work_dir,
+        token: args.token.clone(),
+        claude_bin,
+        model: args.model.clone(),
+        work_root: args.work_dir.clone(),
+        pool: agent::AgentPool::new(isolation, args.max_runs),
+        forwarder,
+        dev: args.dev_mode,
     };
+    tracing::info!(?isolation, dev = args.dev_mode, "executor ready");
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("binding {}", args.addr))?;

@@ -19,9 +19,14 @@ impl Drop for GroupGuard {
 }
 
 /// Spawns `cmd` in a new process group with piped output; the guard kills the group when dropped.
-pub fn spawn(mut cmd: Command) -> std::io::Result<(Child, GroupGuard)> {
+pub fn spawn(cmd: Command) -> std::io::Result<(Child, GroupGuard)> {
+    spawn_with_stdin(cmd, false)
+}
+
+/// As [`spawn`], with a piped stdin when `stdin` is set.
+fn spawn_with_stdin(mut cmd: Command, stdin: bool) -> std::io::Result<(Child, GroupGuard)> {
     cmd.process_group(0)
-        .stdin(Stdio::null())
+        .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -35,29 +40,51 @@ pub fn spawn(mut cmd: Command) -> std::io::Result<(Child, GroupGuard)> {
     Ok((child, guard))
 }
 
-/// Output kept in memory per stream; the rest is dropped (counted).
+/// Stderr kept in memory; the rest is dropped.
 pub const MAX_CAPTURE: usize = 64 * 1024;
 
-/// Runs a command to completion, capturing at most [`MAX_CAPTURE`] bytes of each stream.
-pub async fn output(cmd: Command) -> std::io::Result<(std::process::ExitStatus, String, String)> {
-    use tokio::io::AsyncReadExt;
-    let (mut child, _guard) = spawn(cmd)?;
+/// Runs `cmd` with `args` to completion, writing `input` to its stdin; returns its status, all of
+/// its stdout (git's answers: trees, blobs, ids) and at most [`MAX_CAPTURE`] bytes of stderr.
+pub async fn output_with_input(
+    mut cmd: Command,
+    args: &[&str],
+    input: Option<Vec<u8>>,
+) -> std::io::Result<(std::process::ExitStatus, Vec<u8>, Vec<u8>)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    cmd.args(args);
+    let (mut child, _guard) = spawn_with_stdin(cmd, input.is_some())?;
+    let stdin = child.stdin.take();
+    let writer = async move {
+        if let (Some(mut stdin), Some(input)) = (stdin, input) {
+            // A child that stops reading early answers with its status; that is not our error.
+            let _ = stdin.write_all(&input).await;
+            let _ = stdin.shutdown().await;
+        }
+    };
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
-    async fn read_bounded<R: tokio::io::AsyncRead + Unpin>(r: Option<R>) -> String {
-        let Some(mut r) = r else { return String::new() };
-        let mut kept = Vec::new();
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = r.read(&mut buf).await {
-            if n == 0 {
-                break;
-            }
-            let room = MAX_CAPTURE.saturating_sub(kept.len());
-            kept.extend_from_slice(&buf[..n.min(room)]);
+    let read_all = async {
+        let mut out = Vec::new();
+        if let Some(s) = stdout.as_mut() {
+            s.read_to_end(&mut out).await?;
         }
-        String::from_utf8_lossy(&kept).into_owned()
-    }
-    let (out, err) = tokio::join!(read_bounded(stdout.as_mut()), read_bounded(stderr.as_mut()));
+        Ok::<_, std::io::Error>(out)
+    };
+    let read_err = async {
+        let mut kept = Vec::new();
+        if let Some(s) = stderr.as_mut() {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = s.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                let room = MAX_CAPTURE.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+        kept
+    };
+    let ((), out, err) = tokio::join!(writer, read_all, read_err);
     let status = child.wait().await?;
-    Ok((status, out, err))
+    Ok((status, out?, err))
 }

@@ -193,6 +193,34 @@ pub async fn enqueue_raw(req: &mut Request, env: &Env) -> Result<Response, Gatew
     Ok(json_response(202, &serde_json::json!({ "queued": true }))?)
 }
 
+/// `POST /v1/dev/panic`: panics inside the gateway, or with `?worker=consumer` puts a message on
+/// the queue that makes the consumer panic — so a test can show that a panic's message reaches the
+/// structured logs. Like `enqueue-raw`, it exists only where `BUGBOT_DEV_ENDPOINTS=true`.
+pub async fn dev_panic(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
+    if config::optional(env, "BUGBOT_DEV_ENDPOINTS").as_deref() != Some("true") {
+        return Err(GatewayError::NotFound);
+    }
+    authorize(req, env)?;
+    let consumer = req
+        .url()?
+        .query_pairs()
+        .any(|(k, v)| k == "worker" && v == "consumer");
+    if !consumer {
+        panic!("a panic asked for by POST /v1/dev/panic");
+    }
+    // As JSON text, like enqueue-raw: serde would send the object as a JS Map.
+    let text = serde_json::json!({ (bugbot_shared::job::DEV_PANIC_FIELD): true }).to_string();
+    let value = worker::js_sys::JSON::parse(&text)
+        .map_err(|_| GatewayError::Unavailable("the dev panic message did not parse".into()))?;
+    env.queue(config::QUEUE_BINDING)?
+        .send_raw(
+            worker::RawMessageBuilder::new(value)
+                .build_with_content_type(worker::QueueContentType::Json),
+        )
+        .await?;
+    Ok(json_response(202, &serde_json::json!({ "queued": true }))?)
+}
+
 /// `GET /v1/discord/gateway` (state) and `POST /v1/discord/gateway/start` (connect, idempotent):
 /// the Discord Gateway connection that receives @mentions (one Durable Object, one connection).
 pub async fn discord_gateway(

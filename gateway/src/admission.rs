@@ -13,9 +13,9 @@
 //! Object request and a storage commit) is shared, and every sender is still answered only once
 //! its own job is recorded.
 //!
-//! No request resolves another request's promise (a first version did, and under sustained load
-//! most answers became 500 "Cannot perform I/O on behalf of a different request": this isolate's
-//! Rust tasks share one queue, and tasks woken together by another request ran in the wrong one).
+//! No request resolves another request's promise: this isolate's Rust tasks share one queue, tasks
+//! woken together by another request run in the wrong one, and under sustained load most answers
+//! would become 500 "Cannot perform I/O on behalf of a different request".
 //! Requests share plain data only; every wake comes from the waiting request's own events:
 //! - the leader sends from a task kept alive with its own `waitUntil` (so the batches finish even
 //!   if its sender hangs up), and that task wakes the leader, in the leader's request;

@@ -1,5 +1,5 @@
 //! The gateway's configuration, read from the Worker's vars and secrets.
-//! Every name is documented in the README's configuration table.
+//! Every name is documented in `docs/configuration.md`.
 //!
 //! What the webhooks need on every request (the signature keys, the access policy, the mention) is
 //! parsed once per isolate: a Worker's configuration cannot change under a running isolate (a new

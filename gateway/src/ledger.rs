@@ -50,9 +50,8 @@ const FLUSH_DELAY: Duration = Duration::from_millis(admission::FLUSH_DELAY_MS);
 const PRUNE_EVERY_MS: i64 = 3_600_000;
 
 /// `admissions.message` holds the queue message until it is on the queue, then NULL (the outbox is
-/// the rows whose message is not NULL). `admitted` was the first ledger's table (never released).
+/// the rows whose message is not NULL).
 const SCHEMA: &str = "
-    DROP TABLE IF EXISTS admitted;
     CREATE TABLE IF NOT EXISTS admissions (
         seq INTEGER PRIMARY KEY,
         id TEXT NOT NULL UNIQUE,

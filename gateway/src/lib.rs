@@ -30,6 +30,12 @@ use worker::{Context, Env, Method, Request, Response, event, js_sys, web_sys};
 /// Bodies above this are refused with 413 before they are read in full.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// Runs once when the runtime instantiates the Worker.
+#[event(start)]
+fn start() {
+    bugbot_edge::install_panic_hook("gateway");
+}
+
 /// The webhooks and `/health` take the runtime's request as it is; the other routes wrap it in a
 /// `worker::Request`, which reads the request's `cf` object (a parse, per request, that the
 /// busiest paths do not need).
@@ -73,6 +79,7 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
         (["github", "webhook"], _) => Err(GatewayError::MethodNotAllowed("POST")),
 
         (["v1", "dev", "enqueue-raw"], Method::Post) => admin::enqueue_raw(req, env).await,
+        (["v1", "dev", "panic"], Method::Post) => admin::dev_panic(req, env).await,
         (["v1", "selftest"], Method::Post) => admin::selftest(req, env).await,
         (["v1", "selftest"], _) => Err(GatewayError::MethodNotAllowed("POST")),
         (["v1", "jobs"], Method::Get) => admin::list_jobs(req, env).await,

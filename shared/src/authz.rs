@@ -1,6 +1,6 @@
 //! Who may ask bugbot for what: the access policy and its decisions.
 //!
-//! The policy is configuration (see the README's configuration table); every decision is a pure
+//! The policy is configuration (see `docs/configuration.md`); every decision is a pure
 //! function of the policy and the request, so it is unit-tested here.
 
 use crate::ids::{RepoFullName, Snowflake};

@@ -66,7 +66,7 @@ fn default_allowed() -> Vec<String> {
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FixRequest {
-    /// HTTPS (or, for tests, `file://`) clone URL, without credentials.
+    /// HTTPS clone URL, without credentials (`http://` and `file:///` in local development).
     pub repo_url: String,
     /// Branch to start from.
     pub base_branch: String,
@@ -124,14 +124,18 @@ pub fn valid_branch(name: &str) -> bool {
 
 impl FixRequest {
     /// Checks everything that can be checked before any work starts.
-    pub fn validate(&mut self) -> Result<(), InvalidRequest> {
+    /// `local_remotes` also admits `http://` and `file:///` repository URLs (local development
+    /// and tests only: a production executor clones from and pushes to HTTPS remotes alone).
+    pub fn validate(&mut self, local_remotes: bool) -> Result<(), InvalidRequest> {
         let bad = |m: String| Err(InvalidRequest(m));
         let url = self.repo_url.as_str();
-        if !(url.starts_with("https://")
-            || url.starts_with("http://")
-            || url.starts_with("file:///"))
-        {
-            return bad("repo_url must be an https:// (or file:///) URL".into());
+        let local = url.starts_with("http://") || url.starts_with("file:///");
+        if !(url.starts_with("https://") || local_remotes && local) {
+            return bad(if local_remotes {
+                "repo_url must be an https://, http:// or file:/// URL".into()
+            } else {
+                "repo_url must be an https:// URL".into()
+            });
         }
         if url.contains('@') || url.chars().any(char::is_whitespace) {
             return bad(
@@ -290,25 +294,41 @@ mod tests {
             vec!["src/", "app/", "components/", "pages/"]
         );
         assert_eq!(r.limits, Limits::default());
-        assert!(r.validate().is_ok());
+        assert!(r.validate(false).is_ok());
         assert!(!format!("{r:?}").contains("ghs_secret"));
 
         let mut bad = request();
         bad.repo_url = "https://x-access-token:abc@github.com/a/b".into();
-        assert!(bad.validate().unwrap_err().0.contains("credentials"));
+        assert!(bad.validate(true).unwrap_err().0.contains("credentials"));
         let mut bad = request();
         bad.branch = "main".into();
-        assert!(bad.validate().is_err());
+        assert!(bad.validate(true).is_err());
         let mut bad = request();
         bad.branch = "-x".into();
-        assert!(bad.validate().is_err());
+        assert!(bad.validate(true).is_err());
         let mut bad = request();
         bad.limits.wall_time_secs = 0;
-        assert!(bad.validate().is_err());
+        assert!(bad.validate(true).is_err());
         let mut bad = request();
         bad.allowed_paths = vec!["../".into()];
-        assert!(bad.validate().is_err());
+        assert!(bad.validate(true).is_err());
         assert!(serde_json::from_value::<FixRequest>(serde_json::json!({"repo_url": 1})).is_err());
+    }
+
+    #[test]
+    fn only_https_remotes_outside_local_development() {
+        for url in ["http://git.example/a/b.git", "file:///srv/a.git"] {
+            let mut r = request();
+            r.repo_url = url.into();
+            assert_eq!(
+                r.clone().validate(false).unwrap_err().0,
+                "repo_url must be an https:// URL"
+            );
+            assert!(r.validate(true).is_ok(), "{url}");
+        }
+        let mut r = request();
+        r.repo_url = "ssh://git@github.com/a/b".into();
+        assert!(r.validate(true).is_err());
     }
 
     #[test]

@@ -7,6 +7,15 @@ use serde::{Deserialize, Serialize};
 /// The job message format version this code writes and reads.
 pub const JOB_MESSAGE_VERSION: u32 = 1;
 
+/// A queue message `{"bugbot_dev_panic": true}` makes the consumer panic where the dev-only
+/// routes are enabled (`POST /v1/dev/panic?worker=consumer`), so tests can see a panic logged.
+pub const DEV_PANIC_FIELD: &str = "bugbot_dev_panic";
+
+/// Whether a queue message is the dev-only panic request.
+pub fn is_dev_panic(message: &serde_json::Value) -> bool {
+    message.get(DEV_PANIC_FIELD) == Some(&serde_json::Value::Bool(true))
+}
+
 /// Report text is cut at this many bytes, so a message stays far under the queue's 128 KB limit.
 pub const MAX_REPORT_BYTES: usize = 32 * 1024;
 
@@ -418,6 +427,17 @@ impl JobRecord {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_the_dev_panic_message_is_one() {
+        assert!(super::is_dev_panic(
+            &serde_json::json!({ "bugbot_dev_panic": true })
+        ));
+        assert!(!super::is_dev_panic(
+            &serde_json::json!({ "bugbot_dev_panic": "true" })
+        ));
+        assert!(!super::is_dev_panic(&serde_json::json!({ "v": 1 })));
+    }
+
     use super::*;
 
     fn sample() -> JobMessage {

@@ -1,7 +1,7 @@
 //! Linear's GraphQL API: the operations bugbot sends, request builders and response parsers.
 //!
 //! Every operation string is listed in [`OPERATIONS`]; a test in the `tests` crate validates each
-//! one against `../shared/specs/linear-schema.graphql`, and the sandbox's Linear stand-in validates
+//! one against `tests/specs/linear-schema.graphql`, and the sandbox's Linear stand-in validates
 //! every request it receives against the same schema.
 
 use crate::http::{ApiError, HttpRequest, HttpResponse, Method, Service};

@@ -1,7 +1,7 @@
-//! Which changed paths a fix may contain. The executor stages everything Claude Code left behind and
-//! reads the staged changes from git itself (`git diff --cached --raw -z -M`); this module parses that
-//! and decides. Git's view covers what a file listing would miss: renames, deletions, symlinks,
-//! submodules and mode changes.
+//! Which changed paths a fix may contain. The executor compares the files Claude Code left behind
+//! with the base commit's tree (additions, modifications, deletions, type and mode changes, symlinks,
+//! submodules) and this module decides; it also reads git's `--raw` diff format, for tools that
+//! start from git.
 
 use serde::{Deserialize, Serialize};
 
@@ -147,6 +147,10 @@ fn forbidden_reason(path: &str) -> Option<&'static str> {
         Some("git metadata is never changed")
     } else if components.first() == Some(&".github") {
         Some("GitHub workflows and settings are never changed")
+    } else if name == ".gitattributes" || name == ".gitmodules" {
+        Some("git attributes and submodule settings are never changed")
+    } else if components.contains(&".claude") || name == ".mcp.json" {
+        Some("agent settings are never changed")
     } else if name.starts_with(".env") {
         Some("environment files are never changed")
     } else if name.ends_with(".key") || name.ends_with(".pem") || name.ends_with(".secret") {
@@ -290,6 +294,21 @@ mod tests {
             ])
             .is_empty()
         );
+    }
+
+    #[test]
+    fn git_and_agent_settings_are_never_changed() {
+        for path in [
+            "src/.gitattributes",
+            ".gitattributes",
+            ".gitmodules",
+            "src/.claude/settings.json",
+            ".claude/settings.local.json",
+            "src/.mcp.json",
+        ] {
+            assert!(refusal_reason(path, &allowed()).is_some(), "{path}");
+        }
+        assert!(refusal_reason("src/claude.js", &allowed()).is_none());
     }
 
     #[test]

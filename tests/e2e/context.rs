@@ -28,7 +28,7 @@ macro_rules! cases {
 
 /// Every case, by name.
 pub fn all_cases() -> Vec<(&'static str, Case)> {
-    use crate::{contextualize, executor, fix, foundation, gateway, mentions, operations};
+    use crate::{contextualize, executor, fix, foundation, gateway, hostile, mentions, operations};
     cases![
         foundation::gateway_health,
         foundation::discord_ping_signed_gets_pong,
@@ -51,6 +51,13 @@ pub fn all_cases() -> Vec<(&'static str, Case)> {
         executor::executor_stops_a_model_that_never_stops,
         executor::executor_refuses_bad_requests,
         executor::executor_uses_the_token_only_through_git,
+        hostile::a_repositorys_claude_settings_run_nothing,
+        hostile::a_secret_in_the_change_or_the_summary_is_refused_and_never_repeated,
+        hostile::an_agent_running_code_reaches_no_secret_and_leaves_nothing_running,
+        hostile::two_fixes_at_once_cannot_read_each_others_workspace,
+        hostile::git_tricks_in_the_tree_push_nothing_and_run_nothing,
+        hostile::a_caller_that_goes_away_stops_the_run,
+        hostile::outside_local_development_only_https_remotes,
         contextualize::contextualize_in_a_thread_makes_one_issue_one_packet_and_answers,
         contextualize::an_expired_interaction_token_answers_in_the_channel,
         contextualize::linear_failing_twice_still_makes_one_issue_and_one_comment,
@@ -71,6 +78,8 @@ pub fn all_cases() -> Vec<(&'static str, Case)> {
         mentions::missed_heartbeat_acks_reconnect_and_mentions_still_arrive,
         mentions::a_mention_without_the_fix_role_is_refused_politely,
         mentions::a_fix_mention_in_a_thread_opens_a_pull_request_for_the_parent_channels_repo,
+        // Last: it makes both Workers panic (they recover, and the case checks it).
+        operations::a_panic_reaches_the_structured_logs_and_the_workers_recover,
     ]
 }
 

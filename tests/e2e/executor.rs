@@ -9,22 +9,35 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-const GITHUB_TOKEN: &str = "ghs_e2eTestOnlyToken0123456789abcdefXYZ";
+pub const GITHUB_TOKEN: &str = "ghs_e2eTestOnlyToken0123456789abcdefXYZ";
 
 /// A bare remote holding a small web app with a real bug in `src/cart.js`.
-struct Remote {
+pub struct Remote {
     _dir: tempfile::TempDir,
-    bare: PathBuf,
+    /// The bare repository.
+    pub bare: PathBuf,
 }
 
 impl Remote {
-    fn new() -> Result<Self> {
+    pub fn new() -> Result<Self> {
+        Self::with_files(&[])
+    }
+
+    /// The web app plus `extra` files (path, content).
+    pub fn with_files(extra: &[(&str, &str)]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let work = dir.path().join("work");
         std::fs::create_dir_all(work.join("src"))?;
         std::fs::write(work.join("src/cart.js"), BUGGY_CART_JS)?;
         std::fs::write(work.join("package.json"), "{\n  \"name\": \"web-app\"\n}\n")?;
         std::fs::write(work.join("README.md"), "# web-app\n")?;
+        for (path, content) in extra {
+            let path = work.join(path);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(path, content)?;
+        }
         git(&work, &["init", "-q"])?;
         git(&work, &["add", "-A"])?;
         git(&work, &["commit", "-q", "-m", "initial"])?;
@@ -36,11 +49,11 @@ impl Remote {
         Ok(Self { _dir: dir, bare })
     }
 
-    fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("file://{}", self.bare.display())
     }
 
-    fn branches(&self) -> Result<Vec<String>> {
+    pub fn branches(&self) -> Result<Vec<String>> {
         Ok(git(
             &self.bare,
             &["for-each-ref", "--format=%(refname:short)", "refs/heads"],
@@ -51,7 +64,7 @@ impl Remote {
     }
 }
 
-async fn scenario(ctx: &E2e, steps: Value) -> Result<()> {
+pub async fn scenario(ctx: &E2e, steps: Value) -> Result<()> {
     let r = ctx
         .http
         .post(format!(
@@ -65,7 +78,7 @@ async fn scenario(ctx: &E2e, steps: Value) -> Result<()> {
     Ok(())
 }
 
-fn request(remote: &Remote, branch: &str) -> Value {
+pub fn request(remote: &Remote, branch: &str) -> Value {
     json!({
         "repo_url": remote.url(),
         "base_branch": "main",
@@ -78,10 +91,20 @@ fn request(remote: &Remote, branch: &str) -> Value {
 }
 
 /// Posts a fix request; returns the status, the events and the raw text.
-async fn fix(ctx: &E2e, body: &Value, token: &str) -> Result<(u16, Vec<Value>, String)> {
+pub async fn fix(ctx: &E2e, body: &Value, token: &str) -> Result<(u16, Vec<Value>, String)> {
+    fix_at(ctx, &ctx.env.get("EXECUTOR_URL"), body, token).await
+}
+
+/// Posts a fix request to the executor at `url`.
+pub async fn fix_at(
+    ctx: &E2e,
+    url: &str,
+    body: &Value,
+    token: &str,
+) -> Result<(u16, Vec<Value>, String)> {
     let r = ctx
         .http
-        .post(format!("{}/v1/fix", ctx.env.get("EXECUTOR_URL")))
+        .post(format!("{url}/v1/fix"))
         .bearer_auth(token)
         .json(body)
         .timeout(std::time::Duration::from_secs(180))
@@ -96,7 +119,7 @@ async fn fix(ctx: &E2e, body: &Value, token: &str) -> Result<(u16, Vec<Value>, S
     Ok((status, events, text))
 }
 
-fn result(events: &[Value]) -> Result<&Value> {
+pub fn result(events: &[Value]) -> Result<&Value> {
     let last = events.last().context("no events")?;
     ensure_eq!(last["event"], "done");
     Ok(&last["result"])

@@ -10,6 +10,7 @@ mod executor;
 mod fix;
 mod foundation;
 mod gateway;
+mod hostile;
 mod mentions;
 mod operations;
 

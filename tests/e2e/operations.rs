@@ -1,4 +1,5 @@
-//! Operator tools against the local stack: Discord command registration and the dead-letter queue.
+//! Operator tools against the local stack: Discord command registration, the dead-letter queue,
+//! and what a panic leaves in the logs.
 
 use crate::context::E2e;
 use crate::contextualize::{killed_by_a_linear_outage, wait_status};
@@ -7,6 +8,7 @@ use anyhow::{Result, ensure};
 use bugbot_tests::stack::workspace_binary;
 use serde_json::json;
 use std::sync::Arc;
+use std::time::Duration;
 
 fn run(binary: &str, args: &[&str]) -> Result<String> {
     let out = std::process::Command::new(workspace_binary(binary)?)
@@ -110,5 +112,67 @@ pub async fn dlq_script_lists_and_replays_a_dead_job(ctx: Arc<E2e>) -> Result<()
     let purged = tool(&["purge", &id])?;
     ensure!(purged.contains("removed"), "{purged}");
     ensure!(!tool(&["dlq"])?.contains(&id), "purged entries are gone");
+    Ok(())
+}
+
+/// The structured log lines of one component with `"msg":"panic"` whose message says `text`.
+fn panic_lines(ctx: &E2e, component: &str, text: &str) -> usize {
+    let log = std::fs::read_to_string(ctx.log_dir.join("workers.log")).unwrap_or_default();
+    log.lines()
+        // wrangler colours error lines: the JSON object sits between escape codes.
+        .filter_map(|l| Some(&l[l.find('{')?..=l.rfind('}')?]))
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| {
+            v["msg"] == "panic"
+                && v["component"] == component
+                && v["level"] == "error"
+                && v["panic"].as_str().is_some_and(|p| p.contains(text))
+        })
+        .count()
+}
+
+/// A panic in either Worker logs its message as a structured line (the panic hook is installed at
+/// start), and the Worker serves the next request (the runtime re-creates the instance).
+pub async fn a_panic_reaches_the_structured_logs_and_the_workers_recover(
+    ctx: Arc<E2e>,
+) -> Result<()> {
+    const TEXT: &str = "a panic asked for by POST /v1/dev/panic";
+
+    // Without the admin token the route is refused, and nothing panics.
+    let r = ctx.http.post(ctx.gateway("/v1/dev/panic")).send().await?;
+    ensure_eq!(r.status().as_u16(), 401);
+    ensure_eq!(panic_lines(&ctx, "gateway", TEXT), 0);
+
+    // The gateway: the request fails (the runtime answers it), the log says why.
+    let a = ctx.admin_post("/v1/dev/panic").await?;
+    anyhow::ensure!(a.status >= 500, "a panicking request answered {}", a.status);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while panic_lines(&ctx, "gateway", TEXT) == 0 {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no structured panic line from the gateway in workers.log"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let a = E2e::answer(ctx.http.get(ctx.gateway("/health")).send().await?).await?;
+    ensure_eq!(a.status, 200, "the gateway after its panic: {}", a.text);
+
+    // The consumer: a queue message that makes it panic.
+    let a = ctx.admin_post("/v1/dev/panic?worker=consumer").await?;
+    ensure_eq!(a.status, 202, "body: {}", a.text);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while panic_lines(&ctx, "consumer", TEXT) == 0 {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no structured panic line from the consumer in workers.log"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The consumer still runs jobs afterwards.
+    let a = ctx.admin_post("/v1/selftest").await?;
+    ensure_eq!(a.status, 202, "body: {}", a.text);
+    let id = a.json["job_id"].as_str().unwrap_or_default().to_owned();
+    ctx.wait_for_job(&id, Duration::from_secs(20), |r| r["status"] == "succeeded")
+        .await?;
     Ok(())
 }

@@ -50,10 +50,10 @@ pub fn web_app_files() -> std::collections::BTreeMap<String, String> {
     .collect()
 }
 
-/// Every example payload in `../shared/specs/github-webhook-examples.json`, with its event name.
+/// Every example delivery GitHub publishes (`@octokit/webhooks-examples`), with its event name.
 pub fn github_webhook_examples() -> Result<Vec<(String, serde_json::Value)>> {
-    let path = crate::localenv::repo_root().join("../shared/specs/github-webhook-examples.json");
-    let all: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+    let text = crate::localenv::Spec::GitHubWebhookExamples.read()?;
+    let all: Vec<serde_json::Value> = serde_json::from_str(&text)?;
     Ok(all
         .iter()
         .flat_map(|event| {

@@ -12,9 +12,46 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// The real API specifications (`../shared/specs/`, beside the repository).
-pub fn specs_dir() -> PathBuf {
-    repo_root().join("../shared/specs")
+/// A published API description the stand-ins and tests check against (`tests/specs/README.md`
+/// says where each comes from and under which license).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spec {
+    /// Discord's OpenAPI document, vendored in `tests/specs/`.
+    DiscordOpenApi,
+    /// Linear's GraphQL schema, vendored in `tests/specs/`.
+    LinearSchema,
+    /// GitHub's REST OpenAPI document, from the pinned npm package `@octokit/openapi`.
+    GitHubOpenApi,
+    /// GitHub's example webhook deliveries, from the pinned npm package `@octokit/webhooks-examples`.
+    GitHubWebhookExamples,
+}
+
+impl Spec {
+    /// The file's path inside the repository (npm packages are installed by `scripts/bootstrap`).
+    pub fn path(self) -> PathBuf {
+        let root = repo_root();
+        match self {
+            Self::DiscordOpenApi => root.join("tests/specs/discord-openapi.json"),
+            Self::LinearSchema => root.join("tests/specs/linear-schema.graphql"),
+            Self::GitHubOpenApi => {
+                root.join("node_modules/@octokit/openapi/generated/api.github.com.json")
+            }
+            Self::GitHubWebhookExamples => {
+                root.join("node_modules/@octokit/webhooks-examples/api.github.com/index.json")
+            }
+        }
+    }
+
+    /// Reads the file, with an error that says how to get it when it is missing.
+    pub fn read(self) -> Result<String> {
+        let path = self.path();
+        std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading {} (npm packages come from scripts/bootstrap)",
+                path.display()
+            )
+        })
+    }
 }
 
 /// `KEY=VALUE` pairs in file order, with `${KEY}` references to earlier keys substituted.

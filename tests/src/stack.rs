@@ -161,7 +161,11 @@ impl Stack {
             .env("CLAUDE_BIN", claude_binary(&root)?)
             .env("ANTHROPIC_BASE_URL", stack.env.get("ANTHROPIC_BASE_URL"))
             .env("ANTHROPIC_API_KEY", stack.env.get("ANTHROPIC_API_KEY"))
-            .env("EXECUTOR_WORK_DIR", opts.state_dir.join("executor"));
+            .env("EXECUTOR_WORK_DIR", opts.state_dir.join("executor"))
+            // file:// remotes in tests; as root the agents still get users of their own.
+            .env("EXECUTOR_DEV_MODE", "true");
+        // Agents run as other users: they must be able to pass through the state folder.
+        make_traversable(&opts.state_dir)?;
         stack.spawn("executor", executor, &opts).await?;
 
         let wrangler = root.join("node_modules/.bin/wrangler");
@@ -394,4 +398,21 @@ pub fn tool_path(root: &Path) -> String {
         Ok(p) => format!("{}:{p}", tools.display()),
         Err(_) => tools.display().to_string(),
     }
+}
+
+/// Lets other users pass through `dir` and its parent (when we own them: folders this launcher or
+/// its caller made, such as a private temporary folder), so an agent's user reaches its workspace.
+fn make_traversable(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let me = nix::unistd::geteuid().as_raw();
+    for d in [dir.parent(), Some(dir)].into_iter().flatten() {
+        let meta = std::fs::metadata(d)?;
+        if meta.uid() == me && meta.mode() & 0o001 == 0 {
+            std::fs::set_permissions(
+                d,
+                std::fs::Permissions::from_mode(meta.mode() & 0o7777 | 0o011),
+            )?;
+        }
+    }
+    Ok(())
 }

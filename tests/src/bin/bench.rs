@@ -33,7 +33,7 @@ struct Args {
     #[arg(long, default_value_t = 50)]
     repo_mb: usize,
     /// Attach wrangler's DevTools inspector, as `wrangler dev` does (by default the gateway runs
-    /// under wrangler's dev server without it: see the README's "Benchmarks").
+    /// under wrangler's dev server without it: see docs/benchmarks.md).
     #[arg(long)]
     inspector: bool,
     /// Pre-signed requests per run of a signed scenario (each run sends new ones; more than a run

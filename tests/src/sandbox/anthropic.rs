@@ -48,6 +48,8 @@ pub struct AnthropicState {
     pub scenario: Option<Scenario>,
     /// Bodies of the requests received (as JSON), for assertions.
     pub requests: Vec<Value>,
+    /// Requests refused for a wrong or missing key (as Anthropic answers them: 401).
+    pub refused_keys: u32,
 }
 
 /// Sets the scenario.
@@ -62,8 +64,17 @@ pub async fn messages(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if !headers.contains_key("x-api-key") && !headers.contains_key("authorization") {
-        return error(StatusCode::UNAUTHORIZED, "missing x-api-key");
+    let key = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if key.is_empty() || key != sb.credentials.anthropic_api_key {
+        sb.lock().anthropic.refused_keys += 1;
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}})),
+        )
+            .into_response();
     }
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return error(StatusCode::BAD_REQUEST, "body is not JSON");

@@ -62,9 +62,11 @@ impl DiscordState {
 
 fn spec() -> Result<&'static OpenApi, String> {
     static SPEC: OnceLock<Result<OpenApi, String>> = OnceLock::new();
-    SPEC.get_or_init(|| OpenApi::load("Discord", "discord-openapi.json").map_err(|e| e.to_string()))
-        .as_ref()
-        .map_err(Clone::clone)
+    SPEC.get_or_init(|| {
+        OpenApi::load("Discord", crate::localenv::Spec::DiscordOpenApi).map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(Clone::clone)
 }
 
 fn discord_error(status: StatusCode, code: u32, message: &str) -> Response {

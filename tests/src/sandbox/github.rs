@@ -92,9 +92,11 @@ const CREATED: &str = "2026-11-20T09:00:00Z";
 
 fn spec() -> Result<&'static OpenApi, String> {
     static SPEC: OnceLock<Result<OpenApi, String>> = OnceLock::new();
-    SPEC.get_or_init(|| OpenApi::load("GitHub", "github-openapi.json").map_err(|e| e.to_string()))
-        .as_ref()
-        .map_err(Clone::clone)
+    SPEC.get_or_init(|| {
+        OpenApi::load("GitHub", crate::localenv::Spec::GitHubOpenApi).map_err(|e| e.to_string())
+    })
+    .as_ref()
+    .map_err(Clone::clone)
 }
 
 fn gh_error(status: StatusCode, message: &str) -> Response {

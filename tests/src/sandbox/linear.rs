@@ -103,9 +103,9 @@ fn schema() -> Result<&'static Valid<Schema>, String> {
     static SCHEMA: OnceLock<Result<Valid<Schema>, String>> = OnceLock::new();
     SCHEMA
         .get_or_init(|| {
-            let path = crate::localenv::specs_dir().join("linear-schema.graphql");
-            let sdl =
-                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let sdl = crate::localenv::Spec::LinearSchema
+                .read()
+                .map_err(|e| format!("{e:#}"))?;
             Schema::parse_and_validate(sdl, "linear-schema.graphql").map_err(|e| e.to_string())
         })
         .as_ref()

@@ -143,6 +143,9 @@ pub struct Credentials {
     pub github_app_public_key: Option<rsa::RsaPublicKey>,
     /// `GITHUB_TEST_INSTALLATION_ID`: the App's one installation, on every repository.
     pub github_installation_id: u64,
+    /// `ANTHROPIC_API_KEY`: the only key the Anthropic stand-in accepts (the executor's forwarder
+    /// adds it; Claude Code itself holds a placeholder).
+    pub anthropic_api_key: String,
 }
 
 impl Credentials {
@@ -165,6 +168,7 @@ impl Credentials {
             .ok()
             .map(|k| k.to_public_key()),
             github_installation_id: get("GITHUB_TEST_INSTALLATION_ID").parse().unwrap_or(0),
+            anthropic_api_key: get("ANTHROPIC_API_KEY"),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Checks requests against a service's published OpenAPI document (`../shared/specs/`): the path
+//! Checks requests against a service's published OpenAPI document (`crate::localenv::Spec`): the path
 //! and method must exist, query parameters must be declared (and integers in range), and a JSON body
 //! must validate against the operation's request schema.
 
@@ -30,11 +30,9 @@ pub struct Matched {
 }
 
 impl OpenApi {
-    /// Loads a document from `../shared/specs/{file}`.
-    pub fn load(name: &'static str, file: &str) -> anyhow::Result<Self> {
-        let path = crate::localenv::specs_dir().join(file);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    /// Loads a published document.
+    pub fn load(name: &'static str, spec: crate::localenv::Spec) -> anyhow::Result<Self> {
+        let text = spec.read()?;
         let doc: Value = serde_json::from_str(&text)?;
         let templates = doc["paths"]
             .as_object()
@@ -267,7 +265,7 @@ mod tests {
 
     #[test]
     fn discord_requests_are_checked_against_the_spec() {
-        let spec = OpenApi::load("Discord", "discord-openapi.json").unwrap();
+        let spec = OpenApi::load("Discord", crate::localenv::Spec::DiscordOpenApi).unwrap();
         let m = spec
             .check(
                 "PATCH",
@@ -310,7 +308,7 @@ mod tests {
 
     #[test]
     fn github_requests_are_checked_against_the_spec() {
-        let spec = OpenApi::load("GitHub", "github-openapi.json").unwrap();
+        let spec = OpenApi::load("GitHub", crate::localenv::Spec::GitHubOpenApi).unwrap();
         assert!(
             spec.check(
                 "POST",
