@@ -100,16 +100,22 @@ pub fn github_base(env: &Env) -> String {
     var(env, "GITHUB_API_URL").unwrap_or_else(|| GITHUB_API_DEFAULT.into())
 }
 
-/// Retry timing: first delay `RETRY_BASE_SECONDS` (default 5), doubling, at most
-/// `RETRY_MAX_SECONDS` (default 600).
-pub fn retry_timing(env: &Env) -> (u32, u32) {
+/// Retry timing (`docs/configuration.md`): the first delay `RETRY_BASE_SECONDS` (default 5),
+/// doubling to `RETRY_MAX_SECONDS` (default 900), giving up once a job has been failing for
+/// `RETRY_GIVE_UP_AFTER_SECONDS` (default 6 hours).
+pub fn retry_policy(env: &Env) -> bugbot_shared::runner::RetryPolicy {
+    let default = bugbot_shared::runner::RetryPolicy::default();
     let num = |name: &str, default: u32| {
         var(env, name)
             .and_then(|v| v.parse().ok())
             .filter(|n| *n > 0)
             .unwrap_or(default)
     };
-    (num("RETRY_BASE_SECONDS", 5), num("RETRY_MAX_SECONDS", 600))
+    bugbot_shared::runner::RetryPolicy {
+        base_secs: num("RETRY_BASE_SECONDS", default.base_secs),
+        cap_secs: num("RETRY_MAX_SECONDS", default.cap_secs),
+        give_up_after_secs: num("RETRY_GIVE_UP_AFTER_SECONDS", default.give_up_after_secs),
+    }
 }
 
 /// Whether the dev-only hooks are on (`BUGBOT_DEV_ENDPOINTS=true`, only in `dev/local.env`).

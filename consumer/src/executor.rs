@@ -80,6 +80,7 @@ impl EventStream {
                 status,
                 retry_after: None,
                 body: text,
+                ..Default::default()
             };
             return Err(ApiError::from_status(Service::Executor, &answer));
         }

@@ -13,16 +13,24 @@ mod executor;
 mod fix;
 mod github;
 mod http;
+mod job_state;
+
+pub use job_state::JobState;
 mod log;
 mod reply;
 mod run;
 mod store;
 
-use bugbot_shared::http::{ApiError, Service, backoff_seconds};
+use bugbot_shared::http::{ApiError, Service};
 use bugbot_shared::job::{Command, JobDecodeError, JobMessage, JobRecord, JobStatus};
+use bugbot_shared::runner::Retry;
 use bugbot_shared::{replies, thread};
+use job_state::{Begun, Holder};
 use run::{Run, now_ms};
-use worker::{Context, Env, MessageBatch, MessageExt, QueueRetryOptionsBuilder, RawMessage, event};
+use worker::{
+    Context, Env, MessageBatch, MessageExt, Method, QueueRetryOptionsBuilder, RawMessage, Request,
+    Response, event,
+};
 
 /// The dead-letter queue's name suffix (`bugbot-jobs-dlq`).
 const DLQ_SUFFIX: &str = "-dlq";
@@ -58,6 +66,70 @@ pub(crate) fn decode(message: &RawMessage) -> Result<JobMessage, (JobDecodeError
     JobMessage::from_json_value(value).map_err(|e| (e, raw))
 }
 
+/// The consumer's internal HTTP routes, reached only through the gateway's `CONSUMER` service
+/// binding (the consumer has no public route: `workers_dev = false`):
+/// - `GET /internal/jobs/{id}`: a job's record (404 if the consumer never saw it);
+/// - `POST /internal/jobs` `{"ids": [...]}`: the listing entries of those jobs it has records of;
+/// - `POST /internal/dev/deliver` (only with `BUGBOT_DEV_ENDPOINTS=true`): runs a job message
+///   through the same code as a queue delivery and answers how it settled — so tests can hand
+///   one job to the consumer twice at the same moment, which the local queue never does.
+#[event(fetch)]
+async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+    let path = req.path();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (req.method(), segments.as_slice()) {
+        (Method::Get, ["internal", "jobs", id]) => {
+            let Ok(id) = bugbot_shared::ids::JobId::parse(id) else {
+                return Response::error("bad job id", 400);
+            };
+            match job_state::load(&env, &id).await {
+                Ok(Some(record)) => Response::from_json(&record),
+                Ok(None) => Response::error("no record", 404),
+                Err(e) => Response::error(e.to_string(), 503),
+            }
+        }
+        (Method::Post, ["internal", "jobs"]) => {
+            #[derive(serde::Deserialize)]
+            struct Ids {
+                ids: Vec<String>,
+            }
+            let Ok(Ids { ids }) = req.json::<Ids>().await else {
+                return Response::error("expected {\"ids\": [...]}", 400);
+            };
+            let ids: Vec<_> = ids
+                .iter()
+                .take(100)
+                .filter_map(|id| bugbot_shared::ids::JobId::parse(id).ok())
+                .collect();
+            let records =
+                futures::future::join_all(ids.iter().map(|id| job_state::load(&env, id))).await;
+            let jobs: Vec<bugbot_shared::kv::ListedJob> = records
+                .into_iter()
+                .filter_map(|r| r.ok().flatten())
+                .map(|r| bugbot_shared::kv::ListedJob::of(&r))
+                .collect();
+            Response::from_json(&serde_json::json!({ "jobs": jobs }))
+        }
+        (Method::Post, ["internal", "dev", "deliver"]) if config::dev_endpoints(&env) => {
+            let Ok(value) = req.json::<serde_json::Value>().await else {
+                return Response::error("the body must be a job message", 400);
+            };
+            let job = match JobMessage::from_json_value(value) {
+                Ok(job) => job,
+                Err(e) => return Response::error(e.to_string(), 400),
+            };
+            let settled = process(&env, &job, &delivery_id("dev")).await;
+            Response::from_json(&match settled {
+                Settled::Done => serde_json::json!({ "settled": "done" }),
+                Settled::RetryIn(secs) => {
+                    serde_json::json!({ "settled": "retry", "delay_s": secs })
+                }
+            })
+        }
+        _ => Response::error("not found", 404),
+    }
+}
+
 /// Runs once when the runtime instantiates the Worker.
 #[event(start)]
 fn start() {
@@ -90,7 +162,7 @@ async fn handle(env: &Env, message: &RawMessage) {
         &[("job", job.id.as_str()), ("message", &message.id())],
     );
     http::reset_counts();
-    match process(env, &job).await {
+    match process(env, &job, &delivery_id(&message.id())).await {
         Settled::Done => message.ack(),
         Settled::RetryIn(seconds) => message.retry_with_options(
             &QueueRetryOptionsBuilder::new()
@@ -100,7 +172,14 @@ async fn handle(env: &Env, message: &RawMessage) {
     }
 }
 
+/// A delivery's own id (a message is redelivered under the same message id).
+fn delivery_id(message_id: &str) -> String {
+    let random = (worker::js_sys::Math::random() * 1e12) as u64;
+    format!("{message_id}-{random:x}")
+}
+
 /// How a delivery ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Settled {
     /// Ack: finished, failed for good, or nothing to do.
     Done,
@@ -108,43 +187,50 @@ enum Settled {
     RetryIn(u32),
 }
 
-async fn process(env: &Env, job: &JobMessage) -> Settled {
-    let (base, cap) = config::retry_timing(env);
-    let record = match store::load_record(env, &job.id).await {
-        Ok(r) => r,
-        Err(e) => return retry_after_bookkeeping(job, &e, base),
+/// One delivery of a job: take its lease (or find it running elsewhere, or finished), run it, and
+/// settle — done, retry later (the requester is told what bugbot waits for), or give up.
+async fn process(env: &Env, job: &JobMessage, holder: &str) -> Settled {
+    let policy = config::retry_policy(env);
+    let holder = Holder::new(job.id.clone(), holder.to_owned());
+    let mut record = match holder.begin(env, job.replay, JobRecord::queued(job)).await {
+        Ok(Begun::Run(record)) => record,
+        Ok(Begun::Wait(secs)) => {
+            // At-least-once delivery: another delivery of this job is running it right now.
+            log::info(
+                "job is running elsewhere",
+                &[("job", job.id.as_str()), ("retry_in_s", &secs.to_string())],
+            );
+            return Settled::RetryIn(secs);
+        }
+        Ok(Begun::Finished(record)) => {
+            log::info(
+                "delivery ignored: the job already finished",
+                &[
+                    ("job", job.id.as_str()),
+                    ("status", &format!("{:?}", record.status)),
+                ],
+            );
+            return Settled::Done;
+        }
+        Err(e) => return retry_after_bookkeeping(job, &e, policy.base_secs),
     };
-    let mut record = record.unwrap_or_else(|| JobRecord::queued(job));
     if job.replay > record.replay {
         // An operator replayed a dead job: run it again, keeping what it already did.
         record.replay = job.replay;
         record.last_error = None;
+        record.first_failure_at_ms = None;
         record.record(
             now_ms(),
             JobStatus::Queued,
             "replayed",
             "replayed from the dead-letter queue",
         );
-    } else if record.status.is_final() {
-        // At-least-once delivery: a job that already finished is not run again.
-        let attempts = record.attempts + 1;
-        record.attempts = attempts;
-        record.record(
-            now_ms(),
-            record.status,
-            "delivered",
-            format!("delivery {attempts} ignored: the job already finished"),
-        );
-        return match store::save_record(env, &record).await {
-            Ok(()) => Settled::Done,
-            Err(e) => retry_after_bookkeeping(job, &e, base),
-        };
     }
     record.attempts += 1;
     let attempt = record.attempts;
-    let mut run = Run::new(env, job, record);
+    let mut run = Run::new(env, job, record, holder);
     if let Err(e) = run.step("started", format!("attempt {attempt}")).await {
-        return retry_after_bookkeeping(job, &e, base);
+        return retry_after_bookkeeping(job, &e, policy.base_secs);
     }
 
     let settled = match execute(&mut run, attempt).await {
@@ -152,26 +238,37 @@ async fn process(env: &Env, job: &JobMessage) -> Settled {
             .end(JobStatus::Succeeded, "done", "finished")
             .await
             .map(|()| Settled::Done),
-        Err(e) if e.is_transient() => {
-            let delay = backoff_seconds(
-                attempt,
-                base,
-                cap,
-                e.retry_after_secs(),
-                worker::js_sys::Math::random(),
-            );
-            run.record.last_error = Some(e.to_string());
+        Err(e) if job_state::lost_lease(&e) => {
+            // Another delivery took the job over (this one was too slow to renew): it goes on.
             log::info(
-                "job will be retried",
-                &[("job", job.id.as_str()), ("delay_s", &delay.to_string())],
+                "delivery stopped: the job was taken over",
+                &[("job", job.id.as_str())],
             );
-            run.end(
-                JobStatus::Retrying,
-                "retrying",
-                format!("{e}; next attempt in {delay} s"),
-            )
-            .await
-            .map(|()| Settled::RetryIn(delay))
+            return Settled::Done;
+        }
+        Err(e) if e.is_transient() => {
+            let now = now_ms();
+            let first = *run.record.first_failure_at_ms.get_or_insert(now);
+            run.record.last_error = Some(e.to_string());
+            match policy.decide(&e, attempt, first, now, worker::js_sys::Math::random()) {
+                Retry::In { secs, notice } => {
+                    log::info(
+                        "job will be retried",
+                        &[("job", job.id.as_str()), ("delay_s", &secs.to_string())],
+                    );
+                    reply::progress(&mut run, &notice).await;
+                    run.end(
+                        JobStatus::Retrying,
+                        "retrying",
+                        format!("{e}; next attempt in {secs} s"),
+                    )
+                    .await
+                    .map(|()| Settled::RetryIn(secs))
+                }
+                Retry::GiveUp => dead::give_up(&mut run, &e.to_string())
+                    .await
+                    .map(|()| Settled::Done),
+            }
         }
         Err(e) => {
             run.record.last_error = Some(e.to_string());
@@ -189,7 +286,13 @@ async fn process(env: &Env, job: &JobMessage) -> Settled {
                 .map(|()| Settled::Done)
         }
     };
-    settled.unwrap_or_else(|e| retry_after_bookkeeping(job, &e, base))
+    settled.unwrap_or_else(|e| {
+        if job_state::lost_lease(&e) {
+            Settled::Done
+        } else {
+            retry_after_bookkeeping(job, &e, policy.base_secs)
+        }
+    })
 }
 
 /// The record itself could not be read or written: retry soon.

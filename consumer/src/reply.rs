@@ -23,7 +23,7 @@ pub async fn progress(run: &mut Run<'_>, text: &str) {
     if message_ids(&run.record) != before {
         // A status comment or reply was just created: keep its id at once, so that a retry edits it
         // instead of posting a second one.
-        if let Err(e) = crate::store::save_record(run.env, &run.record).await {
+        if let Err(e) = run.save().await {
             log::info(
                 "status message id not saved",
                 &[("job", run.job.id.as_str()), ("error", &e.to_string())],

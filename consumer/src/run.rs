@@ -1,7 +1,8 @@
 //! One delivery of one job: the record it updates as it goes, and how its outcome is settled
 //! (done, failed for good, or retried later).
 
-use crate::{http, log, store};
+use crate::job_state::Holder;
+use crate::{http, log};
 use bugbot_shared::http::ApiError;
 use bugbot_shared::job::{JobMessage, JobRecord, JobStatus};
 use worker::Env;
@@ -14,6 +15,8 @@ pub struct Run<'a> {
     pub job: &'a JobMessage,
     /// Its record, saved after every step.
     pub record: JobRecord,
+    /// This delivery's lease on the job: every save is fenced by it.
+    holder: Holder,
 }
 
 impl std::fmt::Debug for Run<'_> {
@@ -23,16 +26,27 @@ impl std::fmt::Debug for Run<'_> {
 }
 
 impl<'a> Run<'a> {
-    /// Starts a run on the job's current record.
-    pub fn new(env: &'a Env, job: &'a JobMessage, record: JobRecord) -> Self {
-        Self { env, job, record }
+    /// Starts a run on the job's current record, holding its lease.
+    pub fn new(env: &'a Env, job: &'a JobMessage, record: JobRecord, holder: Holder) -> Self {
+        Self {
+            env,
+            job,
+            record,
+            holder,
+        }
     }
 
-    /// Records a step (status `running`) and saves the record.
+    /// Records a step (status `running`) and saves the record (renewing the lease).
     pub async fn step(&mut self, step: &str, detail: impl Into<String>) -> Result<(), ApiError> {
         self.record
             .record(now_ms(), JobStatus::Running, step, detail.into());
-        store::save_record(self.env, &self.record).await
+        self.save().await
+    }
+
+    /// Saves the record as it is (renewing the lease). Fails with a lost lease when another
+    /// delivery took the job over.
+    pub async fn save(&self) -> Result<(), ApiError> {
+        self.holder.save(self.env, &self.record, false).await
     }
 
     /// Adds a link to what the job produced (once).
@@ -42,7 +56,7 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Ends the record with `status` and saves it.
+    /// Ends this delivery: the record gets `status` and is saved, and the lease released.
     pub async fn end(
         &mut self,
         status: JobStatus,
@@ -50,7 +64,7 @@ impl<'a> Run<'a> {
         detail: impl Into<String>,
     ) -> Result<(), ApiError> {
         self.record.record(now_ms(), status, step, detail.into());
-        store::save_record(self.env, &self.record).await?;
+        self.holder.save(self.env, &self.record, true).await?;
         log::info(
             "job finished",
             &[

@@ -1,10 +1,11 @@
-//! The consumer's state in Workers KV: job records, thread → Linear issue mappings, dead jobs.
+//! The consumer's read-mostly state in Workers KV: thread → Linear issue mappings (written once per
+//! thread) and dead jobs (written once per dead job). Job records live in each job's Durable
+//! Object (`job_state`), which KV's consistency and write rate could not serve.
 //!
 //! KV failures are transient for the job (the queue redelivers it).
 
 use bugbot_shared::http::{ApiError, Service};
-use bugbot_shared::ids::JobId;
-use bugbot_shared::job::{DeadJob, JobRecord};
+use bugbot_shared::job::DeadJob;
 use bugbot_shared::kv;
 use bugbot_shared::linear::Issue;
 use worker::Env;
@@ -27,29 +28,6 @@ fn kv_error(e: impl std::fmt::Display) -> ApiError {
 
 fn store(env: &Env) -> Result<worker::kv::KvStore, ApiError> {
     env.kv(KV_BINDING).map_err(kv_error)
-}
-
-/// The job's record, if the consumer wrote one.
-pub async fn load_record(env: &Env, id: &JobId) -> Result<Option<JobRecord>, ApiError> {
-    store(env)?
-        .get(&kv::job(id))
-        .json::<JobRecord>()
-        .await
-        .map_err(kv_error)
-}
-
-/// Saves the record, with a small listing summary as KV metadata (so `GET /v1/jobs` needs one
-/// list call, not one read per job).
-pub async fn save_record(env: &Env, record: &JobRecord) -> Result<(), ApiError> {
-    store(env)?
-        .put(&kv::job(&record.id), record)
-        .map_err(kv_error)?
-        .metadata(kv::ListedJob::of(record))
-        .map_err(kv_error)?
-        .expiration_ttl(kv::JOB_TTL_SECONDS)
-        .execute()
-        .await
-        .map_err(kv_error)
 }
 
 /// The Linear issue a thread was mapped to.

@@ -29,7 +29,10 @@ pub async fn send(request: &HttpRequest) -> Result<HttpResponse, ApiError> {
         .send()
         .await
         .map_err(|_| network("the request failed before an answer arrived"))?;
-    let retry_after = response.headers().get("retry-after").ok().flatten();
+    let header = |name: &str| response.headers().get(name).ok().flatten();
+    let retry_after = header("retry-after");
+    let ratelimit_remaining = header("x-ratelimit-remaining");
+    let ratelimit_reset = header("x-ratelimit-reset");
     let body = response
         .text()
         .await
@@ -38,6 +41,9 @@ pub async fn send(request: &HttpRequest) -> Result<HttpResponse, ApiError> {
         status: response.status_code(),
         retry_after,
         body,
+        ratelimit_remaining,
+        ratelimit_reset,
+        received_at_secs: worker::Date::now().as_millis() / 1000,
     })
 }
 

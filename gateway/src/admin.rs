@@ -22,22 +22,54 @@ fn authorize(req: &Request, env: &Env) -> Result<(), GatewayError> {
     }
 }
 
+/// The binding of the consumer's internal routes (job records live in its `JobState` objects).
+const CONSUMER: &str = "CONSUMER";
+
+/// Asks the consumer (service binding) for `path`, with an optional JSON body.
+async fn consumer(env: &Env, path: &str, body: Option<String>) -> Result<Response, GatewayError> {
+    let mut init = worker::RequestInit::new();
+    init.with_method(if body.is_some() {
+        worker::Method::Post
+    } else {
+        worker::Method::Get
+    });
+    if let Some(body) = body {
+        let headers = worker::Headers::new();
+        headers.set("content-type", "application/json")?;
+        init.with_headers(headers).with_body(Some(body.into()));
+    }
+    let req = Request::new_with_init(&format!("http://consumer{path}"), &init)?;
+    env.service(CONSUMER)?
+        .fetch_request(req)
+        .await
+        .map_err(|e| GatewayError::Unavailable(format!("the consumer: {e}")))
+}
+
 /// `GET /v1/jobs/{id}`: a job's status and timeline.
 pub async fn get_job(req: &Request, env: &Env, id: &str) -> Result<Response, GatewayError> {
     authorize(req, env)?;
     let id = JobId::parse(id).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
-    // The consumer's progress if it has started, else the ledger's record of admitting it.
-    let store = env.kv(KV_BINDING)?;
+    // The consumer's record once it has started the job, else the ledger's record of admitting it.
     let (progress, admitted) = futures_util::future::join(
-        store.get(&kv::job(&id)).json::<JobRecord>(),
+        consumer(env, &format!("/internal/jobs/{id}"), None),
         crate::ledger::job(env, id.as_str()),
     )
     .await;
+    let mut progress = progress?;
+    let progress: Option<JobRecord> = match progress.status_code() {
+        200 => Some(progress.json().await?),
+        404 => None,
+        status => {
+            return Err(GatewayError::Unavailable(format!(
+                "the consumer answered {status}"
+            )));
+        }
+    };
     let admitted = admitted?
         .map(|record| serde_json::from_str::<JobRecord>(&record))
         .transpose()
         .map_err(|e| GatewayError::Unavailable(format!("the admission ledger's record: {e}")))?;
-    match progress?.or(admitted) {
+    match progress.or(admitted) {
         Some(record) => Ok(json_response(
             200,
             &serde_json::to_value(record).unwrap_or_default(),
@@ -49,22 +81,45 @@ pub async fn get_job(req: &Request, env: &Env, id: &str) -> Result<Response, Gat
 /// Jobs listed at most.
 const LIST_LIMIT: usize = 100;
 
-/// Keys read per prefix when listing (newest are picked from these).
+/// Keys read per prefix when listing the dead-letter list (newest are picked from these).
 const LIST_SCAN: u64 = 1000;
 
-/// `GET /v1/jobs`: recent jobs, newest first (`?limit=`, at most 100).
+/// `GET /v1/jobs`: recent jobs, newest first (`?limit=`, at most 100). The admission ledger is the
+/// index (it records every admitted job, strongly consistent); each job's status comes from its
+/// record in the consumer.
 pub async fn list_jobs(req: &Request, env: &Env) -> Result<Response, GatewayError> {
     authorize(req, env)?;
     let limit = query_limit(req)?;
-    let store = env.kv(KV_BINDING)?;
-    let (admitted, jobs) = futures_util::future::join(
-        crate::ledger::recent_jobs::<Vec<JobRecord>>(env, limit),
-        listed(&store, kv::JOB_PREFIX),
+    let admitted: Vec<JobRecord> = crate::ledger::recent_jobs(env, limit).await?;
+    let ids: Vec<String> = admitted.iter().map(|r| r.id.to_string()).collect();
+    let mut answer = consumer(
+        env,
+        "/internal/jobs",
+        Some(serde_json::json!({ "ids": ids }).to_string()),
     )
-    .await;
-    let admitted = admitted?.iter().map(kv::ListedJob::of).collect();
-    let jobs = kv::newest_first(admitted, jobs?, limit);
+    .await?;
+    #[derive(serde::Deserialize)]
+    struct Listed {
+        jobs: Vec<kv::ListedJob>,
+    }
+    let progress: Listed = answer.json().await?;
+    let admitted = admitted.iter().map(kv::ListedJob::of).collect();
+    let jobs = kv::newest_first(admitted, progress.jobs, limit);
     Ok(json_response(200, &serde_json::json!({ "jobs": jobs }))?)
+}
+
+/// `POST /v1/dev/deliver`: hands a job message to the consumer directly, as a queue delivery would
+/// (dev-only, like `enqueue-raw`): the local queue delivers one message at a time, so this is how
+/// tests deliver one job twice at the same moment. Answers how the delivery settled.
+pub async fn dev_deliver(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
+    if config::optional(env, "BUGBOT_DEV_ENDPOINTS").as_deref() != Some("true") {
+        return Err(GatewayError::NotFound);
+    }
+    authorize(req, env)?;
+    let body = crate::read_body(req.inner()).await?;
+    let text = String::from_utf8(body)
+        .map_err(|_| GatewayError::BadRequest("the body must be JSON".into()))?;
+    consumer(env, "/internal/dev/deliver", Some(text)).await
 }
 
 fn query_limit(req: &Request) -> Result<usize, GatewayError> {
@@ -80,24 +135,6 @@ fn query_limit(req: &Request) -> Result<usize, GatewayError> {
         .map_err(|_| GatewayError::BadRequest("limit must be a number".into()))?
         .unwrap_or(20);
     Ok(limit.clamp(1, LIST_LIMIT))
-}
-
-async fn listed(
-    store: &worker::kv::KvStore,
-    prefix: &str,
-) -> Result<Vec<kv::ListedJob>, GatewayError> {
-    let page = store
-        .list()
-        .prefix(prefix.to_owned())
-        .limit(LIST_SCAN)
-        .execute()
-        .await?;
-    Ok(page
-        .keys
-        .into_iter()
-        .filter_map(|k| k.metadata)
-        .filter_map(|m| serde_json::from_value(m).ok())
-        .collect())
 }
 
 /// `GET /v1/dlq`: dead jobs (message summary, last error, attempts), newest first.
@@ -201,11 +238,12 @@ pub async fn dev_panic(req: &mut Request, env: &Env) -> Result<Response, Gateway
         return Err(GatewayError::NotFound);
     }
     authorize(req, env)?;
-    let consumer = req
-        .url()?
-        .query_pairs()
-        .any(|(k, v)| k == "worker" && v == "consumer");
-    if !consumer {
+    // The raw URL, not `req.url()` (see `query_limit`).
+    let url = req.inner().url();
+    let for_consumer = url
+        .split_once('?')
+        .is_some_and(|(_, q)| q.split('&').any(|pair| pair == "worker=consumer"));
+    if !for_consumer {
         panic!("a panic asked for by POST /v1/dev/panic");
     }
     // As JSON text, like enqueue-raw: serde would send the object as a JS Map.

@@ -301,6 +301,7 @@ mod tests {
             status: s,
             retry_after: None,
             body: String::new(),
+            ..Default::default()
         };
         assert!(is_expired_interaction(&ApiError::from_status(
             Service::Discord,

@@ -270,6 +270,7 @@ mod tests {
             status,
             retry_after: None,
             body: body.into(),
+            ..Default::default()
         };
         assert!(parse_branch_exists(&answer(200, r#"{"name":"x"}"#)).unwrap());
         assert!(!parse_branch_exists(&answer(404, r#"{"message":"Branch not found"}"#)).unwrap());

@@ -124,7 +124,7 @@ impl HttpRequest {
 pub const USER_AGENT: &str = "bugbot (+https://github.com/bugbot)";
 
 /// A response as received.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HttpResponse {
     /// Status code.
     pub status: u16,
@@ -132,6 +132,12 @@ pub struct HttpResponse {
     pub retry_after: Option<String>,
     /// Body text.
     pub body: String,
+    /// GitHub's `x-ratelimit-remaining`, if present.
+    pub ratelimit_remaining: Option<String>,
+    /// GitHub's `x-ratelimit-reset` (Unix seconds), if present.
+    pub ratelimit_reset: Option<String>,
+    /// When the answer arrived, in Unix seconds (to turn a reset time into a wait); 0 if unknown.
+    pub received_at_secs: u64,
 }
 
 impl HttpResponse {
@@ -190,19 +196,50 @@ impl std::fmt::Display for Service {
     }
 }
 
+/// GitHub's advice for a secondary rate limit without `Retry-After`: wait at least a minute.
+pub const GITHUB_SECONDARY_LIMIT_WAIT_SECS: u32 = 60;
+
 /// Longest piece of an error body kept in a message.
 const MAX_ERROR_BODY: usize = 300;
 
 impl ApiError {
-    /// Classifies a non-2xx response.
+    /// Classifies a non-2xx response. GitHub sends its rate limits as 403 as well as 429: a 403
+    /// with `x-ratelimit-remaining: 0` (the primary limit; the wait runs to `x-ratelimit-reset`) or
+    /// a "secondary rate limit" message (at least a minute, unless `Retry-After` says otherwise) is
+    /// transient like a 429.
     pub fn from_status(service: Service, response: &HttpResponse) -> Self {
         let (snippet, _) = crate::job::truncate(response.body.trim(), MAX_ERROR_BODY);
         let status = response.status;
+        let retry_after = response.retry_after.as_deref().and_then(parse_retry_after);
+        let github_limited = service == Service::Github
+            && (status == 403 || status == 429)
+            && (response.ratelimit_remaining.as_deref().map(str::trim) == Some("0")
+                || response
+                    .body
+                    .to_ascii_lowercase()
+                    .contains("secondary rate limit"));
+        if github_limited {
+            let until_reset = response
+                .ratelimit_reset
+                .as_deref()
+                .and_then(|r| r.trim().parse::<u64>().ok())
+                .filter(|_| response.received_at_secs > 0)
+                .map(|reset| reset.saturating_sub(response.received_at_secs).max(1));
+            let wait = retry_after
+                .or_else(|| until_reset.map(|w| u32::try_from(w).unwrap_or(u32::MAX)))
+                .unwrap_or(GITHUB_SECONDARY_LIMIT_WAIT_SECS);
+            return Self::Transient {
+                service,
+                status: Some(status),
+                retry_after_secs: Some(wait),
+                message: format!("rate limited: {snippet}"),
+            };
+        }
         if status == 429 || status >= 500 || status == 408 {
             Self::Transient {
                 service,
                 status: Some(status),
-                retry_after_secs: response.retry_after.as_deref().and_then(parse_retry_after),
+                retry_after_secs: retry_after,
                 message: snippet,
             }
         } else {
@@ -286,7 +323,9 @@ pub fn backoff_seconds(
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let jitter = (f64::from(exp - half) * random.clamp(0.0, 0.999_999)).floor() as u32;
     let delay = half + jitter;
-    delay.max(retry_after.unwrap_or(0)).max(1)
+    delay
+        .max(retry_after.unwrap_or(0))
+        .clamp(1, crate::runner::MAX_RETRY_DELAY_SECS)
 }
 
 /// Percent-encodes a query or path component.
@@ -312,6 +351,7 @@ mod tests {
             status,
             retry_after: retry_after.map(str::to_owned),
             body: "nope".into(),
+            ..Default::default()
         }
     }
 
@@ -326,6 +366,48 @@ mod tests {
         assert!(!ApiError::from_status(Service::Linear, &resp(403, None)).is_transient());
         assert!(!ApiError::from_status(Service::Linear, &resp(404, None)).is_transient());
         assert!(ApiError::network(Service::Posthog, "reset").is_transient());
+    }
+
+    #[test]
+    fn githubs_rate_limits_are_transient_whatever_the_status() {
+        let primary = HttpResponse {
+            status: 403,
+            body: r#"{"message":"API rate limit exceeded for installation ID 1."}"#.into(),
+            ratelimit_remaining: Some("0".into()),
+            ratelimit_reset: Some("1000120".into()),
+            received_at_secs: 1_000_000,
+            ..Default::default()
+        };
+        let e = ApiError::from_status(Service::Github, &primary);
+        assert!(e.is_transient());
+        assert_eq!(e.retry_after_secs(), Some(120));
+
+        let secondary = HttpResponse {
+            status: 403,
+            body: r#"{"message":"You have exceeded a secondary rate limit. Please wait a few minutes before you try again."}"#.into(),
+            ..Default::default()
+        };
+        let e = ApiError::from_status(Service::Github, &secondary);
+        assert!(e.is_transient());
+        assert_eq!(e.retry_after_secs(), Some(GITHUB_SECONDARY_LIMIT_WAIT_SECS));
+        let with_header = HttpResponse {
+            retry_after: Some("30".into()),
+            ..secondary.clone()
+        };
+        assert_eq!(
+            ApiError::from_status(Service::Github, &with_header).retry_after_secs(),
+            Some(30)
+        );
+
+        // A 403 that is a refusal stays permanent, and other services' 403s are refusals.
+        let refused = HttpResponse {
+            status: 403,
+            body: r#"{"message":"Resource not accessible by integration"}"#.into(),
+            ratelimit_remaining: Some("4999".into()),
+            ..Default::default()
+        };
+        assert!(!ApiError::from_status(Service::Github, &refused).is_transient());
+        assert!(!ApiError::from_status(Service::Linear, &secondary).is_transient());
     }
 
     #[test]

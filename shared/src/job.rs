@@ -279,6 +279,9 @@ pub struct JobRecord {
     /// The last error, if any (already free of secrets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// When the job first failed transiently (ms): retries give up by time since then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_failure_at_ms: Option<u64>,
     /// Links to what the job produced (Linear issue, comment, pull request).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<String>,
@@ -389,6 +392,7 @@ impl JobRecord {
             updated_at_ms: job.enqueued_at_ms,
             attempts: 0,
             last_error: None,
+            first_failure_at_ms: None,
             links: Vec::new(),
             events: vec![JobEvent {
                 at_ms: job.enqueued_at_ms,

@@ -1,19 +1,11 @@
-//! Key names in Workers KV, in one place so the gateway, the consumer and the tools agree.
+//! Key names in Workers KV, in one place so the gateway, the consumer and the tools agree; and the
+//! listing entry of a job. KV holds read-mostly data only: dead jobs and thread → issue mappings.
 
-use crate::ids::JobId;
 use crate::job::{Command, JobRecord, JobStatus};
 use serde::{Deserialize, Serialize};
 
-/// Job records expire after this long (30 days): KV is the run history, not an archive.
+/// How long the admission ledger remembers a job (30 days): it is the run history's index.
 pub const JOB_TTL_SECONDS: u64 = 30 * 24 * 3600;
-
-/// Prefix of every job record, for listing.
-pub const JOB_PREFIX: &str = "job:";
-
-/// `job:{id}` → [`crate::job::JobRecord`], the progress the consumer records.
-pub fn job(id: &JobId) -> String {
-    format!("{JOB_PREFIX}{id}")
-}
 
 /// Prefix of dead jobs ([`crate::job::DeadJob`]), for listing.
 pub const DEAD_PREFIX: &str = "dead:";
@@ -37,8 +29,7 @@ pub fn github_issue(repo: &crate::ids::RepoFullName, number: u64) -> String {
     format!("github:{repo}#{number}")
 }
 
-/// The summary stored as KV metadata beside a job record, so that a listing needs no extra reads.
-/// Small by design (KV metadata is limited to 1024 bytes).
+/// A job as `GET /v1/jobs` lists it. Small by design.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListedJob {
     /// Job id.
@@ -72,7 +63,7 @@ impl ListedJob {
     }
 }
 
-/// Merges the gateway's admitted jobs and the consumer's `job` entries (the consumer's win),
+/// Merges the admission ledger's jobs and the consumer's records of them (the consumer's win),
 /// newest first, at most `limit`.
 pub fn newest_first(
     admitted: Vec<ListedJob>,

@@ -26,5 +26,6 @@ pub mod path_policy;
 pub mod posthog;
 pub mod references;
 pub mod replies;
+pub mod runner;
 pub mod signature;
 pub mod thread;

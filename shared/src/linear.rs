@@ -398,6 +398,7 @@ mod tests {
             status: 200,
             retry_after: None,
             body: body.to_string(),
+            ..Default::default()
         }
     }
 
@@ -442,6 +443,7 @@ mod tests {
             status: 400,
             retry_after: Some("3".into()),
             body: json!({"errors":[{"message":"Rate limit exceeded","extensions":{"code":"RATELIMITED"}}]}).to_string(),
+            ..Default::default()
         };
         let e = parse_issue(&limited).unwrap_err();
         assert!(e.is_transient());
@@ -454,6 +456,7 @@ mod tests {
             status: 503,
             retry_after: None,
             body: "upstream".into(),
+            ..Default::default()
         };
         assert!(parse_issue(&down).unwrap_err().is_transient());
     }

@@ -169,6 +169,7 @@ mod tests {
             status: 200,
             retry_after: None,
             body: v.to_string(),
+            ..Default::default()
         };
         let p = parse_first_person(&ok(json!({"next":null,"results":[{"id":"0190-aa","uuid":"0190-aa","distinct_ids":["d"],"properties":{"email":"a@b"}}]}))).unwrap();
         assert_eq!(p.unwrap().id, "0190-aa");
@@ -178,6 +179,7 @@ mod tests {
             status: 404,
             retry_after: None,
             body: "{}".into(),
+            ..Default::default()
         };
         assert_eq!(parse_recording(&missing).unwrap(), None);
     }

@@ -108,5 +108,6 @@ async fn send(http: &reqwest::Client, req: HttpRequest) -> Result<HttpResponse> 
         status,
         retry_after,
         body: response.text().await?,
+        ..Default::default()
     })
 }

@@ -1,4 +1,6 @@
-//! Injected faults: make a service's next N calls fail with a status, a `Retry-After`, or slowness.
+//! Injected faults: make a service's next N calls fail with a status, a `Retry-After`, headers
+//! (GitHub's rate-limit headers), or slowness — before the call is performed, or after it (the side
+//! effect happens and its answer is lost, as when a connection breaks after the server acted).
 
 use super::{SandboxState, Service, error};
 use axum::http::{HeaderValue, StatusCode};
@@ -29,6 +31,15 @@ pub struct FaultRequest {
     /// Only calls whose path (below the service prefix) ends with this (`/pulls`); any when absent.
     #[serde(default)]
     pub path_suffix: Option<String>,
+    /// Perform the call, then answer with the fault instead of the real answer.
+    #[serde(default)]
+    pub lose_answer: bool,
+    /// The error message of the answer (default: "fault injected by the sandbox").
+    #[serde(default)]
+    pub message: Option<String>,
+    /// More headers of the answer (e.g. `x-ratelimit-remaining`).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 fn one() -> u32 {
@@ -52,6 +63,12 @@ pub struct Fault {
     pub method: Option<String>,
     /// Only paths ending with this.
     pub path_suffix: Option<String>,
+    /// The call is performed and its answer replaced.
+    pub lose_answer: bool,
+    /// Error message.
+    pub message: Option<String>,
+    /// More headers.
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 impl FaultRequest {
@@ -68,6 +85,15 @@ impl FaultRequest {
         if self.status.is_none() && self.delay_ms == 0 {
             return Err("a fault needs a status, a delay_ms, or both".into());
         }
+        if self.lose_answer && self.status.is_none() {
+            return Err("lose_answer needs the status that replaces the answer".into());
+        }
+        if self.headers.iter().any(|(k, v)| {
+            axum::http::HeaderName::try_from(k.as_str()).is_err()
+                || HeaderValue::from_str(v).is_err()
+        }) {
+            return Err("headers must be valid HTTP header names and values".into());
+        }
         if self.delay_ms > 120_000 {
             return Err("delay_ms is at most 120000".into());
         }
@@ -79,6 +105,9 @@ impl FaultRequest {
             delay_ms: self.delay_ms,
             method: self.method.map(|m| m.to_ascii_uppercase()),
             path_suffix: self.path_suffix,
+            lose_answer: self.lose_answer,
+            message: self.message,
+            headers: self.headers,
         })
     }
 }
@@ -87,11 +116,24 @@ impl Fault {
     /// The answer this fault gives, or `None` when it only delays.
     pub fn response(&self) -> Option<Response> {
         let status = StatusCode::from_u16(self.status?).ok()?;
-        let mut response = error(status, "fault injected by the sandbox");
+        let mut response = error(
+            status,
+            self.message
+                .as_deref()
+                .unwrap_or("fault injected by the sandbox"),
+        );
         if let Some(secs) = self.retry_after {
             response
                 .headers_mut()
                 .insert("retry-after", HeaderValue::from(secs));
+        }
+        for (name, value) in &self.headers {
+            if let (Ok(name), Ok(value)) = (
+                axum::http::HeaderName::try_from(name.as_str()),
+                HeaderValue::from_str(value),
+            ) {
+                response.headers_mut().insert(name, value);
+            }
         }
         Some(response)
     }

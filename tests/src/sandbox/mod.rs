@@ -387,6 +387,11 @@ async fn record_and_fault(State(sb): State<Sandbox>, req: Request, next: Next) -
                 tokio::time::sleep(std::time::Duration::from_millis(fault.delay_ms)).await;
             }
             match fault.response() {
+                Some(r) if fault.lose_answer => {
+                    // The stand-in acts; the caller never hears of it.
+                    let _performed = next.run(req).await;
+                    (r, true)
+                }
                 Some(r) => (r, true),
                 None => (next.run(req).await, false),
             }
