@@ -112,7 +112,19 @@ impl EventStream {
                     "an event line was too long",
                 ));
             }
-            match self.body.next().await {
+            let idle = worker::Delay::from(std::time::Duration::from_secs(
+                bugbot_shared::executor::STREAM_IDLE_SECS,
+            ));
+            let next = match futures::future::select(self.body.next(), idle).await {
+                futures::future::Either::Left((next, _)) => next,
+                futures::future::Either::Right(_) => {
+                    return Err(ApiError::network(
+                        Service::Executor,
+                        "the executor's stream went silent (no heartbeat)",
+                    ));
+                }
+            };
+            match next {
                 Some(Ok(chunk)) => self.buffer.extend_from_slice(&chunk),
                 Some(Err(_)) => {
                     return Err(ApiError::network(

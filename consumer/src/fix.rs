@@ -19,6 +19,10 @@ use bugbot_shared::thread::Origin;
 /// Progress edits for Claude Code's turns come at most this often (each is one API call).
 const TURN_PROGRESS_EVERY_MS: u64 = 2000;
 
+/// While the executor runs, the job's lease is renewed at least this often (well within
+/// `bugbot_shared::runner::LEASE_MS`).
+const LEASE_RENEW_EVERY_MS: u64 = 30_000;
+
 /// Runs the fix.
 pub async fn fix(run: &mut Run<'_>, origin: &Origin) -> Result<(), ApiError> {
     let context = contextualize::gather(run, origin).await?;
@@ -170,6 +174,7 @@ async fn execute(
     };
     let mut events = executor::start(run.env, &request).await?;
     let mut last_turn_shown = 0u64;
+    let mut last_saved = now_ms();
     while let Some(event) = events.next().await? {
         let text = match &event {
             Event::Cloning { .. } => progress::cloning(repo.as_str()),
@@ -184,6 +189,14 @@ async fn execute(
             }
             Event::CheckingPaths => progress::checking_paths(),
             Event::Pushing { branch } => progress::pushing(branch),
+            Event::Heartbeat => {
+                // A long run keeps its hold on the job (the lease lapses without saves).
+                if now_ms().saturating_sub(last_saved) >= LEASE_RENEW_EVERY_MS {
+                    run.save().await?;
+                    last_saved = now_ms();
+                }
+                continue;
+            }
             Event::Done { result } => return Ok(result.clone()),
         };
         reply::progress(run, &text).await;

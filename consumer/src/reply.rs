@@ -82,7 +82,12 @@ pub async fn say(
             .await
             {
                 Err(e) if is_expired_interaction(&e) && urgency == Urgency::Outcome => {
-                    call(api.create_message(channel_id, text), discord_api::parse_ok).await
+                    let nonce = discord_api::nonce(job.id.as_str(), "outcome");
+                    call(
+                        api.create_message(channel_id, text, &nonce),
+                        discord_api::parse_ok,
+                    )
+                    .await
                 }
                 other => other,
             }
@@ -104,7 +109,12 @@ pub async fn say(
                 }
                 None => {
                     let id = call(
-                        api.create_reply(channel_id, message_id, text),
+                        api.create_reply(
+                            channel_id,
+                            message_id,
+                            text,
+                            &discord_api::nonce(job.id.as_str(), "reply"),
+                        ),
                         discord_api::parse_created_id,
                     )
                     .await?;
@@ -120,7 +130,21 @@ pub async fn say(
             ..
         } => {
             let (api, _) = crate::github::client(env, repo, *installation_id).await?;
-            let body = format!("{text}\n\n<sub>bugbot · job `{}`</sub>", job.id);
+            let marker = github_api::status_marker(job.id.as_str());
+            let body = format!("{text}\n\n{marker}");
+            if record.checkpoints.github_status_comment.is_none() {
+                // A create whose answer was lost left a comment behind: find it by its marker.
+                let since = github_api::iso_seconds(job.enqueued_at_ms.saturating_sub(60_000));
+                let earlier = call(
+                    api.comments_since(repo, *number, &since),
+                    github_api::parse_comments,
+                )
+                .await?;
+                record.checkpoints.github_status_comment = earlier
+                    .iter()
+                    .find(|c| c.body.as_deref().is_some_and(|b| b.contains(&marker)))
+                    .map(|c| c.id);
+            }
             if let Some(id) = record.checkpoints.github_status_comment {
                 call(
                     api.update_comment(repo, id, &body),

@@ -49,6 +49,7 @@ impl std::fmt::Debug for Config {
 }
 
 /// Sends masked events to the response stream.
+#[derive(Clone)]
 pub struct Emitter {
     tx: mpsc::Sender<String>,
     masker: Masker,
@@ -116,6 +117,21 @@ pub async fn run(config: Config, request: FixRequest, agent: Agent, out: Emitter
     );
     masker.add(grant.key());
     let out = Emitter::new(out.tx, masker);
+    // Heartbeats, so the caller can tell a quiet run (a long model turn) from a broken stream.
+    let beats = out.clone();
+    let heartbeat = tokio::spawn(async move {
+        let every = std::time::Duration::from_secs(bugbot_shared::executor::HEARTBEAT_SECS);
+        loop {
+            tokio::time::sleep(every).await;
+            if beats.tx.is_closed() {
+                break;
+            }
+            let _ = beats
+                .tx
+                .send("{\"event\":\"heartbeat\"}\n".to_owned())
+                .await;
+        }
+    });
     let wall = std::time::Duration::from_secs(request.limits.wall_time_secs);
     let work = tokio::time::timeout(wall, attempt(&config, &request, agent, grant.key(), &out));
     let result = tokio::select! {
@@ -132,10 +148,12 @@ pub async fn run(config: Config, request: FixRequest, agent: Agent, out: Emitter
             },
         },
         () = out.closed() => {
+            heartbeat.abort();
             tracing::warn!(branch = %request.branch, "the caller went away: the run was stopped and its workspace removed");
             return;
         }
     };
+    heartbeat.abort();
     drop(grant);
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     out.emit(&Event::Done {

@@ -341,8 +341,12 @@ async fn on_message(
     };
     let base = config::optional(env, "DISCORD_API_URL")
         .unwrap_or_else(|| "https://discord.com/api/v10".into());
-    let reply =
-        DiscordApi::new(&base, token).create_reply(&message.channel_id, &message.id, &refusal);
+    let reply = DiscordApi::new(&base, token).create_reply(
+        &message.channel_id,
+        &message.id,
+        &refusal,
+        &bugbot_shared::discord_api::nonce(message.id.as_str(), "refusal"),
+    );
     match bugbot_edge::send(&reply).await {
         Ok(answer) if answer.is_success() => {}
         Ok(answer) => log::error(

@@ -65,11 +65,24 @@ impl DiscordApi {
         .json(&message_body(content))
     }
 
-    /// Posts a message to a channel with the bot token.
-    pub fn create_message(&self, channel: &Snowflake, content: &str) -> HttpRequest {
+    /// Posts a message to a channel with the bot token. `nonce` (see [`nonce`]) with
+    /// `enforce_nonce` makes a repeated post within a few minutes return the first message instead
+    /// of a second one, so a post whose answer was lost can be sent again.
+    pub fn create_message(&self, channel: &Snowflake, content: &str, nonce: &str) -> HttpRequest {
+        let mut body = message_body(content);
+        body["nonce"] = nonce.into();
+        body["enforce_nonce"] = true.into();
         self.bot(Method::Post, &format!("/channels/{channel}/messages"))
-            .json(&message_body(content))
+            .json(&body)
     }
+}
+
+/// A message nonce for one purpose of one job: the same on every retry, at most 25 characters
+/// (Discord's limit).
+pub fn nonce(job_id: &str, purpose: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("{job_id}|{purpose}").as_bytes());
+    format!("bb{}", &hex::encode(digest)[..22])
 }
 
 impl DiscordApi {
@@ -79,9 +92,12 @@ impl DiscordApi {
         channel: &Snowflake,
         reply_to: &Snowflake,
         content: &str,
+        nonce: &str,
     ) -> HttpRequest {
         let mut body = message_body(content);
         body["message_reference"] = json!({ "message_id": reply_to, "fail_if_not_exists": false });
+        body["nonce"] = nonce.into();
+        body["enforce_nonce"] = true.into();
         self.bot(Method::Post, &format!("/channels/{channel}/messages"))
             .json(&body)
     }

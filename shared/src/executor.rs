@@ -264,12 +264,21 @@ pub enum Event {
         /// Branch.
         branch: String,
     },
+    /// The run is alive (every [`HEARTBEAT_SECS`] seconds, whatever it is doing): the caller
+    /// renews its hold on the job, and a stream silent for much longer is taken for broken.
+    Heartbeat,
     /// The end: the result.
     Done {
         /// Result.
         result: FixResult,
     },
 }
+
+/// How often a running fix says it is alive.
+pub const HEARTBEAT_SECS: u64 = 15;
+
+/// A stream silent for this long is broken (several missed heartbeats).
+pub const STREAM_IDLE_SECS: u64 = 60;
 
 #[cfg(test)]
 mod tests {

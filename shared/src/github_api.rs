@@ -49,6 +49,18 @@ impl GithubApi {
         )
     }
 
+    /// `GET /repos/{owner}/{repo}/issues/{number}/comments?since=` (at most 100, oldest first):
+    /// the comments made or updated since a time (ISO 8601).
+    pub fn comments_since(&self, repo: &RepoFullName, number: u64, since: &str) -> HttpRequest {
+        self.request(
+            Method::Get,
+            &format!(
+                "/repos/{repo}/issues/{number}/comments?since={}&per_page=100",
+                crate::http::encode(since)
+            ),
+        )
+    }
+
     /// `POST /repos/{owner}/{repo}/issues/{number}/comments`.
     pub fn create_comment(&self, repo: &RepoFullName, number: u64, body: &str) -> HttpRequest {
         self.request(
@@ -227,6 +239,29 @@ pub struct Comment {
     pub created_at: String,
     /// Web URL.
     pub html_url: String,
+}
+
+/// The line that ends bugbot's status comment for a job: it names the job, and finds the comment
+/// again when the answer to its creation was lost.
+pub fn status_marker(job_id: &str) -> String {
+    format!("<sub>bugbot · job `{job_id}`</sub>")
+}
+
+/// `2026-11-30T10:04:05Z` from milliseconds since the Unix epoch.
+pub fn iso_seconds(ms: u64) -> String {
+    let secs = i64::try_from(ms / 1000).unwrap_or(0);
+    match time::OffsetDateTime::from_unix_timestamp(secs) {
+        Ok(t) => format!(
+            "{}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => "1970-01-01T00:00:00Z".into(),
+    }
 }
 
 /// Parses an issue.

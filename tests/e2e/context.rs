@@ -28,7 +28,9 @@ macro_rules! cases {
 
 /// Every case, by name.
 pub fn all_cases() -> Vec<(&'static str, Case)> {
-    use crate::{contextualize, executor, fix, foundation, gateway, hostile, mentions, operations};
+    use crate::{
+        contextualize, delivery, executor, fix, foundation, gateway, hostile, mentions, operations,
+    };
     cases![
         foundation::gateway_health,
         foundation::discord_ping_signed_gets_pong,
@@ -71,6 +73,11 @@ pub fn all_cases() -> Vec<(&'static str, Case)> {
         fix::a_fix_touching_package_json_opens_nothing_and_says_why,
         fix::github_member_fix_comment_opens_a_pull_request,
         fix::github_502_on_pull_request_creation_still_opens_one,
+        delivery::one_job_delivered_twice_at_once_runs_once,
+        delivery::calls_that_succeeded_but_lost_their_answer_are_not_repeated,
+        delivery::a_lost_discord_post_is_not_posted_twice,
+        delivery::githubs_secondary_rate_limit_is_waited_out,
+        delivery::an_outage_longer_than_a_few_retries_is_outlived,
         operations::register_commands_is_idempotent,
         operations::dlq_script_lists_and_replays_a_dead_job,
         mentions::a_mention_contextualizes_and_replies_in_the_thread,

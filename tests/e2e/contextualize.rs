@@ -58,7 +58,11 @@ pub(crate) async fn contextualize(ctx: &E2e, thread: &Thread) -> Result<(String,
 
 /// As [`contextualize`]; `expired` makes the sandbox refuse the interaction token as Discord does
 /// after 15 minutes.
-async fn contextualize_with(ctx: &E2e, thread: &Thread, expired: bool) -> Result<(String, String)> {
+pub(crate) async fn contextualize_with(
+    ctx: &E2e,
+    thread: &Thread,
+    expired: bool,
+) -> Result<(String, String)> {
     let id = fresh_id();
     let token = format!("interaction-token-{}", fresh_id());
     ctx.sandbox_post(
@@ -102,7 +106,7 @@ pub(crate) async fn wait_status(ctx: &E2e, job: &str, status: &str, secs: u64) -
 }
 
 /// The Linear issues a thread URL is attached to, and the comments on them.
-fn linear_for(state: &Value, url: &str) -> (Vec<Value>, Vec<Value>) {
+pub(crate) fn linear_for(state: &Value, url: &str) -> (Vec<Value>, Vec<Value>) {
     let issue_ids: Vec<&str> = state["linear"]["attachments"]
         .as_array()
         .into_iter()

@@ -473,6 +473,23 @@ pub(crate) async fn member_comments_on_a_new_issue(
     body: &str,
     comment: &str,
 ) -> Result<(u64, String)> {
+    let (number, delivery, payload) =
+        member_comment_on_a_new_issue(ctx, title, body, comment).await?;
+    let a = ctx
+        .github_delivery("issue_comment", &delivery, &serde_json::to_vec(&payload)?)
+        .await?;
+    ensure_eq!(a.status, 202, "{}", a.text);
+    Ok((number, format!("gh-{delivery}")))
+}
+
+/// A new issue on the sandbox and a member's comment on it, as GitHub would deliver it (not sent):
+/// the issue number, the delivery id and the payload.
+pub(crate) async fn member_comment_on_a_new_issue(
+    ctx: &E2e,
+    title: &str,
+    body: &str,
+    comment: &str,
+) -> Result<(u64, String, Value)> {
     let repo = ctx.env.get("GITHUB_TEST_REPO");
     let number: u64 = 7000 + fresh_id()[10..14].parse::<u64>().unwrap_or(1);
     ctx.sandbox_post(
@@ -493,9 +510,5 @@ pub(crate) async fn member_comments_on_a_new_issue(
     payload["installation"] =
         json!({"id": ctx.env.get("GITHUB_TEST_INSTALLATION_ID").parse::<u64>()?});
     let delivery = format!("9a1f0a2c-{}", fresh_id());
-    let a = ctx
-        .github_delivery("issue_comment", &delivery, &serde_json::to_vec(&payload)?)
-        .await?;
-    ensure_eq!(a.status, 202, "{}", a.text);
-    Ok((number, format!("gh-{delivery}")))
+    Ok((number, delivery, payload))
 }

@@ -6,6 +6,7 @@
 
 mod context;
 mod contextualize;
+mod delivery;
 mod executor;
 mod fix;
 mod foundation;

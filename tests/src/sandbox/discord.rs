@@ -141,12 +141,30 @@ pub async fn api(
             if !s.discord.channels.contains_key(&channel) {
                 return discord_error(StatusCode::NOT_FOUND, 10003, "Unknown Channel");
             }
+            // `enforce_nonce`: a second message with the same nonce from the same author returns
+            // the first instead of creating another (Discord checks "the past few minutes").
+            let nonce = body.as_ref().and_then(|b| b.get("nonce")).cloned();
+            let enforce = body
+                .as_ref()
+                .and_then(|b| b["enforce_nonce"].as_bool())
+                .unwrap_or(false);
+            if let (Some(nonce), true) = (&nonce, enforce)
+                && let Some(earlier) =
+                    s.discord.posted.iter().find(|m| {
+                        m["channel_id"] == channel.as_str() && m.get("nonce") == Some(nonce)
+                    })
+            {
+                return Json(earlier.clone()).into_response();
+            }
             let id = s.discord.id();
             let content = body
                 .as_ref()
                 .and_then(|b| b["content"].as_str())
                 .unwrap_or_default();
             let mut message = message_json(&id, &channel, &bot_author(&sb), content, &now_iso());
+            if let Some(nonce) = nonce {
+                message["nonce"] = nonce;
+            }
             if let Some(reference) = body.as_ref().and_then(|b| b.get("message_reference")) {
                 message["message_reference"] = reference.clone();
                 message["type"] = 19.into(); // a reply

@@ -31,6 +31,9 @@ pub struct FaultRequest {
     /// Only calls whose path (below the service prefix) ends with this (`/pulls`); any when absent.
     #[serde(default)]
     pub path_suffix: Option<String>,
+    /// Only calls whose body contains this text (a GraphQL operation name, say); any when absent.
+    #[serde(default)]
+    pub body_contains: Option<String>,
     /// Perform the call, then answer with the fault instead of the real answer.
     #[serde(default)]
     pub lose_answer: bool,
@@ -63,6 +66,8 @@ pub struct Fault {
     pub method: Option<String>,
     /// Only paths ending with this.
     pub path_suffix: Option<String>,
+    /// Only bodies containing this.
+    pub body_contains: Option<String>,
     /// The call is performed and its answer replaced.
     pub lose_answer: bool,
     /// Error message.
@@ -105,6 +110,7 @@ impl FaultRequest {
             delay_ms: self.delay_ms,
             method: self.method.map(|m| m.to_ascii_uppercase()),
             path_suffix: self.path_suffix,
+            body_contains: self.body_contains,
             lose_answer: self.lose_answer,
             message: self.message,
             headers: self.headers,
@@ -146,12 +152,15 @@ impl SandboxState {
         service: Service,
         method: &str,
         path: &str,
+        body: &[u8],
     ) -> Option<Fault> {
         let path = path.split('?').next().unwrap_or_default();
+        let body = String::from_utf8_lossy(body);
         let i = self.faults.iter().position(|f| {
             f.service == service
                 && f.method.as_deref().is_none_or(|m| m == method)
                 && f.path_suffix.as_deref().is_none_or(|p| path.ends_with(p))
+                && f.body_contains.as_deref().is_none_or(|b| body.contains(b))
         })?;
         let fault = self.faults[i].clone();
         self.faults[i].remaining -= 1;

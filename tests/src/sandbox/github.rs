@@ -85,6 +85,8 @@ pub struct GhComment {
     pub body: String,
     /// How many times it was edited.
     pub edits: u32,
+    /// Created and last updated (ISO 8601, seconds, UTC).
+    pub at: String,
 }
 
 const WEB: &str = "https://github.com";
@@ -127,7 +129,7 @@ fn issue_json(i: &GhIssue, comments: usize) -> Value {
 fn comment_json(c: &GhComment) -> Value {
     json!({
         "id": c.id, "node_id": "IC_x", "body": c.body, "user": user(&c.user),
-        "created_at": CREATED, "updated_at": CREATED, "author_association": "NONE",
+        "created_at": c.at, "updated_at": c.at, "author_association": "NONE",
         "url": format!("https://api.github.com/repos/{}/issues/comments/{}", c.repo, c.id),
         "html_url": format!("{WEB}/{}/issues/{}#issuecomment-{}", c.repo, c.number, c.id),
         "issue_url": format!("https://api.github.com/repos/{}/issues/{}", c.repo, c.number),
@@ -345,10 +347,26 @@ pub async fn api(
             {
                 return gh_error(StatusCode::NOT_FOUND, "Not Found");
             }
+            // As GitHub: `since` keeps comments updated at or after it; `per_page` (default 30,
+            // at most 100) cuts the page.
+            let query: Vec<(String, String)> = uri
+                .query()
+                .unwrap_or_default()
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.replace("%3A", ":")))
+                .collect();
+            let get = |k: &str| query.iter().find(|(q, _)| q == k).map(|(_, v)| v.clone());
+            let since = get("since").unwrap_or_default();
+            let per_page = get("per_page")
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(30)
+                .min(100);
             let list: Vec<Value> = gh
                 .comments
                 .iter()
-                .filter(|c| c.repo == repo && c.number == number)
+                .filter(|c| c.repo == repo && c.number == number && c.at >= since)
+                .take(per_page)
                 .map(comment_json)
                 .collect();
             Json(list).into_response()
@@ -372,6 +390,7 @@ pub async fn api(
                     .unwrap_or_default()
                     .to_owned(),
                 edits: 0,
+                at: now_iso(),
             };
             let json = comment_json(&c);
             gh.comments.push(c);
@@ -391,6 +410,7 @@ pub async fn api(
                         .unwrap_or_default()
                         .to_owned();
                     c.edits += 1;
+                    c.at = now_iso();
                     Json(comment_json(c)).into_response()
                 }
                 None => gh_error(StatusCode::NOT_FOUND, "Not Found"),
@@ -560,4 +580,18 @@ pub async fn seed_issues(
 ) -> StatusCode {
     sb.lock().github.issues.extend(issues);
     StatusCode::NO_CONTENT
+}
+
+/// Now, as GitHub writes times (seconds, UTC).
+fn now_iso() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    format!(
+        "{}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }

@@ -380,7 +380,13 @@ async fn record_and_fault(State(sb): State<Sandbox>, req: Request, next: Next) -
         .unwrap_or(&path)
         .to_owned();
 
-    let armed = sb.lock().take_fault(service, &method, &path);
+    // The body is read here (requests to the stand-ins are small) so faults can match on it.
+    let (parts, body) = req.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, 64 * 1024 * 1024).await else {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+    };
+    let armed = sb.lock().take_fault(service, &method, &path, &body);
+    let req = Request::from_parts(parts, axum::body::Body::from(body));
     let (response, faulted) = match armed {
         Some(fault) => {
             if fault.delay_ms > 0 {
