@@ -298,8 +298,13 @@ pub async fn executor_stops_a_model_that_never_stops(ctx: Arc<E2e>) -> Result<()
     ensure_eq!(remote.branches()?, vec!["main".to_owned()]);
     // Workspaces are removed, whatever happened.
     let work = ctx.state_dir.join("executor");
+    // (The executor may keep a copy of Claude Code there, `.bugbot-bin`, for the agents' users.)
     let left: Vec<_> = std::fs::read_dir(&work)
-        .map(|d| d.flatten().collect())
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("bugbot-fix-"))
+                .collect()
+        })
         .unwrap_or_default();
     ensure!(left.is_empty(), "workspaces left behind: {left:?}");
     Ok(())
