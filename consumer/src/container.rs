@@ -1,6 +1,8 @@
-//! The executor as a Cloudflare Container (production transport). The Durable Object starts the
-//! container built from `executor-container/Dockerfile` on first use, handing it its secrets, and
-//! forwards requests to the executor's port. Locally the consumer reaches the executor binary at
+//! The executor as a Cloudflare Container (production transport), one per running job: the
+//! Durable Object named after the job starts the container built from
+//! `executor-container/Dockerfile` on first use, handing it its secrets, forwards requests to the
+//! executor's port, and stops the container once the run's wall time (and a margin) has passed —
+//! its alarm is the container's sleep timeout. Locally the consumer reaches the executor binary at
 //! `EXECUTOR_URL` instead (`wrangler dev` runs with containers disabled).
 
 use worker::{
@@ -11,6 +13,11 @@ use worker::{
 const EXECUTOR_PORT: u16 = 8080;
 /// Secrets the container receives as environment variables.
 const CONTAINER_SECRETS: &[&str] = &["EXECUTOR_TOKEN", "ANTHROPIC_API_KEY"];
+
+/// The container is stopped this long after the last request to it: a run's longest wall time
+/// (`bugbot_shared::executor::MAX_WALL_TIME_SECS`) plus a margin for the push.
+const STOP_AFTER: std::time::Duration =
+    std::time::Duration::from_secs(bugbot_shared::executor::MAX_WALL_TIME_SECS + 300);
 
 /// One executor container.
 #[allow(missing_debug_implementations)] // State and Env hold JS handles with no useful Debug.
@@ -40,6 +47,8 @@ impl DurableObject for ExecutorContainer {
             options.enable_internet(true);
             container.start(Some(options))?;
         }
+        // The sleep timeout: pushed back by every request.
+        self.state.storage().set_alarm(STOP_AFTER).await?;
         // Right after a start the port may not accept yet: retry briefly.
         let port = container.get_tcp_port(EXECUTOR_PORT)?;
         let mut last_error = None;
@@ -57,5 +66,15 @@ impl DurableObject for ExecutorContainer {
         }
         Err(last_error
             .unwrap_or_else(|| worker::Error::RustError("executor did not answer".into())))
+    }
+
+    /// The sleep timeout: the job's run is over, stop its container.
+    async fn alarm(&self) -> Result<Response> {
+        if let Some(container) = self.state.container()
+            && container.running()
+        {
+            container.destroy(None).await?;
+        }
+        Response::empty()
     }
 }

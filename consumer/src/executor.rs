@@ -11,8 +11,8 @@ use worker::{Env, Headers, Method, Request, RequestInit, Response};
 /// Longest event line accepted (a `done` with a long summary stays far below).
 const MAX_LINE: usize = 256 * 1024;
 
-/// Starts a fix; the returned stream yields the executor's events.
-pub async fn start(env: &Env, request: &FixRequest) -> Result<EventStream, ApiError> {
+/// Starts job `job`'s fix; the returned stream yields the executor's events.
+pub async fn start(env: &Env, job: &str, request: &FixRequest) -> Result<EventStream, ApiError> {
     let token = var(env, "EXECUTOR_TOKEN").ok_or_else(|| {
         ApiError::permanent(Service::Executor, "EXECUTOR_TOKEN is not configured")
     })?;
@@ -39,8 +39,8 @@ pub async fn start(env: &Env, request: &FixRequest) -> Result<EventStream, ApiEr
                 .map_err(unreachable)?
         }
         None => {
-            // One container per job would cold-start every time; one named instance serves them
-            // one at a time (the consumer runs one job at a time).
+            // One container per running job, named after it: concurrent jobs do not share a
+            // machine (nor its agent users), and a redelivery of the job reaches the same one.
             let namespace = env.durable_object("EXECUTOR").map_err(|_| {
                 ApiError::permanent(
                     Service::Executor,
@@ -48,7 +48,7 @@ pub async fn start(env: &Env, request: &FixRequest) -> Result<EventStream, ApiEr
                 )
             })?;
             let stub = namespace
-                .id_from_name("executor")
+                .id_from_name(job)
                 .and_then(|id| id.get_stub())
                 .map_err(unreachable)?;
             let req =

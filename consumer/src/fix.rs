@@ -19,6 +19,9 @@ use bugbot_shared::thread::Origin;
 /// Progress edits for Claude Code's turns come at most this often (each is one API call).
 const TURN_PROGRESS_EVERY_MS: u64 = 2000;
 
+/// A token handed to the executor stays valid this long after the run's wall time.
+const TOKEN_MARGIN_SECS: u64 = 300;
+
 /// While the executor runs, the job's lease is renewed at least this often (well within
 /// `bugbot_shared::runner::LEASE_MS`).
 const LEASE_RENEW_EVERY_MS: u64 = 30_000;
@@ -56,7 +59,9 @@ pub async fn fix(run: &mut Run<'_>, origin: &Origin) -> Result<(), ApiError> {
         } => *installation_id,
         _ => None,
     };
-    let (gh, token) = github::client(run.env, &repo, installation).await?;
+    // The executor pushes with this token at the end of its run: it must outlast the wall time.
+    let run_secs = Limits::default().wall_time_secs + TOKEN_MARGIN_SECS;
+    let (gh, token) = github::client_valid_for(run.env, &repo, installation, run_secs).await?;
 
     // The base branch, once this delivery has read it (a retry past the executor reads it only
     // if it still has a pull request to open).
@@ -172,7 +177,7 @@ async fn execute(
         limits: Limits::default(),
         github_token: Some(token),
     };
-    let mut events = executor::start(run.env, &request).await?;
+    let mut events = executor::start(run.env, run.job.id.as_str(), &request).await?;
     let mut last_turn_shown = 0u64;
     let mut last_saved = now_ms();
     while let Some(event) = events.next().await? {

@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use worker::Env;
 
-/// A cached token is replaced this long before it expires.
+/// A cached token is replaced this long before it expires (API calls of a step).
 const REFRESH_MARGIN_SECS: u64 = 300;
 
 thread_local! {
@@ -20,14 +20,25 @@ thread_local! {
     static TOKENS: RefCell<HashMap<u64, (String, u64)>> = RefCell::new(HashMap::new());
 }
 
-/// A client, and the token it uses (the executor needs the token for the push).
+/// A client, and the token it uses.
 pub async fn client(
     env: &Env,
     repo: &RepoFullName,
     installation: Option<u64>,
 ) -> Result<(GithubApi, String), ApiError> {
+    client_valid_for(env, repo, installation, REFRESH_MARGIN_SECS).await
+}
+
+/// A client whose token stays valid at least `secs` more seconds: the executor pushes with it at
+/// the end of a run, up to its wall time later.
+pub async fn client_valid_for(
+    env: &Env,
+    repo: &RepoFullName,
+    installation: Option<u64>,
+    secs: u64,
+) -> Result<(GithubApi, String), ApiError> {
     let base = config::github_base(env);
-    let token = token(env, &base, repo, installation).await?;
+    let token = token(env, &base, repo, installation, secs).await?;
     Ok((GithubApi::new(&base, &token), token))
 }
 
@@ -36,6 +47,7 @@ async fn token(
     base: &str,
     repo: &RepoFullName,
     installation: Option<u64>,
+    valid_for_secs: u64,
 ) -> Result<String, ApiError> {
     let Some(app_id) = var(env, "GITHUB_APP_ID") else {
         return var(env, "GITHUB_TOKEN").ok_or_else(|| {
@@ -64,7 +76,7 @@ async fn token(
     };
     if let Some(token) = TOKENS.with_borrow(|t| {
         t.get(&installation)
-            .filter(|(_, exp)| *exp > now + REFRESH_MARGIN_SECS)
+            .filter(|(_, exp)| github_app::still_valid(*exp, now, valid_for_secs))
             .map(|(tok, _)| tok.clone())
     }) {
         return Ok(token);

@@ -150,6 +150,17 @@ pub async fn list_dlq(req: &Request, env: &Env) -> Result<Response, GatewayError
         .await?;
     let mut dead: Vec<serde_json::Value> =
         page.keys.into_iter().filter_map(|k| k.metadata).collect();
+    // Messages the admission ledger set aside because the queue kept refusing them: listed with
+    // the dead jobs, not replayable (they would be refused again).
+    for stuck in crate::ledger::set_aside(env, limit).await? {
+        dead.push(serde_json::json!({
+            "id": stuck["id"],
+            "error": format!("never reached the queue: {}", stuck["error"].as_str().unwrap_or("refused")),
+            "attempts": 0,
+            "died_at_ms": stuck["at_ms"],
+            "replayable": false,
+        }));
+    }
     dead.sort_by_key(|d| std::cmp::Reverse(d["died_at_ms"].as_u64().unwrap_or(0)));
     dead.truncate(limit);
     Ok(json_response(200, &serde_json::json!({ "dead": dead }))?)
@@ -257,6 +268,41 @@ pub async fn dev_panic(req: &mut Request, env: &Env) -> Result<Response, Gateway
         )
         .await?;
     Ok(json_response(202, &serde_json::json!({ "queued": true }))?)
+}
+
+/// `POST /v1/dev/queue-outage?seconds=N`: the admission ledger's queue sends fail for N seconds
+/// (dev-only, like `enqueue-raw`), so a test can show that an outage delays jobs and loses none.
+pub async fn dev_queue_outage(req: &Request, env: &Env) -> Result<Response, GatewayError> {
+    dev_only(req, env)?;
+    let url = req.inner().url();
+    let seconds: u32 = url
+        .split_once('?')
+        .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("seconds=")))
+        .and_then(|v| v.parse().ok())
+        .filter(|s| *s <= 600)
+        .ok_or_else(|| GatewayError::BadRequest("seconds=N (at most 600) is required".into()))?;
+    crate::ledger::dev_queue_outage(env, seconds * 1000).await?;
+    Ok(json_response(
+        202,
+        &serde_json::json!({ "outage_seconds": seconds }),
+    )?)
+}
+
+/// `POST /v1/dev/poison-outbox`: puts a message the queue refuses (over its size limit) in the
+/// admission ledger's outbox (dev-only), so a test can show it does not hold up later jobs.
+pub async fn dev_poison(req: &Request, env: &Env) -> Result<Response, GatewayError> {
+    dev_only(req, env)?;
+    let id = format!("st-poison-{:08x}", rand_u32());
+    crate::ledger::dev_poison(env, &id).await?;
+    Ok(json_response(202, &serde_json::json!({ "job_id": id }))?)
+}
+
+/// The dev-only routes exist where `BUGBOT_DEV_ENDPOINTS=true` and answer the admin token.
+fn dev_only(req: &Request, env: &Env) -> Result<(), GatewayError> {
+    if config::optional(env, "BUGBOT_DEV_ENDPOINTS").as_deref() != Some("true") {
+        return Err(GatewayError::NotFound);
+    }
+    authorize(req, env)
 }
 
 /// `GET /v1/discord/gateway` (state) and `POST /v1/discord/gateway/start` (connect, idempotent):

@@ -34,4 +34,17 @@ export class AdmissionLedger extends DurableObject {
   recentJobs(limit) {
     return this.ledger.recentJobs(limit);
   }
+
+  setAside(limit) {
+    return this.ledger.setAside(limit);
+  }
+
+  // Local development only (the gateway's dev routes check BUGBOT_DEV_ENDPOINTS).
+  devQueueOutage(ms) {
+    return this.ledger.devQueueOutage(ms);
+  }
+
+  devPoison(id) {
+    return this.ledger.devPoison(id);
+  }
 }

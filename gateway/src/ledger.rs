@@ -61,6 +61,13 @@ const SCHEMA: &str = "
         message TEXT
     );
     CREATE INDEX IF NOT EXISTS admissions_by_time ON admissions (admitted_ms);
+    CREATE TABLE IF NOT EXISTS set_aside (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL,
+        message TEXT NOT NULL,
+        error TEXT NOT NULL,
+        at_ms INTEGER NOT NULL
+    );
 ";
 
 /// The Durable Object.
@@ -80,6 +87,10 @@ pub struct AdmissionLedger {
     failed_sends: Cell<u32>,
     /// When old rows were last pruned.
     pruned_ms: Cell<i64>,
+    /// Per outbox message: rounds in which the queue refused it while others went through.
+    refusals: RefCell<std::collections::HashMap<i64, u32>>,
+    /// Local development only: queue sends fail until then (ms), to show an outage loses nothing.
+    dev_outage_until: Cell<i64>,
 }
 
 impl DurableObject for AdmissionLedger {
@@ -92,6 +103,8 @@ impl DurableObject for AdmissionLedger {
             alarm_pending: Cell::new(false),
             failed_sends: Cell::new(0),
             pruned_ms: Cell::new(0),
+            refusals: RefCell::default(),
+            dev_outage_until: Cell::new(0),
         };
         // A failure is logged; the next admission or alarm tries again.
         let _ = ledger.load();
@@ -166,6 +179,69 @@ impl AdmissionLedger {
             )?
             .to_array()?;
         Ok(rows.into_iter().next().map(|row| row.record))
+    }
+
+    /// The messages set aside (the queue kept refusing them), newest first, as a JSON array of
+    /// `{id, error, at_ms, bytes}`.
+    #[wasm_bindgen(js_name = setAside)]
+    pub fn set_aside_list(&self, limit: u32) -> std::result::Result<String, JsValue> {
+        self.load()?;
+        #[derive(Deserialize, serde::Serialize)]
+        struct Row {
+            id: String,
+            error: String,
+            at_ms: i64,
+            bytes: i64,
+        }
+        let rows: Vec<Row> = self
+            .sql()
+            .exec(
+                "SELECT id, error, at_ms, length(message) AS bytes FROM set_aside ORDER BY at_ms DESC LIMIT ?",
+                vec![SqlStorageValue::Integer(i64::from(limit))],
+            )?
+            .to_array()?;
+        serde_json::to_string(&rows).map_err(|e| JsValue::from_str(&e.to_string()))
+    }
+
+    /// Local development only (the gateway's dev routes check `BUGBOT_DEV_ENDPOINTS`): queue sends
+    /// fail for `ms` milliseconds.
+    #[wasm_bindgen(js_name = devQueueOutage)]
+    pub fn dev_queue_outage(&self, ms: u32) {
+        self.dev_outage_until.set(now_ms() + i64::from(ms));
+    }
+
+    /// Local development only: puts a message the queue refuses (over its 128 KB limit) in the
+    /// outbox, as job `id`.
+    #[wasm_bindgen(js_name = devPoison)]
+    pub async fn dev_poison(&self, id: String) -> std::result::Result<(), JsValue> {
+        self.load()?;
+        let seq = self.book.borrow().next_seq();
+        let message =
+            serde_json::json!({ "v": 1, "id": id, "padding": "x".repeat(140_000) }).to_string();
+        self.sql().exec(
+            "INSERT INTO admissions (seq, id, rate_key, admitted_ms, record, message) VALUES (?, ?, ?, ?, ?, ?)",
+            vec![
+                SqlStorageValue::Integer(seq),
+                SqlStorageValue::from(id.clone()),
+                SqlStorageValue::from("dev:poison".to_owned()),
+                SqlStorageValue::Integer(now_ms()),
+                SqlStorageValue::from("{}".to_owned()),
+                SqlStorageValue::from(message.clone()),
+            ],
+        )?;
+        let req = AdmitRequest {
+            id,
+            rate_key: "dev:poison".into(),
+            jobs_per_hour: u32::MAX,
+            message,
+            record: "{}".into(),
+        };
+        self.book.borrow_mut().record(&req, seq, now_ms());
+        if !self.alarm_pending.get() {
+            self.schedule(Duration::from_millis(admission::FLUSH_DELAY_MS))
+                .await?;
+        }
+        Ok(())
     }
 
     /// The records of the newest `limit` admissions, newest first, as a JSON array.
@@ -313,40 +389,130 @@ impl AdmissionLedger {
     /// Sends the outbox in batches, oldest first, until it is empty (admissions arriving meanwhile
     /// included); each batch's rows lose their message once the queue has it. One log line per batch
     /// names its jobs (a line per admission would cost more than the admission, locally).
+    ///
+    /// A batch the queue refuses is sent again one message at a time, so one bad message cannot
+    /// hold up the jobs behind it: a message refused while others go through is set aside after
+    /// [`admission::POISON_AFTER`] such rounds (and listed with the dead jobs); when nothing goes
+    /// through, it is an outage — the error returns and the alarm retries with backoff.
     async fn drain(&self) -> Result<()> {
         loop {
-            let (bodies, ids, first, last) = {
-                let book = self.book.borrow();
-                let batch = book.next_batch();
-                let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
-                    return Ok(());
-                };
-                let bodies = batch
-                    .iter()
-                    .map(|o| {
-                        js_sys::JSON::parse(&o.message).map(|body| {
-                            RawMessageBuilder::new(body)
-                                .build_with_content_type(worker::QueueContentType::Json)
-                        })
-                    })
-                    .collect::<std::result::Result<Vec<_>, JsValue>>()?;
-                let ids: Vec<&str> = batch.iter().map(|o| o.id.as_str()).collect();
-                (bodies, ids.join(" "), first.seq, last.seq)
-            };
-            self.env
-                .queue(config::QUEUE_BINDING)?
-                .send_raw_batch(bodies)
-                .await?;
-            self.sql().exec(
-                "UPDATE admissions SET message = NULL WHERE seq BETWEEN ? AND ?",
-                vec![
-                    SqlStorageValue::Integer(first),
-                    SqlStorageValue::Integer(last),
-                ],
-            )?;
-            self.book.borrow_mut().sent_through(last);
-            log::info("jobs on the queue", &[("jobs", &ids)]);
+            let batch: Vec<admission::Outgoing> = self.book.borrow().next_batch().to_vec();
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let mut bodies = Vec::with_capacity(batch.len());
+            let mut unreadable = None;
+            for o in &batch {
+                match js_sys::JSON::parse(&o.message) {
+                    Ok(body) => bodies.push(
+                        RawMessageBuilder::new(body)
+                            .build_with_content_type(worker::QueueContentType::Json),
+                    ),
+                    Err(_) => {
+                        unreadable = Some(o.clone());
+                        break;
+                    }
+                }
+            }
+            if let Some(o) = unreadable {
+                self.set_aside(&o, "the job message is not readable JSON")?;
+                continue;
+            }
+            match self.send(bodies).await {
+                Ok(()) => {
+                    let (first, last) = (batch[0].seq, batch[batch.len() - 1].seq);
+                    self.sql().exec(
+                        "UPDATE admissions SET message = NULL WHERE seq BETWEEN ? AND ?",
+                        vec![
+                            SqlStorageValue::Integer(first),
+                            SqlStorageValue::Integer(last),
+                        ],
+                    )?;
+                    self.book.borrow_mut().sent_through(last);
+                    let ids: Vec<&str> = batch.iter().map(|o| o.id.as_str()).collect();
+                    log::info("jobs on the queue", &[("jobs", &ids.join(" "))]);
+                }
+                Err(batch_error) => self.send_one_by_one(&batch, batch_error).await?,
+            }
         }
+    }
+
+    /// Sends each message of a refused batch alone (see [`Self::drain`]).
+    async fn send_one_by_one(
+        &self,
+        batch: &[admission::Outgoing],
+        batch_error: worker::Error,
+    ) -> Result<()> {
+        let mut refused = Vec::new();
+        let mut sent = 0;
+        for o in batch {
+            let body = js_sys::JSON::parse(&o.message)?;
+            let one = RawMessageBuilder::new(body)
+                .build_with_content_type(worker::QueueContentType::Json);
+            match self.send(vec![one]).await {
+                Ok(()) => {
+                    sent += 1;
+                    self.sql().exec(
+                        "UPDATE admissions SET message = NULL WHERE seq = ?",
+                        vec![SqlStorageValue::Integer(o.seq)],
+                    )?;
+                    self.book.borrow_mut().take(o.seq);
+                    self.refusals.borrow_mut().remove(&o.seq);
+                    log::info("jobs on the queue", &[("jobs", &o.id)]);
+                }
+                Err(e) => refused.push((o, e)),
+            }
+        }
+        if sent == 0 {
+            return Err(batch_error);
+        }
+        for (o, e) in refused {
+            let before = self.refusals.borrow().get(&o.seq).copied().unwrap_or(0);
+            let (verdict, count) = admission::judge_refusal(before, true);
+            self.refusals.borrow_mut().insert(o.seq, count);
+            if verdict == admission::Refused::SetAside {
+                self.set_aside(o, &format!("the queue refused it {count} times: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn send(&self, bodies: Vec<worker::SendMessage<JsValue>>) -> Result<()> {
+        if now_ms() < self.dev_outage_until.get() {
+            return Err(worker::Error::RustError(
+                "the queue is down (a local outage asked for by POST /v1/dev/queue-outage)".into(),
+            ));
+        }
+        self.env
+            .queue(config::QUEUE_BINDING)?
+            .send_raw_batch(bodies)
+            .await
+    }
+
+    /// Moves a message out of the outbox into `set_aside` (listed with the dead jobs).
+    fn set_aside(&self, o: &admission::Outgoing, why: &str) -> Result<()> {
+        let sql = self.sql();
+        sql.exec(
+            "INSERT OR REPLACE INTO set_aside (seq, id, message, error, at_ms) VALUES (?, ?, ?, ?, ?)",
+            vec![
+                SqlStorageValue::Integer(o.seq),
+                SqlStorageValue::from(o.id.clone()),
+                SqlStorageValue::from(o.message.clone()),
+                SqlStorageValue::from(why.to_owned()),
+                SqlStorageValue::Integer(now_ms()),
+            ],
+        )?;
+        sql.exec(
+            "UPDATE admissions SET message = NULL WHERE seq = ?",
+            vec![SqlStorageValue::Integer(o.seq)],
+        )?;
+        self.book.borrow_mut().take(o.seq);
+        self.refusals.borrow_mut().remove(&o.seq);
+        log::error(
+            "admission ledger: a job message was set aside",
+            &[("job", &o.id), ("error", why)],
+        );
+        Ok(())
     }
 
     /// Now and then forgets admissions older than the retention (dedupe and the `queued` record
@@ -409,6 +575,27 @@ pub async fn recent_jobs<T: serde::de::DeserializeOwned>(
     parse(answer(stub(env)?.recent_jobs(limit)).await?.as_string())
 }
 
+/// The messages the ledger set aside (the queue kept refusing them), newest first.
+pub async fn set_aside(
+    env: &Env,
+    limit: usize,
+) -> std::result::Result<Vec<serde_json::Value>, GatewayError> {
+    let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+    parse(answer(stub(env)?.set_aside(limit)).await?.as_string())
+}
+
+/// Local development only: the ledger's queue sends fail for `ms` milliseconds.
+pub async fn dev_queue_outage(env: &Env, ms: u32) -> std::result::Result<(), GatewayError> {
+    answer(stub(env)?.dev_queue_outage(ms)).await?;
+    Ok(())
+}
+
+/// Local development only: a message the queue refuses, in the outbox as job `id`.
+pub async fn dev_poison(env: &Env, id: &str) -> std::result::Result<(), GatewayError> {
+    answer(stub(env)?.dev_poison(id)).await?;
+    Ok(())
+}
+
 #[wasm_bindgen]
 extern "C" {
     /// A SQLite-backed object's storage, for `transactionSync` (which workers-rs does not wrap):
@@ -433,6 +620,15 @@ extern "C" {
 
     #[wasm_bindgen(method, catch, js_name = recentJobs)]
     fn recent_jobs(this: &LedgerRpc, limit: u32) -> std::result::Result<JsValue, JsValue>;
+
+    #[wasm_bindgen(method, catch, js_name = setAside)]
+    fn set_aside(this: &LedgerRpc, limit: u32) -> std::result::Result<JsValue, JsValue>;
+
+    #[wasm_bindgen(method, catch, js_name = devQueueOutage)]
+    fn dev_queue_outage(this: &LedgerRpc, ms: u32) -> std::result::Result<JsValue, JsValue>;
+
+    #[wasm_bindgen(method, catch, js_name = devPoison)]
+    fn dev_poison(this: &LedgerRpc, id: &str) -> std::result::Result<JsValue, JsValue>;
 }
 
 fn stub(env: &Env) -> Result<LedgerRpc> {

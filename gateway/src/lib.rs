@@ -81,6 +81,8 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
         (["v1", "dev", "enqueue-raw"], Method::Post) => admin::enqueue_raw(req, env).await,
         (["v1", "dev", "panic"], Method::Post) => admin::dev_panic(req, env).await,
         (["v1", "dev", "deliver"], Method::Post) => admin::dev_deliver(req, env).await,
+        (["v1", "dev", "queue-outage"], Method::Post) => admin::dev_queue_outage(req, env).await,
+        (["v1", "dev", "poison-outbox"], Method::Post) => admin::dev_poison(req, env).await,
         (["v1", "selftest"], Method::Post) => admin::selftest(req, env).await,
         (["v1", "selftest"], _) => Err(GatewayError::MethodNotAllowed("POST")),
         (["v1", "jobs"], Method::Get) => admin::list_jobs(req, env).await,

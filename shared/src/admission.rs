@@ -103,6 +103,34 @@ pub const MAX_BATCH_MESSAGES: usize = 100;
 /// batch, with room for the per-message overhead. A single message (under 128 KB) always fits.
 pub const MAX_BATCH_BYTES: usize = 200_000;
 
+/// A message the queue refused this many times, each time while other messages went through, is
+/// set aside (listed with the dead jobs) so it cannot hold up the jobs behind it. Refusals while
+/// nothing goes through are an outage, not the message's fault, and do not count.
+pub const POISON_AFTER: u32 = 3;
+
+/// What becomes of a message the queue refused when sent alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Try again with the rest (an outage, or not refused often enough yet).
+    Keep,
+    /// Set it aside: it keeps failing while others pass.
+    SetAside,
+}
+
+/// Judges a refused message: `refusals` counts the earlier rounds in which it was refused while
+/// others were sent; `others_sent` says whether any other message went through this round.
+pub fn judge_refusal(refusals: u32, others_sent: bool) -> (Refused, u32) {
+    if !others_sent {
+        return (Refused::Keep, refusals);
+    }
+    let refusals = refusals.saturating_add(1);
+    if refusals >= POISON_AFTER {
+        (Refused::SetAside, refusals)
+    } else {
+        (Refused::Keep, refusals)
+    }
+}
+
 /// One admission as the ledger stores it (a row).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct StoredAdmission {
@@ -244,6 +272,12 @@ impl AdmissionBook {
         while self.outbox.front().is_some_and(|o| o.seq <= seq) {
             self.outbox.pop_front();
         }
+    }
+
+    /// Takes one message out of the outbox, wherever it is (sent alone, or set aside).
+    pub fn take(&mut self, seq: i64) -> Option<Outgoing> {
+        let i = self.outbox.iter().position(|o| o.seq == seq)?;
+        self.outbox.remove(i)
     }
 
     /// Messages not yet on the queue.
@@ -492,5 +526,34 @@ mod tests {
         assert_eq!(json, serde_json::json!({"outcome": "limited", "limit": 3}));
         let back: AdmitOutcome = serde_json::from_str(r#"{"outcome":"duplicate"}"#).unwrap();
         assert_eq!(back, AdmitOutcome::Duplicate);
+    }
+
+    #[test]
+    fn a_message_refused_while_others_pass_is_set_aside_an_outage_is_not() {
+        assert_eq!(
+            judge_refusal(0, false),
+            (Refused::Keep, 0),
+            "an outage counts nothing"
+        );
+        assert_eq!(judge_refusal(7, false), (Refused::Keep, 7));
+        assert_eq!(judge_refusal(0, true), (Refused::Keep, 1));
+        assert_eq!(
+            judge_refusal(POISON_AFTER - 1, true),
+            (Refused::SetAside, POISON_AFTER)
+        );
+    }
+
+    #[test]
+    fn any_message_can_be_taken_out_of_the_outbox() {
+        let mut book = AdmissionBook::default();
+        for n in 0..3 {
+            let req = request(&format!("j{n}"), "u", 100);
+            let seq = book.next_seq();
+            book.record(&req, seq, 0);
+        }
+        let middle = book.next_batch()[1].seq;
+        assert_eq!(book.take(middle).map(|o| o.id), Some("j1".to_owned()));
+        assert_eq!(book.unsent(), 2);
+        assert!(book.take(middle).is_none());
     }
 }

@@ -112,6 +112,12 @@ pub fn parse_access_token(response: &HttpResponse) -> Result<InstallationToken, 
     response.json(Service::Github)
 }
 
+/// Whether a token expiring at `expires_at` (Unix seconds) is still good for `needed` seconds from
+/// `now`: a cached installation token handed to the executor must outlast the whole run.
+pub fn still_valid(expires_at: u64, now: u64, needed: u64) -> bool {
+    expires_at > now.saturating_add(needed)
+}
+
 /// Seconds since the Unix epoch of an ISO 8601 UTC time (`2026-11-22T10:00:00Z`), for token expiry.
 pub fn parse_utc(iso: &str) -> Option<u64> {
     let t = time::PrimitiveDateTime::parse(
@@ -162,5 +168,15 @@ mod tests {
         assert!(parse_key(&escaped).is_ok());
         assert_eq!(parse_key("nope"), Err(BadAppKey));
         assert_eq!(parse_utc("2026-11-22T10:00:00Z"), Some(1_795_341_600));
+    }
+
+    #[test]
+    fn a_token_must_outlast_what_it_is_needed_for() {
+        // Cached with 20 minutes left: fine for API calls, not for a 10-minute run plus margin.
+        let now = 1_000_000;
+        let expires = now + 1200;
+        assert!(still_valid(expires, now, 300));
+        assert!(!still_valid(expires, now, 600 + 900));
+        assert!(!still_valid(now, now, 0));
     }
 }

@@ -78,6 +78,8 @@ pub fn all_cases() -> Vec<(&'static str, Case)> {
         delivery::a_lost_discord_post_is_not_posted_twice,
         delivery::githubs_secondary_rate_limit_is_waited_out,
         delivery::an_outage_longer_than_a_few_retries_is_outlived,
+        delivery::a_queue_outage_delays_jobs_and_loses_none,
+        delivery::a_poison_outbox_message_does_not_hold_up_later_jobs,
         operations::register_commands_is_idempotent,
         operations::dlq_script_lists_and_replays_a_dead_job,
         mentions::a_mention_contextualizes_and_replies_in_the_thread,

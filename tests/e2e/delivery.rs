@@ -292,3 +292,79 @@ pub async fn an_outage_longer_than_a_few_retries_is_outlived(ctx: Arc<E2e>) -> R
     ensure_eq!((issues.len(), comments.len()), (1, 1));
     Ok(())
 }
+
+/// The queue is down for a while: jobs admitted meanwhile wait in the admission ledger's outbox,
+/// none is lost, and all run once it is back.
+pub async fn a_queue_outage_delays_jobs_and_loses_none(ctx: Arc<E2e>) -> Result<()> {
+    ctx.wait_idle().await?;
+    let a = ctx.admin_post("/v1/dev/queue-outage?seconds=4").await?;
+    ensure_eq!(a.status, 202, "{}", a.text);
+    let mut jobs = Vec::new();
+    for _ in 0..3 {
+        let a = ctx.admin_post("/v1/selftest").await?;
+        ensure_eq!(a.status, 202, "admitted during the outage: {}", a.text);
+        jobs.push(a.json["job_id"].as_str().unwrap_or_default().to_owned());
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    for job in &jobs {
+        let r = ctx.admin_get(&format!("/v1/jobs/{job}")).await?;
+        ensure_eq!(
+            r.json["status"],
+            "queued",
+            "still waiting during the outage: {}",
+            r.text
+        );
+    }
+    for job in &jobs {
+        wait_status(&ctx, job, "succeeded", 40).await?;
+    }
+    Ok(())
+}
+
+/// A message the queue refuses (over its size limit) is set aside after a few tries — listed with
+/// the dead jobs, not replayable — and the jobs admitted after it still run.
+pub async fn a_poison_outbox_message_does_not_hold_up_later_jobs(ctx: Arc<E2e>) -> Result<()> {
+    ctx.wait_idle().await?;
+    let a = ctx.admin_post("/v1/dev/poison-outbox").await?;
+    ensure_eq!(a.status, 202, "{}", a.text);
+    let poison = a.json["job_id"].as_str().unwrap_or_default().to_owned();
+    let mut jobs = Vec::new();
+    for _ in 0..3 {
+        // One at a time, so the poison shares a batch with a good message each round.
+        let a = ctx.admin_post("/v1/selftest").await?;
+        ensure_eq!(a.status, 202, "{}", a.text);
+        let job = a.json["job_id"].as_str().unwrap_or_default().to_owned();
+        wait_status(&ctx, &job, "succeeded", 40).await?;
+        jobs.push(job);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let dlq = ctx.admin_get("/v1/dlq").await?;
+        if let Some(entry) = dlq.json["dead"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|d| d["id"] == poison.as_str())
+        {
+            ensure_eq!(entry["replayable"], false, "{entry}");
+            ensure!(
+                entry["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("never reached the queue")),
+                "{entry}"
+            );
+            break;
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the poison message was never set aside: {}",
+            dlq.text
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    // Later jobs keep flowing.
+    let a = ctx.admin_post("/v1/selftest").await?;
+    let job = a.json["job_id"].as_str().unwrap_or_default().to_owned();
+    wait_status(&ctx, &job, "succeeded", 20).await?;
+    Ok(())
+}
