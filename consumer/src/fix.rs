@@ -176,6 +176,8 @@ async fn execute(
         allowed_paths: allowed,
         limits: Limits::default(),
         github_token: Some(token),
+        // A redelivery of this job follows the run already going (or collects its result).
+        run_id: Some(format!("{}-r{}", run.job.id, run.job.replay)),
     };
     let mut events = executor::start(run.env, run.job.id.as_str(), &request).await?;
     let mut last_turn_shown = 0u64;

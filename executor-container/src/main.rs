@@ -15,6 +15,7 @@ mod claude;
 mod forwarder;
 mod process;
 mod run;
+mod runs;
 mod workspace;
 
 use anyhow::Context;
@@ -64,10 +65,21 @@ struct Args {
     /// How many fixes may run at once (more are answered 503).
     #[arg(long, env = "EXECUTOR_MAX_RUNS", default_value_t = 4)]
     max_runs: usize,
+    /// How long a run whose callers all went away waits for one to come back (a redelivered job
+    /// follows it by its `run_id`) before it is stopped.
+    #[arg(long, env = "EXECUTOR_DETACHED_GRACE_SECS", default_value_t = 120)]
+    detached_grace_secs: u64,
     /// Local development: allows `http://` and `file://` repositories, and, when the executor is not
     /// root, runs the agent as the executor's own user (with none of the isolation guarantees).
     #[arg(long, env = "EXECUTOR_DEV_MODE", default_value_t = false)]
     dev_mode: bool,
+}
+
+/// The executor's shared state: its configuration and its runs.
+#[derive(Debug, Clone)]
+struct AppState {
+    config: Arc<run::Config>,
+    runs: runs::Runs,
 }
 
 fn app(config: run::Config) -> Router {
@@ -79,14 +91,18 @@ fn app(config: run::Config) -> Router {
             }),
         )
         .route("/v1/fix", post(fix))
-        .with_state(Arc::new(config))
+        .with_state(AppState {
+            config: Arc::new(config),
+            runs: runs::Runs::default(),
+        })
 }
 
 fn error(status: StatusCode, message: String) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
-async fn fix(State(config): State<Arc<run::Config>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn fix(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let config = &app.config;
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -111,7 +127,20 @@ async fn fix(State(config): State<Arc<run::Config>>, headers: HeaderMap, body: B
             config.masker.mask(&format!("invalid fix request: {e}")),
         );
     }
+    // Without a run id the run is its own; with one, a run already going is followed.
+    let run_id = request
+        .run_id
+        .clone()
+        .unwrap_or_else(|| format!("anonymous-{}", random_hex()));
+    let hub = match app.runs.claim(&run_id) {
+        runs::Claim::Follow(hub) => {
+            tracing::info!(run = %run_id, "following the run already going (or finished)");
+            return stream(&hub);
+        }
+        runs::Claim::Start(hub) => hub,
+    };
     let Some(agent) = config.pool.acquire() else {
+        app.runs.forget(&run_id);
         let mut busy = error(
             StatusCode::SERVICE_UNAVAILABLE,
             "every agent slot is running a fix; try again shortly".into(),
@@ -120,24 +149,43 @@ async fn fix(State(config): State<Arc<run::Config>>, headers: HeaderMap, body: B
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("30"));
         return busy;
     };
-    tracing::info!(repo = %request.repo_url, branch = %request.branch, issue = %request.task.issue_id, uid = ?agent.ids, "fix requested");
-    let (tx, rx) = tokio::sync::mpsc::channel::<String>(64);
-    let emitter = run::Emitter::new(tx, config.masker.clone());
-    tokio::spawn(run::run((*config).clone(), request, agent, emitter));
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|line| (Ok::<_, std::convert::Infallible>(line), rx))
-    });
+    tracing::info!(repo = %request.repo_url, branch = %request.branch, issue = %request.task.issue_id, run = %run_id, uid = ?agent.ids, "fix requested");
+    // The caller follows before the run starts, so the run is never without a follower at first.
+    let answer = stream(&hub);
+    let emitter = run::Emitter::new(hub, config.masker.clone());
+    tokio::spawn(run::run(
+        (**config).clone(),
+        request,
+        agent,
+        emitter,
+        app.runs.clone(),
+        run_id,
+    ));
+    answer
+}
+
+/// The NDJSON answer that follows a run.
+fn stream(hub: &Arc<runs::Hub>) -> Response {
+    let lines = futures_util::StreamExt::map(hub.follow(), Ok::<_, std::convert::Infallible>);
     Response::builder()
         .header(header::CONTENT_TYPE, "application/x-ndjson")
-        .body(Body::from_stream(stream))
+        .body(Body::from_stream(lines))
         .unwrap_or_else(|_| {
             error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "could not start the stream".into(),
             )
         })
+}
+
+fn random_hex() -> String {
+    let mut bytes = [0u8; 12];
+    // Without randomness the id is still unique enough with the time in it.
+    let _ = getrandom::getrandom(&mut bytes);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{nanos:x}-{}", hex::encode(bytes))
 }
 
 /// How the agent will be separated: its own users when the executor is root; otherwise only in
@@ -244,6 +292,7 @@ async fn main() -> anyhow::Result<()> {
         pool: agent::AgentPool::new(isolation, args.max_runs),
         forwarder,
         dev: args.dev_mode,
+        detached_grace: std::time::Duration::from_secs(args.detached_grace_secs),
     };
     tracing::info!(?isolation, dev = args.dev_mode, "executor ready");
     let listener = tokio::net::TcpListener::bind(args.addr)

@@ -3,18 +3,19 @@
 //! commit in the executor's own git directory, and push that commit.
 //!
 //! Every event goes through `emit`, which masks secrets. The run ends when it is done, when its
-//! wall time runs out, or when its caller goes away; in each case every process of the agent is
-//! killed and the workspace removed (see [`Job`]'s `Drop`).
+//! wall time runs out, or when nobody has followed it for a grace period; in each case every
+//! process of the agent is killed and the workspace removed (see [`Job`]'s `Drop`).
 
 use crate::agent::{Agent, AgentPool};
 use crate::forwarder::Forwarder;
+use crate::runs::Hub;
 use crate::workspace::{Checked, Workspace};
 use bugbot_shared::executor::{Event, FixRequest, FixResult, Outcome};
 use bugbot_shared::mask::Masker;
 use bugbot_shared::path_policy::Violation;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::mpsc;
 
 /// The executor's configuration (see `main.rs` for the variables).
 #[derive(Clone)]
@@ -35,6 +36,8 @@ pub struct Config {
     pub forwarder: Forwarder,
     /// Local development: `http://` and `file://` remotes are allowed.
     pub dev: bool,
+    /// How long a run nobody follows waits for a caller to come back before it is stopped.
+    pub detached_grace: std::time::Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -48,31 +51,25 @@ impl std::fmt::Debug for Config {
     }
 }
 
-/// Sends masked events to the response stream.
+/// Sends masked events to the run's hub (and so to every caller following the run).
 #[derive(Clone)]
 pub struct Emitter {
-    tx: mpsc::Sender<String>,
+    hub: Arc<Hub>,
     masker: Masker,
 }
 
 impl Emitter {
     /// An emitter masking with `masker`.
-    pub fn new(tx: mpsc::Sender<String>, masker: Masker) -> Self {
-        Self { tx, masker }
+    pub fn new(hub: Arc<Hub>, masker: Masker) -> Self {
+        Self { hub, masker }
     }
 
-    /// Sends one event as a JSON line. A caller that went away is not an error here: the run
-    /// notices it through [`Emitter::closed`].
+    /// Sends one event as a JSON line.
     pub async fn emit(&self, event: &Event) {
         let mut value = serde_json::to_value(event).unwrap_or_default();
         self.masker.mask_json(&mut value);
         tracing::info!(event = %value, "progress");
-        let _ = self.tx.send(format!("{value}\n")).await;
-    }
-
-    /// Resolves when the caller has gone away.
-    async fn closed(&self) {
-        self.tx.closed().await;
+        self.hub.push(format!("{value}\n"));
     }
 }
 
@@ -100,9 +97,17 @@ impl Drop for Job {
     }
 }
 
-/// Runs the request within its wall time; ends with a `done` event unless the caller went away
-/// (then the run is stopped and cleaned up, and there is no one to tell).
-pub async fn run(config: Config, request: FixRequest, agent: Agent, out: Emitter) {
+/// Runs the request within its wall time; ends with a `done` event. A run nobody follows for
+/// `config.detached_grace` (its caller went away and no redelivery came back for it) is stopped:
+/// its agent killed, its workspace removed, and the run forgotten so a later request starts anew.
+pub async fn run(
+    config: Config,
+    request: FixRequest,
+    agent: Agent,
+    out: Emitter,
+    runs: crate::runs::Runs,
+    run_id: String,
+) {
     let started = Instant::now();
     let mut masker = config.masker.clone();
     if let Some(t) = &request.github_token {
@@ -116,20 +121,14 @@ pub async fn run(config: Config, request: FixRequest, agent: Agent, out: Emitter
             .saturating_add(20),
     );
     masker.add(grant.key());
-    let out = Emitter::new(out.tx, masker);
+    let out = Emitter::new(out.hub, masker);
     // Heartbeats, so the caller can tell a quiet run (a long model turn) from a broken stream.
-    let beats = out.clone();
+    let beats = out.hub.clone();
     let heartbeat = tokio::spawn(async move {
         let every = std::time::Duration::from_secs(bugbot_shared::executor::HEARTBEAT_SECS);
         loop {
             tokio::time::sleep(every).await;
-            if beats.tx.is_closed() {
-                break;
-            }
-            let _ = beats
-                .tx
-                .send("{\"event\":\"heartbeat\"}\n".to_owned())
-                .await;
+            beats.push("{\"event\":\"heartbeat\"}\n".to_owned());
         }
     });
     let wall = std::time::Duration::from_secs(request.limits.wall_time_secs);
@@ -147,9 +146,10 @@ pub async fn run(config: Config, request: FixRequest, agent: Agent, out: Emitter
                 ..empty(Outcome::TimedOut)
             },
         },
-        () = out.closed() => {
+        () = out.hub.abandoned(config.detached_grace) => {
             heartbeat.abort();
-            tracing::warn!(branch = %request.branch, "the caller went away: the run was stopped and its workspace removed");
+            runs.forget(&run_id);
+            tracing::warn!(branch = %request.branch, "nobody followed the run: it was stopped and its workspace removed");
             return;
         }
     };
@@ -163,6 +163,7 @@ pub async fn run(config: Config, request: FixRequest, agent: Agent, out: Emitter
         },
     })
     .await;
+    out.hub.finish();
 }
 
 fn empty(outcome: Outcome) -> FixResult {

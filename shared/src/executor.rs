@@ -83,6 +83,10 @@ pub struct FixRequest {
     /// Token for clone and push (an installation token). Given to git only, never to Claude Code.
     #[serde(default)]
     pub github_token: Option<String>,
+    /// The run's id (the job's): a second request with the same id follows the run already going
+    /// (or collects its result) instead of starting another. Absent: a run of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
 }
 
 impl std::fmt::Debug for FixRequest {
@@ -147,6 +151,15 @@ impl FixRequest {
             if !valid_branch(value) {
                 return bad(format!("{field} {value:?} is not a valid branch name"));
             }
+        }
+        if let Some(id) = &self.run_id
+            && (id.is_empty()
+                || id.len() > 100
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')))
+        {
+            return bad("run_id must be 1 to 100 letters, digits, '-', '_' or '.'".into());
         }
         if self.branch == self.base_branch {
             return bad("branch must differ from base_branch".into());

@@ -102,6 +102,9 @@ impl HostileExecutor {
             .env("CLAUDE_BIN", workspace_binary("hostile-agent")?)
             .env("EXECUTOR_WORK_DIR", &work)
             .env("EXECUTOR_AGENT_UID_BASE", HOSTILE_UID_BASE.to_string())
+            // A run nobody follows is stopped after a second (production waits two minutes for
+            // a redelivered job to come back for it).
+            .env("EXECUTOR_DETACHED_GRACE_SECS", "1")
             .stdout(std::fs::File::create(&log)?)
             .stderr(std::fs::File::options().append(true).open(&log)?);
         if dev {
@@ -566,5 +569,58 @@ pub async fn outside_local_development_only_https_remotes(ctx: Arc<E2e>) -> Resu
         ensure_eq!(status, 400, "{url}: {text}");
         ensure!(text.contains("https://"), "{text}");
     }
+    Ok(())
+}
+
+/// A request for a run that is going (the same `run_id`: a redelivered job whose stream broke)
+/// follows it — from its first event — instead of starting a second agent; once it has finished,
+/// a further request collects its result without running anything.
+pub async fn a_request_for_a_running_job_follows_it_instead_of_starting_another(
+    ctx: Arc<E2e>,
+) -> Result<()> {
+    let executor = HostileExecutor::start(&ctx, true).await?;
+    let remote = Remote::new()?;
+    let mut body = request(&remote, "bugbot/followed");
+    body["run_id"] = "job-followed-r0".into();
+    body["task"]["context"] = "HOSTILE hold 3\nHOSTILE fix-cart\n".into();
+    let mut first = ctx
+        .http
+        .post(format!("{}/v1/fix", executor.url))
+        .bearer_auth(ctx.env.get("EXECUTOR_TOKEN"))
+        .json(&body)
+        .send()
+        .await?;
+    let mut seen = String::new();
+    while !seen.contains("\"running\"") {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), first.chunk())
+            .await
+            .context("no running event")??
+            .context("the stream ended early")?;
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    // The caller's stream breaks; the redelivered job asks again, at once.
+    drop(first);
+    let (status, events, text) =
+        fix_at(&ctx, &executor.url, &body, &ctx.env.get("EXECUTOR_TOKEN")).await?;
+    ensure_eq!(status, 200, "{text}");
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    ensure_eq!(
+        kinds.first(),
+        Some(&"cloning"),
+        "followed from the start: {kinds:?}"
+    );
+    ensure_eq!(result(&events)?["outcome"], "pushed", "{text}");
+    let (_, again, _) = fix_at(&ctx, &executor.url, &body, &ctx.env.get("EXECUTOR_TOKEN")).await?;
+    ensure_eq!(
+        result(&again)?["commit_sha"],
+        result(&events)?["commit_sha"],
+        "collected, not rerun"
+    );
+    let started = executor
+        .log()
+        .lines()
+        .filter(|l| l.contains("fix requested") && l.contains("job-followed-r0"))
+        .count();
+    ensure_eq!(started, 1, "one agent run");
     Ok(())
 }
