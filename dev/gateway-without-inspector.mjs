@@ -13,6 +13,9 @@ if (!envFile || !port || !persist) {
 const worker = await unstable_startWorker({
   config: "gateway/wrangler.toml",
   envFiles: [envFile],
+  // The gateway runs alone here: its binding to the consumer (admin reads, dev routes) points at
+  // the gateway itself, which the benchmark never calls through it.
+  bindings: { CONSUMER: { type: "service", service: "bugbot-gateway" } },
   dev: {
     server: { hostname: "127.0.0.1", port: Number(port) },
     inspector: false,

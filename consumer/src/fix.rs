@@ -252,7 +252,7 @@ async fn open_pull_request(
                 .summary
                 .clone()
                 .unwrap_or_else(|| issue.title.clone());
-            call(
+            let created = call(
                 gh.create_pull(
                     repo,
                     &decide::pr_title(issue),
@@ -262,7 +262,18 @@ async fn open_pull_request(
                 ),
                 github_api::parse_pull,
             )
-            .await?
+            .await;
+            match created {
+                Ok(pr) => pr,
+                // "A pull request already exists" for the branch: it is this job's; use it.
+                Err(e) if e.status() == Some(422) => call(
+                    gh.open_pulls_for(repo, &branch),
+                    github_api::parse_first_pull,
+                )
+                .await?
+                .ok_or(e)?,
+                Err(e) => return Err(e),
+            }
         }
     };
     run.record.checkpoints.pull_request = Some(pr.clone());
