@@ -112,10 +112,7 @@ pub async fn list_jobs(req: &Request, env: &Env) -> Result<Response, GatewayErro
 /// (dev-only, like `enqueue-raw`): the local queue delivers one message at a time, so this is how
 /// tests deliver one job twice at the same moment. Answers how the delivery settled.
 pub async fn dev_deliver(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
-    if config::optional(env, "BUGBOT_DEV_ENDPOINTS").as_deref() != Some("true") {
-        return Err(GatewayError::NotFound);
-    }
-    authorize(req, env)?;
+    dev_only(req, env)?;
     let body = crate::read_body(req.inner()).await?;
     let text = String::from_utf8(body)
         .map_err(|_| GatewayError::BadRequest("the body must be JSON".into()))?;
@@ -222,14 +219,17 @@ pub async fn replay(req: &Request, env: &Env, id: &str) -> Result<Response, Gate
 /// hook (how else would a test show what the consumer does with a malformed message?). It exists
 /// only where `BUGBOT_DEV_ENDPOINTS=true` (dev/local.env); everywhere else it is 404.
 pub async fn enqueue_raw(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
-    if config::optional(env, "BUGBOT_DEV_ENDPOINTS").as_deref() != Some("true") {
-        return Err(GatewayError::NotFound);
-    }
-    authorize(req, env)?;
+    dev_only(req, env)?;
     let body = crate::read_body(req.inner()).await?;
     let text = std::str::from_utf8(&body)
         .map_err(|_| GatewayError::BadRequest("the body must be JSON".into()))?;
-    // As the JSON says, not re-serialized (serde would turn objects into JS Maps).
+    enqueue_json_text(env, text).await?;
+    Ok(json_response(202, &serde_json::json!({ "queued": true }))?)
+}
+
+/// Puts JSON text on the queue as the JSON says: parsed by the runtime, not serialized by serde
+/// (which would send objects as JS Maps).
+async fn enqueue_json_text(env: &Env, text: &str) -> Result<(), GatewayError> {
     let value = worker::js_sys::JSON::parse(text)
         .map_err(|_| GatewayError::BadRequest("the body must be JSON".into()))?;
     env.queue(config::QUEUE_BINDING)?
@@ -238,17 +238,14 @@ pub async fn enqueue_raw(req: &mut Request, env: &Env) -> Result<Response, Gatew
                 .build_with_content_type(worker::QueueContentType::Json),
         )
         .await?;
-    Ok(json_response(202, &serde_json::json!({ "queued": true }))?)
+    Ok(())
 }
 
 /// `POST /v1/dev/panic`: panics inside the gateway, or with `?worker=consumer` puts a message on
 /// the queue that makes the consumer panic — so a test can show that a panic's message reaches the
 /// structured logs. Like `enqueue-raw`, it exists only where `BUGBOT_DEV_ENDPOINTS=true`.
 pub async fn dev_panic(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
-    if config::optional(env, "BUGBOT_DEV_ENDPOINTS").as_deref() != Some("true") {
-        return Err(GatewayError::NotFound);
-    }
-    authorize(req, env)?;
+    dev_only(req, env)?;
     // The raw URL, not `req.url()` (see `query_limit`).
     let url = req.inner().url();
     let for_consumer = url
@@ -257,16 +254,8 @@ pub async fn dev_panic(req: &mut Request, env: &Env) -> Result<Response, Gateway
     if !for_consumer {
         panic!("a panic asked for by POST /v1/dev/panic");
     }
-    // As JSON text, like enqueue-raw: serde would send the object as a JS Map.
     let text = serde_json::json!({ (bugbot_shared::job::DEV_PANIC_FIELD): true }).to_string();
-    let value = worker::js_sys::JSON::parse(&text)
-        .map_err(|_| GatewayError::Unavailable("the dev panic message did not parse".into()))?;
-    env.queue(config::QUEUE_BINDING)?
-        .send_raw(
-            worker::RawMessageBuilder::new(value)
-                .build_with_content_type(worker::QueueContentType::Json),
-        )
-        .await?;
+    enqueue_json_text(env, &text).await?;
     Ok(json_response(202, &serde_json::json!({ "queued": true }))?)
 }
 

@@ -79,6 +79,30 @@ fn executor_runs(ctx: &E2e, branch_part: &str) -> usize {
         .count()
 }
 
+/// A GitHub fix job did each of its side effects once: one agent run, one pull request, one
+/// status comment, one Linear issue with two comments (the packet, the pull request's announcement).
+fn one_of_each(ctx: &E2e, state: &Value, job: &str, number: u64) -> Result<()> {
+    ensure_eq!(executor_runs(ctx, job), 1, "one agent run");
+    ensure_eq!(pulls_of(state, job).len(), 1, "one pull request");
+    ensure_eq!(
+        status_comments(state, number).len(),
+        1,
+        "one status comment"
+    );
+    let url = format!(
+        "https://github.com/{}/issues/{number}",
+        ctx.env.get("GITHUB_TEST_REPO")
+    );
+    let (issues, comments) = linear_for(state, &url);
+    ensure_eq!(issues.len(), 1, "one Linear issue");
+    ensure_eq!(
+        comments.len(),
+        2,
+        "one packet, one announcement: {comments:?}"
+    );
+    Ok(())
+}
+
 /// The same fix job delivered twice at the same moment runs once: one agent run, one Linear issue,
 /// one context comment, one status comment, one pull request. The later delivery waits for the
 /// lease; once the job is done, a further delivery only acknowledges.
@@ -112,25 +136,7 @@ pub async fn one_job_delivered_twice_at_once_runs_once(ctx: Arc<E2e>) -> Result<
 
     let state = ctx.sandbox_state().await?;
     no_violations(&state)?;
-    ensure_eq!(executor_runs(&ctx, &job), 1, "one agent run");
-    ensure_eq!(pulls_of(&state, &job).len(), 1, "one pull request");
-    ensure_eq!(
-        status_comments(&state, number).len(),
-        1,
-        "one status comment"
-    );
-    let url = format!(
-        "https://github.com/{}/issues/{number}",
-        ctx.env.get("GITHUB_TEST_REPO")
-    );
-    let (issues, comments) = linear_for(&state, &url);
-    ensure_eq!(issues.len(), 1, "one Linear issue");
-    ensure_eq!(
-        comments.len(),
-        2,
-        "the context packet and the pull request's announcement"
-    );
-    Ok(())
+    one_of_each(&ctx, &state, &job, number)
 }
 
 /// Every side-effecting call of a fix, performed by the service whose answer is then lost (a 502
@@ -173,22 +179,10 @@ pub async fn calls_that_succeeded_but_lost_their_answer_are_not_repeated(
         state["faults"]
     );
     no_violations(&state)?;
-    ensure_eq!(pulls_of(&state, &job).len(), 1, "one pull request");
-    ensure_eq!(
-        status_comments(&state, number).len(),
-        1,
-        "one status comment"
-    );
+    one_of_each(&ctx, &state, &job, number)?;
     let url = format!(
         "https://github.com/{}/issues/{number}",
         ctx.env.get("GITHUB_TEST_REPO")
-    );
-    let (issues, comments) = linear_for(&state, &url);
-    ensure_eq!(issues.len(), 1, "one Linear issue");
-    ensure_eq!(
-        comments.len(),
-        2,
-        "one packet, one announcement: {comments:?}"
     );
     let attachments = state["linear"]["attachments"]
         .as_array()
@@ -197,7 +191,6 @@ pub async fn calls_that_succeeded_but_lost_their_answer_are_not_repeated(
         .filter(|a| a["url"] == url.as_str())
         .count();
     ensure_eq!(attachments, 1, "the issue attached once");
-    ensure_eq!(executor_runs(&ctx, &job), 1, "one agent run");
     Ok(())
 }
 

@@ -171,6 +171,31 @@ impl Drop for HostileExecutor {
     }
 }
 
+/// Starts a fix on `executor` and reads its stream until the agent runs; the open answer is
+/// returned (dropping it is the caller going away).
+async fn start_until_running(
+    ctx: &E2e,
+    executor: &HostileExecutor,
+    body: &Value,
+) -> Result<reqwest::Response> {
+    let mut response = ctx
+        .http
+        .post(format!("{}/v1/fix", executor.url))
+        .bearer_auth(ctx.env.get("EXECUTOR_TOKEN"))
+        .json(body)
+        .send()
+        .await?;
+    let mut seen = String::new();
+    while !seen.contains("\"running\"") {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), response.chunk())
+            .await
+            .context("no running event")??
+            .context("the stream ended early")?;
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    Ok(response)
+}
+
 /// None of the executor's secrets, in any form we know, is in `text`.
 fn ensure_no_secret(ctx: &E2e, text: &str, what: &str) -> Result<()> {
     for secret in [
@@ -514,21 +539,7 @@ pub async fn a_caller_that_goes_away_stops_the_run(ctx: Arc<E2e>) -> Result<()> 
     let remote = Remote::new()?;
     let mut body = request(&remote, "bugbot/abandoned");
     body["task"]["context"] = "HOSTILE hold 60\n".into();
-    let mut response = ctx
-        .http
-        .post(format!("{}/v1/fix", executor.url))
-        .bearer_auth(ctx.env.get("EXECUTOR_TOKEN"))
-        .json(&body)
-        .send()
-        .await?;
-    let mut seen = String::new();
-    while !seen.contains("\"running\"") {
-        let chunk = tokio::time::timeout(Duration::from_secs(20), response.chunk())
-            .await
-            .context("no running event")??
-            .context("the stream ended early")?;
-        seen.push_str(&String::from_utf8_lossy(&chunk));
-    }
+    let response = start_until_running(&ctx, &executor, &body).await?;
     ensure!(
         !agent_processes(HOSTILE_UID_BASE).is_empty(),
         "the agent is running"
@@ -583,21 +594,7 @@ pub async fn a_request_for_a_running_job_follows_it_instead_of_starting_another(
     let mut body = request(&remote, "bugbot/followed");
     body["run_id"] = "job-followed-r0".into();
     body["task"]["context"] = "HOSTILE hold 3\nHOSTILE fix-cart\n".into();
-    let mut first = ctx
-        .http
-        .post(format!("{}/v1/fix", executor.url))
-        .bearer_auth(ctx.env.get("EXECUTOR_TOKEN"))
-        .json(&body)
-        .send()
-        .await?;
-    let mut seen = String::new();
-    while !seen.contains("\"running\"") {
-        let chunk = tokio::time::timeout(Duration::from_secs(20), first.chunk())
-            .await
-            .context("no running event")??
-            .context("the stream ended early")?;
-        seen.push_str(&String::from_utf8_lossy(&chunk));
-    }
+    let first = start_until_running(&ctx, &executor, &body).await?;
     // The caller's stream breaks; the redelivered job asks again, at once.
     drop(first);
     let (status, events, text) =

@@ -131,6 +131,18 @@ fn panic_lines(ctx: &E2e, component: &str, text: &str) -> usize {
         .count()
 }
 
+async fn wait_for_panic_line(ctx: &E2e, component: &str, text: &str, secs: u64) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while panic_lines(ctx, component, text) == 0 {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "no structured panic line from the {component} in workers.log"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
 /// A panic in either Worker logs its message as a structured line (the panic hook is installed at
 /// start), and the Worker serves the next request (the runtime re-creates the instance).
 pub async fn a_panic_reaches_the_structured_logs_and_the_workers_recover(
@@ -146,28 +158,14 @@ pub async fn a_panic_reaches_the_structured_logs_and_the_workers_recover(
     // The gateway: the request fails (the runtime answers it), the log says why.
     let a = ctx.admin_post("/v1/dev/panic").await?;
     anyhow::ensure!(a.status >= 500, "a panicking request answered {}", a.status);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while panic_lines(&ctx, "gateway", TEXT) == 0 {
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "no structured panic line from the gateway in workers.log"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_panic_line(&ctx, "gateway", TEXT, 10).await?;
     let a = E2e::answer(ctx.http.get(ctx.gateway("/health")).send().await?).await?;
     ensure_eq!(a.status, 200, "the gateway after its panic: {}", a.text);
 
     // The consumer: a queue message that makes it panic.
     let a = ctx.admin_post("/v1/dev/panic?worker=consumer").await?;
     ensure_eq!(a.status, 202, "body: {}", a.text);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while panic_lines(&ctx, "consumer", TEXT) == 0 {
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "no structured panic line from the consumer in workers.log"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_panic_line(&ctx, "consumer", TEXT, 20).await?;
     // The consumer still runs jobs afterwards.
     let a = ctx.admin_post("/v1/selftest").await?;
     ensure_eq!(a.status, 202, "body: {}", a.text);

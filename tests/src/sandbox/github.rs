@@ -584,14 +584,8 @@ pub async fn seed_issues(
 
 /// Now, as GitHub writes times (seconds, UTC).
 fn now_iso() -> String {
-    let t = time::OffsetDateTime::now_utc();
-    format!(
-        "{}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    bugbot_shared::github_api::iso_seconds(ms)
 }
