@@ -279,16 +279,16 @@ async fn conversation(run: &Run<'_>) -> Result<Vec<ConversationMessage>, ApiErro
             );
             let issue = issue?;
             let mut out = vec![ConversationMessage {
-                author: issue.user.login,
+                author: github_api::login_of(issue.user.as_ref()).to_owned(),
                 at: issue.created_at,
                 text: format!("{}\n{}", issue.title, issue.body.unwrap_or_default()),
             }];
             out.extend(
                 comments?
                     .into_iter()
-                    .filter(|c| !c.user.login.ends_with("[bot]"))
+                    .filter(|c| !github_api::login_of(c.user.as_ref()).ends_with("[bot]"))
                     .map(|c| ConversationMessage {
-                        author: c.user.login,
+                        author: github_api::login_of(c.user.as_ref()).to_owned(),
                         at: c.created_at,
                         text: c.body.unwrap_or_default(),
                     }),

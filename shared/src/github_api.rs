@@ -209,6 +209,14 @@ pub struct User {
     pub login: String,
 }
 
+/// What GitHub itself calls a deleted account.
+pub const GHOST: &str = "ghost";
+
+/// The login of a user that may be `null` (GitHub answers a deleted account's user as `null`).
+pub fn login_of(user: Option<&User>) -> &str {
+    user.map_or(GHOST, |u| u.login.as_str())
+}
+
 /// An issue (the fields the packet uses).
 #[derive(Debug, Clone, Deserialize)]
 pub struct Issue {
@@ -217,8 +225,9 @@ pub struct Issue {
     /// Body.
     #[serde(default)]
     pub body: Option<String>,
-    /// Author.
-    pub user: User,
+    /// Author (`None`: a deleted account).
+    #[serde(default)]
+    pub user: Option<User>,
     /// Created (ISO 8601).
     pub created_at: String,
     /// Web URL.
@@ -233,8 +242,9 @@ pub struct Comment {
     /// Text.
     #[serde(default)]
     pub body: Option<String>,
-    /// Author.
-    pub user: User,
+    /// Author (`None`: a deleted account).
+    #[serde(default)]
+    pub user: Option<User>,
     /// Created (ISO 8601).
     pub created_at: String,
     /// Web URL.

@@ -94,7 +94,7 @@ impl HttpRequest {
             service,
             method,
             url: url.into(),
-            headers: vec![("user-agent".into(), USER_AGENT.into())],
+            headers: vec![("user-agent".into(), user_agent(service).into())],
             body: None,
         }
     }
@@ -122,6 +122,22 @@ impl HttpRequest {
 
 /// What bugbot says it is, on every call.
 pub const USER_AGENT: &str = "bugbot (+https://github.com/bugbot)";
+
+/// What bugbot says it is to Discord, in the form Discord requires of bots:
+/// `DiscordBot ($url, $versionNumber)`.
+pub const DISCORD_USER_AGENT: &str = concat!(
+    "DiscordBot (https://github.com/bugbot, ",
+    env!("CARGO_PKG_VERSION"),
+    ")"
+);
+
+/// The `User-Agent` of a call to `service`.
+pub fn user_agent(service: Service) -> &'static str {
+    match service {
+        Service::Discord => DISCORD_USER_AGENT,
+        _ => USER_AGENT,
+    }
+}
 
 /// A response as received.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -427,6 +443,26 @@ mod tests {
         assert!(backoff_seconds(30, 2, 300, None, 0.99) <= 300);
         assert!(backoff_seconds(30, 2, 300, None, 0.0) >= 150);
         assert_eq!(backoff_seconds(1, 2, 300, Some(7), 0.0), 7);
+    }
+
+    #[test]
+    fn discord_gets_the_user_agent_form_it_requires() {
+        let r = HttpRequest::new(
+            Service::Discord,
+            Method::Get,
+            "https://discord.com/api/v10/x",
+        );
+        let ua = &r.headers.iter().find(|(k, _)| k == "user-agent").unwrap().1;
+        assert!(ua.starts_with("DiscordBot (https://"), "{ua}");
+        assert!(
+            ua.ends_with(&format!(", {})", env!("CARGO_PKG_VERSION"))),
+            "{ua}"
+        );
+        let r = HttpRequest::new(Service::Github, Method::Get, "https://api.github.com/x");
+        assert!(
+            r.headers
+                .contains(&("user-agent".into(), USER_AGENT.into()))
+        );
     }
 
     #[test]

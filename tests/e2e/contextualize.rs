@@ -556,3 +556,47 @@ pub async fn mention_jobs_reply_to_the_mention_and_edit_that_reply(ctx: Arc<E2e>
     );
     Ok(())
 }
+
+/// GitHub answers a deleted account's user as `null`: such an issue and its comments still make
+/// the conversation, their author shown as GitHub shows it, "ghost".
+pub async fn deleted_users_are_shown_as_ghost(ctx: Arc<E2e>) -> Result<()> {
+    ctx.wait_idle().await?;
+    let number: u64 = 8000
+        + crate::gateway::fresh_id()[10..14]
+            .parse::<u64>()
+            .unwrap_or(1);
+    let (_, delivery, payload) = crate::gateway::issue_with_a_member_comment(
+        &ctx,
+        number,
+        json!({"title": "Totals are off", "body": "Three items cost $40.", "user": null,
+               "comments": [{"user": null, "body": "Same here with four items."},
+                            {"user": "sam", "body": "Confirmed on mobile."}]}),
+        "@bugbot contextualize",
+    )
+    .await?;
+    let a = ctx
+        .github_delivery("issue_comment", &delivery, &serde_json::to_vec(&payload)?)
+        .await?;
+    ensure_eq!(a.status, 202, "{}", a.text);
+    wait_status(&ctx, &format!("gh-{delivery}"), "succeeded", 30).await?;
+    let state = ctx.sandbox_state().await?;
+    no_violations(&state)?;
+    let url = format!(
+        "https://github.com/{}/issues/{number}",
+        ctx.env.get("GITHUB_TEST_REPO")
+    );
+    let (_, comments) = linear_for(&state, &url);
+    let packet = comments
+        .first()
+        .and_then(|c| c["body"].as_str())
+        .unwrap_or_default();
+    for text in [
+        "Three items cost $40.",
+        "Same here with four items.",
+        "Confirmed on mobile.",
+        "ghost",
+    ] {
+        ensure!(packet.contains(text), "the packet has {text:?}:\n{packet}");
+    }
+    Ok(())
+}

@@ -490,20 +490,38 @@ pub(crate) async fn member_comment_on_a_new_issue(
     body: &str,
     comment: &str,
 ) -> Result<(u64, String, Value)> {
-    let repo = ctx.env.get("GITHUB_TEST_REPO");
     let number: u64 = 7000 + fresh_id()[10..14].parse::<u64>().unwrap_or(1);
-    ctx.sandbox_post(
-        "/_sandbox/github/issues",
-        &json!([{"repo": repo, "number": number, "title": title, "body": body, "user": "octocat"}]),
+    issue_with_a_member_comment(
+        ctx,
+        number,
+        json!({"title": title, "body": body, "user": "octocat"}),
+        comment,
     )
-    .await?;
+    .await
+}
+
+/// Seeds issue `number` (its fields in `issue`: title, body, user, comments) and returns a
+/// member's comment on it as GitHub would deliver it (not sent): the number, delivery id, payload.
+pub(crate) async fn issue_with_a_member_comment(
+    ctx: &E2e,
+    number: u64,
+    issue: Value,
+    comment: &str,
+) -> Result<(u64, String, Value)> {
+    let repo = ctx.env.get("GITHUB_TEST_REPO");
+    let title = issue["title"].as_str().unwrap_or_default().to_owned();
+    let mut seeded = issue;
+    seeded["repo"] = repo.clone().into();
+    seeded["number"] = number.into();
+    ctx.sandbox_post("/_sandbox/github/issues", &json!([seeded]))
+        .await?;
     let (_, mut payload) = github_webhook_examples()?
         .into_iter()
         .find(|(e, p)| e == "issue_comment" && p["action"] == "created")
         .unwrap_or_default();
     payload["repository"]["full_name"] = repo.clone().into();
     payload["issue"]["number"] = number.into();
-    payload["issue"]["title"] = title.into();
+    payload["issue"]["title"] = title.clone().into();
     payload["issue"]["html_url"] = format!("https://github.com/{repo}/issues/{number}").into();
     payload["comment"]["body"] = comment.into();
     payload["comment"]["author_association"] = "MEMBER".into();

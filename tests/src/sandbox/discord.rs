@@ -105,6 +105,17 @@ pub async fn api(
             }
             Err(Refusal::NoSpec(e)) => return super::error(StatusCode::INTERNAL_SERVER_ERROR, &e),
         };
+    // Discord requires bots to say `DiscordBot ($url, $versionNumber)`; others may be blocked.
+    let agent = headers
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !is_discord_bot_agent(agent) {
+        let why =
+            format!("User-Agent {agent:?} is not of the form DiscordBot ($url, $versionNumber)");
+        sb.lock().violations.push(format!("discord: {why}"));
+        return discord_error(StatusCode::FORBIDDEN, 0, &why);
+    }
     let p = |k: &str| matched.params.get(k).cloned().unwrap_or_default();
     let bot_ok = headers
         .get("authorization")
@@ -360,6 +371,15 @@ pub fn message_json(id: &str, channel: &str, author: &Value, content: &str, at: 
         "flags": 0,
         "components": []
     })
+}
+
+/// `DiscordBot ($url, $versionNumber)`.
+fn is_discord_bot_agent(agent: &str) -> bool {
+    agent
+        .strip_prefix("DiscordBot (")
+        .and_then(|rest| rest.strip_suffix(')'))
+        .and_then(|inner| inner.split_once(", "))
+        .is_some_and(|(url, version)| url.starts_with("http") && !version.trim().is_empty())
 }
 
 fn now_iso() -> String {

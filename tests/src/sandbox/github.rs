@@ -66,8 +66,20 @@ pub struct GhIssue {
     /// Body.
     #[serde(default)]
     pub body: String,
-    /// Author's login.
-    pub user: String,
+    /// Author's login (`null`: a deleted account, which GitHub answers as a null user).
+    pub user: Option<String>,
+    /// Comments on it, oldest first.
+    #[serde(default)]
+    pub comments: Vec<SeedComment>,
+}
+
+/// A comment seeded with its issue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedComment {
+    /// Author's login (`null`: a deleted account).
+    pub user: Option<String>,
+    /// Body.
+    pub body: String,
 }
 
 /// A comment.
@@ -79,8 +91,8 @@ pub struct GhComment {
     pub repo: String,
     /// Issue number.
     pub number: u64,
-    /// Author's login.
-    pub user: String,
+    /// Author's login (`None`: a deleted account).
+    pub user: Option<String>,
     /// Body.
     pub body: String,
     /// How many times it was edited.
@@ -109,7 +121,11 @@ fn gh_error(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-fn user(login: &str) -> Value {
+/// A user as GitHub shows one; a deleted account is `null`.
+fn user(login: Option<&str>) -> Value {
+    let Some(login) = login else {
+        return Value::Null;
+    };
     let bot = login.ends_with("[bot]");
     json!({ "login": login, "id": 1000 + login.len(), "type": if bot { "Bot" } else { "User" }, "site_admin": false,
             "html_url": format!("{WEB}/{login}"), "avatar_url": "https://avatars.githubusercontent.com/u/1" })
@@ -118,7 +134,7 @@ fn user(login: &str) -> Value {
 fn issue_json(i: &GhIssue, comments: usize) -> Value {
     json!({
         "id": 2_000_000 + i.number, "node_id": "I_x", "number": i.number, "title": i.title, "body": i.body,
-        "user": user(&i.user), "state": "open", "locked": false, "labels": [], "assignees": [],
+        "user": user(i.user.as_deref()), "state": "open", "locked": false, "labels": [], "assignees": [],
         "comments": comments, "created_at": CREATED, "updated_at": CREATED, "closed_at": null,
         "author_association": "MEMBER",
         "url": format!("https://api.github.com/repos/{}/issues/{}", i.repo, i.number),
@@ -128,7 +144,7 @@ fn issue_json(i: &GhIssue, comments: usize) -> Value {
 
 fn comment_json(c: &GhComment) -> Value {
     json!({
-        "id": c.id, "node_id": "IC_x", "body": c.body, "user": user(&c.user),
+        "id": c.id, "node_id": "IC_x", "body": c.body, "user": user(c.user.as_deref()),
         "created_at": c.at, "updated_at": c.at, "author_association": "NONE",
         "url": format!("https://api.github.com/repos/{}/issues/comments/{}", c.repo, c.id),
         "html_url": format!("{WEB}/{}/issues/{}#issuecomment-{}", c.repo, c.number, c.id),
@@ -383,7 +399,7 @@ pub async fn api(
                 id: 5_000_000 + gh.comments.len() as u64 + 1,
                 repo,
                 number,
-                user: sb.credentials.github_bot_login.clone(),
+                user: Some(sb.credentials.github_bot_login.clone()),
                 body: body
                     .as_ref()
                     .and_then(|b| b["body"].as_str())
@@ -448,7 +464,7 @@ fn repository_json(repo: &str, host: &str) -> Value {
     let (owner, name) = repo.split_once('/').unwrap_or((repo, repo));
     json!({
         "id": 9000, "node_id": "R_x", "name": name, "full_name": repo, "private": false,
-        "owner": user(owner), "html_url": format!("{WEB}/{repo}"),
+        "owner": user(Some(owner)), "html_url": format!("{WEB}/{repo}"),
         "default_branch": "main",
         // The sandbox's git remote stands in for github.com's.
         "clone_url": format!("http://{host}/git/{repo}.git"),
@@ -461,7 +477,7 @@ fn pull_json(pr: &GhPull) -> Value {
         "html_url": pr.html_url, "url": format!("https://api.github.com/repos/{}/pulls/{}", pr.repo, pr.number),
         "head": {"ref": pr.head, "sha": pr.head_sha, "label": format!("{}:{}", pr.repo.split('/').next().unwrap_or_default(), pr.head)},
         "base": {"ref": pr.base},
-        "user": user("bugbot[bot]"), "draft": false, "merged": false,
+        "user": user(Some("bugbot[bot]")), "draft": false, "merged": false,
         "created_at": CREATED, "updated_at": CREATED,
     })
 }
@@ -488,7 +504,7 @@ fn app_endpoint(
                 return gh_error(StatusCode::NOT_FOUND, "Not Found");
             }
             Json(json!({"id": ours, "app_id": sb.credentials.github_app_id.parse::<u64>().unwrap_or(0),
-                        "account": user(repo.split('/').next().unwrap_or_default()),
+                        "account": user(Some(repo.split('/').next().unwrap_or_default())),
                         "repository_selection": "all", "target_type": "Organization",
                         "permissions": {"contents": "write", "issues": "write", "pull_requests": "write"}}))
             .into_response()
@@ -578,7 +594,22 @@ pub async fn seed_issues(
     State(sb): State<Sandbox>,
     Json(issues): Json<Vec<GhIssue>>,
 ) -> StatusCode {
-    sb.lock().github.issues.extend(issues);
+    let mut s = sb.lock();
+    for issue in issues {
+        for c in &issue.comments {
+            let id = 5_000_000 + s.github.comments.len() as u64 + 1;
+            s.github.comments.push(GhComment {
+                id,
+                repo: issue.repo.clone(),
+                number: issue.number,
+                user: c.user.clone(),
+                body: c.body.clone(),
+                edits: 0,
+                at: now_iso(),
+            });
+        }
+        s.github.issues.push(issue);
+    }
     StatusCode::NO_CONTENT
 }
 
