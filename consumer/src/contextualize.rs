@@ -270,14 +270,21 @@ async fn conversation(run: &Run<'_>) -> Result<Vec<ConversationMessage>, ApiErro
             ..
         } => {
             let (api, _) = crate::github::client(run.env, repo, *installation_id).await?;
-            let (issue, comments) = futures::join!(
-                call(api.issue(repo, *number), github_api::parse_issue),
+            // The latest comments: GitHub lists them oldest first, so read the issue's count,
+            // then its last page (and the one before when the last is not full).
+            let issue = call(api.issue(repo, *number), github_api::parse_issue).await?;
+            let pages = github_api::latest_comment_pages(issue.comments);
+            let read = futures::future::join_all(pages.iter().map(|page| {
                 call(
-                    api.issue_comments(repo, *number),
-                    github_api::parse_comments
+                    api.issue_comments(repo, *number, *page),
+                    github_api::parse_comments,
                 )
-            );
-            let issue = issue?;
+            }))
+            .await;
+            let comments = read
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
+                .map(|pages| github_api::latest_comments(pages.concat()));
             let mut out = vec![ConversationMessage {
                 author: github_api::login_of(issue.user.as_ref()).to_owned(),
                 at: issue.created_at,

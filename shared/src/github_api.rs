@@ -41,11 +41,14 @@ impl GithubApi {
         self.request(Method::Get, &format!("/repos/{repo}/issues/{number}"))
     }
 
-    /// `GET /repos/{owner}/{repo}/issues/{number}/comments`.
-    pub fn issue_comments(&self, repo: &RepoFullName, number: u64) -> HttpRequest {
+    /// `GET /repos/{owner}/{repo}/issues/{number}/comments?page=` (oldest first,
+    /// [`COMMENTS_LIMIT`] a page).
+    pub fn issue_comments(&self, repo: &RepoFullName, number: u64, page: u64) -> HttpRequest {
         self.request(
             Method::Get,
-            &format!("/repos/{repo}/issues/{number}/comments?per_page={COMMENTS_LIMIT}"),
+            &format!(
+                "/repos/{repo}/issues/{number}/comments?per_page={COMMENTS_LIMIT}&page={page}"
+            ),
         )
     }
 
@@ -228,6 +231,9 @@ pub struct Issue {
     /// Author (`None`: a deleted account).
     #[serde(default)]
     pub user: Option<User>,
+    /// How many comments it has.
+    #[serde(default)]
+    pub comments: u64,
     /// Created (ISO 8601).
     pub created_at: String,
     /// Web URL.
@@ -249,6 +255,27 @@ pub struct Comment {
     pub created_at: String,
     /// Web URL.
     pub html_url: String,
+}
+
+/// The pages that hold an issue's latest [`COMMENTS_LIMIT`] comments, given how many it has
+/// (GitHub lists them oldest first, with no other order): the last page, and the one before it
+/// when the last is not full.
+pub fn latest_comment_pages(total: u64) -> Vec<u64> {
+    let per_page = u64::from(COMMENTS_LIMIT);
+    let last = total.div_ceil(per_page).max(1);
+    if last > 1 && !total.is_multiple_of(per_page) {
+        vec![last - 1, last]
+    } else {
+        vec![last]
+    }
+}
+
+/// The latest [`COMMENTS_LIMIT`] of the comments read from [`latest_comment_pages`], oldest first.
+pub fn latest_comments(mut pages: Vec<Comment>) -> Vec<Comment> {
+    let keep = usize::try_from(COMMENTS_LIMIT).unwrap_or(usize::MAX);
+    let skip = pages.len().saturating_sub(keep);
+    pages.drain(..skip);
+    pages
 }
 
 /// The line that ends bugbot's status comment for a job: it names the job, and finds the comment
@@ -297,10 +324,10 @@ mod tests {
     fn requests() {
         let api = GithubApi::new("http://sb/github/", "ghs_x");
         let repo = RepoFullName::parse("acme/web-app").unwrap();
-        let r = api.issue_comments(&repo, 7);
+        let r = api.issue_comments(&repo, 7, 2);
         assert_eq!(
             r.url,
-            "http://sb/github/repos/acme/web-app/issues/7/comments?per_page=50"
+            "http://sb/github/repos/acme/web-app/issues/7/comments?per_page=50&page=2"
         );
         assert!(
             r.headers
@@ -329,5 +356,25 @@ mod tests {
             c.url,
             "http://sb/github/repos/acme/web-app/issues/comments/99"
         );
+    }
+
+    #[test]
+    fn the_latest_comments_come_from_the_last_pages() {
+        assert_eq!(latest_comment_pages(0), vec![1]);
+        assert_eq!(latest_comment_pages(30), vec![1]);
+        assert_eq!(latest_comment_pages(50), vec![1]);
+        assert_eq!(latest_comment_pages(100), vec![2]);
+        assert_eq!(latest_comment_pages(120), vec![2, 3]);
+        let comment = |id| Comment {
+            id,
+            body: None,
+            user: None,
+            created_at: String::new(),
+            html_url: String::new(),
+        };
+        let read: Vec<Comment> = (51..=120).map(comment).collect();
+        let kept = latest_comments(read);
+        assert_eq!(kept.len(), 50);
+        assert_eq!((kept[0].id, kept[49].id), (71, 120));
     }
 }

@@ -68,6 +68,7 @@ pub fn all_cases() -> Vec<(&'static str, Case)> {
         contextualize::linear_down_for_good_ends_in_the_dlq_and_replay_completes_once,
         contextualize::github_contextualize_comments_on_the_issue,
         contextualize::deleted_users_are_shown_as_ghost,
+        contextualize::a_long_issue_keeps_its_latest_comments,
         contextualize::malformed_queue_messages_are_acked_and_recorded,
         contextualize::admin_lists_jobs_newest_first,
         contextualize::mention_jobs_reply_to_the_mention_and_edit_that_reply,

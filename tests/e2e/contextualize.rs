@@ -600,3 +600,53 @@ pub async fn deleted_users_are_shown_as_ghost(ctx: Arc<E2e>) -> Result<()> {
     }
     Ok(())
 }
+
+/// A long issue's packet holds its latest comments (GitHub lists them oldest first).
+pub async fn a_long_issue_keeps_its_latest_comments(ctx: Arc<E2e>) -> Result<()> {
+    ctx.wait_idle().await?;
+    let number: u64 = 8500
+        + crate::gateway::fresh_id()[10..14]
+            .parse::<u64>()
+            .unwrap_or(1);
+    let comments: Vec<Value> = (1..=60)
+        .map(|n| json!({"user": "sam", "body": format!("note #{n:03}")}))
+        .collect();
+    let (_, delivery, payload) = crate::gateway::issue_with_a_member_comment(
+        &ctx,
+        number,
+        json!({"title": "Totals drift", "body": "Totals drift over time.", "user": "octocat",
+               "comments": comments}),
+        "@bugbot contextualize",
+    )
+    .await?;
+    let a = ctx
+        .github_delivery("issue_comment", &delivery, &serde_json::to_vec(&payload)?)
+        .await?;
+    ensure_eq!(a.status, 202, "{}", a.text);
+    wait_status(&ctx, &format!("gh-{delivery}"), "succeeded", 30).await?;
+    let state = ctx.sandbox_state().await?;
+    no_violations(&state)?;
+    let url = format!(
+        "https://github.com/{}/issues/{number}",
+        ctx.env.get("GITHUB_TEST_REPO")
+    );
+    let (_, comments) = linear_for(&state, &url);
+    let packet = comments
+        .first()
+        .and_then(|c| c["body"].as_str())
+        .unwrap_or_default();
+    ensure!(
+        packet.contains("note #060"),
+        "the latest comment is in:\n{packet}"
+    );
+    // The packet quotes 50 messages: the issue itself and its 49 latest comments.
+    ensure!(
+        packet.contains("Totals drift over time.") && packet.contains("note #012"),
+        "the issue and the latest comments are in:\n{packet}"
+    );
+    ensure!(
+        !packet.contains("note #010"),
+        "older ones are not:\n{packet}"
+    );
+    Ok(())
+}

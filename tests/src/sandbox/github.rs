@@ -364,7 +364,7 @@ pub async fn api(
                 return gh_error(StatusCode::NOT_FOUND, "Not Found");
             }
             // As GitHub: `since` keeps comments updated at or after it; `per_page` (default 30,
-            // at most 100) cuts the page.
+            // at most 100) and `page` (from 1) pick the page, oldest first.
             let query: Vec<(String, String)> = uri
                 .query()
                 .unwrap_or_default()
@@ -377,11 +377,16 @@ pub async fn api(
             let per_page = get("per_page")
                 .and_then(|v| v.parse::<usize>().ok())
                 .unwrap_or(30)
-                .min(100);
+                .clamp(1, 100);
+            let page = get("page")
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(1)
+                .max(1);
             let list: Vec<Value> = gh
                 .comments
                 .iter()
                 .filter(|c| c.repo == repo && c.number == number && c.at >= since)
+                .skip((page - 1) * per_page)
                 .take(per_page)
                 .map(comment_json)
                 .collect();
