@@ -23,7 +23,7 @@ mod store;
 
 use bugbot_shared::http::{ApiError, Service};
 use bugbot_shared::job::{Command, JobDecodeError, JobMessage, JobRecord, JobStatus};
-use bugbot_shared::runner::Retry;
+use bugbot_shared::runner::{self, Settlement};
 use bugbot_shared::{replies, thread};
 use job_state::{Begun, Holder};
 use run::{Run, now_ms};
@@ -233,12 +233,32 @@ async fn process(env: &Env, job: &JobMessage, holder: &str) -> Settled {
         return retry_after_bookkeeping(job, &e, policy.base_secs);
     }
 
-    let settled = match execute(&mut run, attempt).await {
-        Ok(()) => run
+    let outcome = execute(&mut run, attempt).await;
+    let now = now_ms();
+    if let Err(e) = &outcome {
+        run.record.last_error = Some(e.to_string());
+        if e.is_transient() {
+            run.record.first_failure_at_ms.get_or_insert(now);
+        }
+    }
+    let first_failure = run.record.first_failure_at_ms.unwrap_or(now);
+    let lost = outcome.as_ref().is_err_and(job_state::lost_lease);
+    let settlement = runner::settle(
+        outcome.as_ref().map(|_| ()),
+        lost,
+        &policy,
+        attempt,
+        first_failure,
+        now,
+        worker::js_sys::Math::random(),
+    );
+    let error = outcome.err().map(|e| e.to_string()).unwrap_or_default();
+    let settled = match settlement {
+        Settlement::Succeeded => run
             .end(JobStatus::Succeeded, "done", "finished")
             .await
             .map(|()| Settled::Done),
-        Err(e) if job_state::lost_lease(&e) => {
+        Settlement::TakenOver => {
             // Another delivery took the job over (this one was too slow to renew): it goes on.
             log::info(
                 "delivery stopped: the job was taken over",
@@ -246,33 +266,25 @@ async fn process(env: &Env, job: &JobMessage, holder: &str) -> Settled {
             );
             return Settled::Done;
         }
-        Err(e) if e.is_transient() => {
-            let now = now_ms();
-            let first = *run.record.first_failure_at_ms.get_or_insert(now);
-            run.record.last_error = Some(e.to_string());
-            match policy.decide(&e, attempt, first, now, worker::js_sys::Math::random()) {
-                Retry::In { secs, notice } => {
-                    log::info(
-                        "job will be retried",
-                        &[("job", job.id.as_str()), ("delay_s", &secs.to_string())],
-                    );
-                    reply::progress(&mut run, &notice).await;
-                    run.end(
-                        JobStatus::Retrying,
-                        "retrying",
-                        format!("{e}; next attempt in {secs} s"),
-                    )
-                    .await
-                    .map(|()| Settled::RetryIn(secs))
-                }
-                Retry::GiveUp => dead::give_up(&mut run, &e.to_string())
-                    .await
-                    .map(|()| Settled::Done),
-            }
+        Settlement::RetryIn { secs, notice } => {
+            log::info(
+                "job will be retried",
+                &[("job", job.id.as_str()), ("delay_s", &secs.to_string())],
+            );
+            reply::progress(&mut run, &notice).await;
+            run.end(
+                JobStatus::Retrying,
+                "retrying",
+                format!("{error}; next attempt in {secs} s"),
+            )
+            .await
+            .map(|()| Settled::RetryIn(secs))
         }
-        Err(e) => {
-            run.record.last_error = Some(e.to_string());
-            let text = replies::failed(job.id.as_str(), what(job.command), &e.to_string());
+        Settlement::GiveUp => dead::give_up(&mut run, &error)
+            .await
+            .map(|()| Settled::Done),
+        Settlement::Fail => {
+            let text = replies::failed(job.id.as_str(), what(job.command), &error);
             if let Err(told) =
                 reply::say(env, job, &mut run.record, &text, reply::Urgency::Outcome).await
             {
@@ -281,7 +293,7 @@ async fn process(env: &Env, job: &JobMessage, holder: &str) -> Settled {
                     &[("job", job.id.as_str()), ("error", &told.to_string())],
                 );
             }
-            run.end(JobStatus::Failed, "failed", e.to_string())
+            run.end(JobStatus::Failed, "failed", error)
                 .await
                 .map(|()| Settled::Done)
         }

@@ -123,6 +123,52 @@ pub fn human_duration(secs: u32) -> String {
     }
 }
 
+/// How a delivery that ran its steps ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    /// Every step is done: the job succeeded.
+    Succeeded,
+    /// Another delivery took the job over: stop here, touch nothing more.
+    TakenOver,
+    /// A transient failure: tell the requester `notice`, end this delivery `retrying`, and deliver
+    /// again in `secs` seconds.
+    RetryIn {
+        /// Delay.
+        secs: u32,
+        /// What bugbot waits for and when it tries again.
+        notice: String,
+    },
+    /// Failing for too long: keep the job for replay, end it `dead`, tell the requester.
+    GiveUp,
+    /// A permanent failure: end the job `failed` and tell the requester why.
+    Fail,
+}
+
+/// Decides how a delivery ends from its steps' outcome. `lost_lease` says the error was a save
+/// refused because another delivery holds the job; `first_failure_ms` is when the job first
+/// failed (now, for a first failure).
+pub fn settle(
+    outcome: Result<(), &ApiError>,
+    lost_lease: bool,
+    policy: &RetryPolicy,
+    attempt: u32,
+    first_failure_ms: u64,
+    now_ms: u64,
+    random: f64,
+) -> Settlement {
+    match outcome {
+        Ok(()) => Settlement::Succeeded,
+        Err(_) if lost_lease => Settlement::TakenOver,
+        Err(e) if e.is_transient() => {
+            match policy.decide(e, attempt, first_failure_ms, now_ms, random) {
+                Retry::In { secs, notice } => Settlement::RetryIn { secs, notice },
+                Retry::GiveUp => Settlement::GiveUp,
+            }
+        }
+        Err(_) => Settlement::Fail,
+    }
+}
+
 /// Who holds a job and until when (kept with the job's record).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
@@ -291,5 +337,28 @@ mod tests {
             "lapsed"
         );
         assert_eq!(decide_delivery(false, false, None, "b", 0), Delivery::Run);
+    }
+
+    #[test]
+    fn every_outcome_settles() {
+        let policy = RetryPolicy::default();
+        let settle_at = |outcome: Result<(), &ApiError>, lost: bool, first: u64, now: u64| {
+            settle(outcome, lost, &policy, 3, first, now, 0.0)
+        };
+        assert_eq!(settle_at(Ok(()), false, 0, 0), Settlement::Succeeded);
+        assert_eq!(settle_at(Err(&outage()), true, 0, 0), Settlement::TakenOver);
+        assert!(matches!(
+            settle_at(Err(&outage()), false, 0, 0),
+            Settlement::RetryIn { secs: 10, .. }
+        ));
+        let six_hours = u64::from(policy.give_up_after_secs) * 1000;
+        assert_eq!(
+            settle_at(Err(&outage()), false, 0, six_hours),
+            Settlement::GiveUp
+        );
+        let refused = ApiError::permanent(Service::Linear, "no such team");
+        assert_eq!(settle_at(Err(&refused), false, 0, 0), Settlement::Fail);
+        // A lost lease wins over everything: the other delivery decides.
+        assert_eq!(settle_at(Err(&refused), true, 0, 0), Settlement::TakenOver);
     }
 }
