@@ -51,11 +51,9 @@ impl Hub {
         *self.finished.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
     }
 
-    fn is_finished(&self) -> bool {
-        self.finished
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+    /// When the run finished, if it has.
+    fn finished_at(&self) -> Option<Instant> {
+        *self.finished.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Resolves once nobody has followed the run for `grace`.
@@ -83,7 +81,7 @@ impl Hub {
             let events = self.events.lock().unwrap_or_else(|p| p.into_inner());
             (events.clone(), events.len())
         };
-        let finished = self.is_finished();
+        let finished = self.finished_at().is_some();
         let (tx, rx) = tokio::sync::mpsc::channel::<String>(64);
         let producer = tokio::spawn(async move {
             if finished {
@@ -153,9 +151,7 @@ impl Runs {
     pub fn claim(&self, id: &str) -> Claim {
         let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
         runs.retain(|_, hub| {
-            hub.finished
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
+            hub.finished_at()
                 .is_none_or(|at| at.elapsed() < KEEP_FINISHED)
         });
         if let Some(hub) = runs.get(id) {

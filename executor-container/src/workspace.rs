@@ -397,32 +397,11 @@ impl Workspace {
         )?;
 
         let mut changes: Vec<Change> = Vec::new();
-        let mut new_contents: BTreeMap<String, (String, Vec<u8>)> = BTreeMap::new();
-        for (path, (mode, oid, content)) in &found {
-            match base.get(path) {
-                Some(old) if old.mode == *mode && old.oid == *oid => {}
-                old => {
-                    changes.push(Change {
-                        status: match old {
-                            None => 'A',
-                            Some(o) if o.mode != *mode => 'T',
-                            Some(_) => 'M',
-                        },
-                        old_path: None,
-                        path: path.clone(),
-                        old_mode: old.map_or_else(|| "000000".into(), |o| o.mode.clone()),
-                        new_mode: mode.clone(),
-                    });
-                    if let Some(content) = content {
-                        new_contents.insert(path.clone(), (mode.clone(), content.clone()));
-                    }
-                }
-            }
-        }
+        let tree = self.tree();
         for (path, old) in &base {
             // A submodule is an empty folder in the tree: present when its folder is.
-            let present = found.contains_key(path)
-                || (old.mode == SUBMODULE && self.tree().join(path).is_dir());
+            let present =
+                found.contains_key(path) || (old.mode == SUBMODULE && tree.join(path).is_dir());
             if !present {
                 changes.push(Change {
                     status: 'D',
@@ -431,6 +410,28 @@ impl Workspace {
                     old_mode: old.mode.clone(),
                     new_mode: "000000".into(),
                 });
+            }
+        }
+        // The new contents are moved, not copied: a changed file is held once.
+        let mut new_contents: BTreeMap<String, NewContent> = BTreeMap::new();
+        for (path, (mode, oid, content)) in found {
+            let old = base.get(&path);
+            if old.is_some_and(|o| o.mode == mode && o.oid == oid) {
+                continue;
+            }
+            changes.push(Change {
+                status: match old {
+                    None => 'A',
+                    Some(o) if o.mode != mode => 'T',
+                    Some(_) => 'M',
+                },
+                old_path: None,
+                path: path.clone(),
+                old_mode: old.map_or_else(|| "000000".into(), |o| o.mode.clone()),
+                new_mode: mode.clone(),
+            });
+            if let Some(content) = content {
+                new_contents.insert(path, (mode, content));
             }
         }
         changes.sort_by(|a, b| a.path.cmp(&b.path));
@@ -467,8 +468,11 @@ impl Workspace {
                 .get(c.path.as_str())
                 .map(Vec::as_slice)
                 .unwrap_or_default();
-            let after = new_contents.get(&c.path);
-            let after_bytes = after.map(|(_, b)| b.as_slice()).unwrap_or_default();
+            let after = new_contents.remove(&c.path);
+            let after_bytes = after
+                .as_ref()
+                .map(|(_, b)| b.as_slice())
+                .unwrap_or_default();
             let (added, removed, text) = line_counts(before, after_bytes);
             files.push(ChangedFile {
                 path: c.path.clone(),
@@ -478,7 +482,7 @@ impl Workspace {
             if !text.is_empty() {
                 added_text.push((c.path.clone(), text));
             }
-            contents.push((c.path.clone(), after.cloned()));
+            contents.push((c.path.clone(), after));
         }
         Ok(Checked::Allowed(ChangeSet {
             files,

@@ -396,31 +396,40 @@ impl AdmissionLedger {
     /// through, it is an outage — the error returns and the alarm retries with backoff.
     async fn drain(&self) -> Result<()> {
         loop {
-            let batch: Vec<admission::Outgoing> = self.book.borrow().next_batch().to_vec();
-            if batch.is_empty() {
-                return Ok(());
-            }
-            let mut bodies = Vec::with_capacity(batch.len());
-            let mut unreadable = None;
-            for o in &batch {
-                match js_sys::JSON::parse(&o.message) {
-                    Ok(body) => bodies.push(
-                        RawMessageBuilder::new(body)
-                            .build_with_content_type(worker::QueueContentType::Json),
-                    ),
-                    Err(_) => {
-                        unreadable = Some(o.clone());
-                        break;
+            // Parsed inside the borrow (no copy of the messages); the runtime's values are shared
+            // handles, so a refused batch is sent again one by one without parsing twice.
+            let (pending, unreadable) = {
+                let book = self.book.borrow();
+                let mut pending = Vec::new();
+                let mut unreadable = None;
+                for o in book.next_batch() {
+                    match js_sys::JSON::parse(&o.message) {
+                        Ok(body) => pending.push(Pending {
+                            seq: o.seq,
+                            id: o.id.clone(),
+                            body,
+                        }),
+                        Err(_) => {
+                            unreadable = Some(o.seq);
+                            break;
+                        }
                     }
                 }
-            }
-            if let Some(o) = unreadable {
-                self.set_aside(&o, "the job message is not readable JSON")?;
+                (pending, unreadable)
+            };
+            if let Some(seq) = unreadable {
+                self.set_aside(seq, "the job message is not readable JSON")?;
                 continue;
             }
-            match self.send(bodies).await {
+            let (Some(first), Some(last)) = (pending.first(), pending.last()) else {
+                return Ok(());
+            };
+            let (first, last) = (first.seq, last.seq);
+            match self
+                .send(pending.iter().map(Pending::message).collect())
+                .await
+            {
                 Ok(()) => {
-                    let (first, last) = (batch[0].seq, batch[batch.len() - 1].seq);
                     self.sql().exec(
                         "UPDATE admissions SET message = NULL WHERE seq BETWEEN ? AND ?",
                         vec![
@@ -429,49 +438,42 @@ impl AdmissionLedger {
                         ],
                     )?;
                     self.book.borrow_mut().sent_through(last);
-                    let ids: Vec<&str> = batch.iter().map(|o| o.id.as_str()).collect();
+                    let ids: Vec<&str> = pending.iter().map(|p| p.id.as_str()).collect();
                     log::info("jobs on the queue", &[("jobs", &ids.join(" "))]);
                 }
-                Err(batch_error) => self.send_one_by_one(&batch, batch_error).await?,
+                Err(batch_error) => self.send_one_by_one(&pending, batch_error).await?,
             }
         }
     }
 
     /// Sends each message of a refused batch alone (see [`Self::drain`]).
-    async fn send_one_by_one(
-        &self,
-        batch: &[admission::Outgoing],
-        batch_error: worker::Error,
-    ) -> Result<()> {
+    async fn send_one_by_one(&self, batch: &[Pending], batch_error: worker::Error) -> Result<()> {
         let mut refused = Vec::new();
         let mut sent = 0;
-        for o in batch {
-            let body = js_sys::JSON::parse(&o.message)?;
-            let one = RawMessageBuilder::new(body)
-                .build_with_content_type(worker::QueueContentType::Json);
-            match self.send(vec![one]).await {
+        for p in batch {
+            match self.send(vec![p.message()]).await {
                 Ok(()) => {
                     sent += 1;
                     self.sql().exec(
                         "UPDATE admissions SET message = NULL WHERE seq = ?",
-                        vec![SqlStorageValue::Integer(o.seq)],
+                        vec![SqlStorageValue::Integer(p.seq)],
                     )?;
-                    self.book.borrow_mut().take(o.seq);
-                    self.refusals.borrow_mut().remove(&o.seq);
-                    log::info("jobs on the queue", &[("jobs", &o.id)]);
+                    self.book.borrow_mut().take(p.seq);
+                    self.refusals.borrow_mut().remove(&p.seq);
+                    log::info("jobs on the queue", &[("jobs", &p.id)]);
                 }
-                Err(e) => refused.push((o, e)),
+                Err(e) => refused.push((p.seq, e)),
             }
         }
         if sent == 0 {
             return Err(batch_error);
         }
-        for (o, e) in refused {
-            let before = self.refusals.borrow().get(&o.seq).copied().unwrap_or(0);
+        for (seq, e) in refused {
+            let before = self.refusals.borrow().get(&seq).copied().unwrap_or(0);
             let (verdict, count) = admission::judge_refusal(before, true);
-            self.refusals.borrow_mut().insert(o.seq, count);
+            self.refusals.borrow_mut().insert(seq, count);
             if verdict == admission::Refused::SetAside {
-                self.set_aside(o, &format!("the queue refused it {count} times: {e}"))?;
+                self.set_aside(seq, &format!("the queue refused it {count} times: {e}"))?;
             }
         }
         Ok(())
@@ -490,24 +492,35 @@ impl AdmissionLedger {
     }
 
     /// Moves a message out of the outbox into `set_aside` (listed with the dead jobs).
-    fn set_aside(&self, o: &admission::Outgoing, why: &str) -> Result<()> {
+    /// The message is one of the current batch's (the front of the outbox).
+    fn set_aside(&self, seq: i64, why: &str) -> Result<()> {
+        let found = self
+            .book
+            .borrow()
+            .next_batch()
+            .iter()
+            .find(|o| o.seq == seq)
+            .cloned();
+        let Some(o) = found else {
+            return Ok(());
+        };
         let sql = self.sql();
         sql.exec(
             "INSERT OR REPLACE INTO set_aside (seq, id, message, error, at_ms) VALUES (?, ?, ?, ?, ?)",
             vec![
-                SqlStorageValue::Integer(o.seq),
+                SqlStorageValue::Integer(seq),
                 SqlStorageValue::from(o.id.clone()),
-                SqlStorageValue::from(o.message.clone()),
+                SqlStorageValue::from(o.message),
                 SqlStorageValue::from(why.to_owned()),
                 SqlStorageValue::Integer(now_ms()),
             ],
         )?;
         sql.exec(
             "UPDATE admissions SET message = NULL WHERE seq = ?",
-            vec![SqlStorageValue::Integer(o.seq)],
+            vec![SqlStorageValue::Integer(seq)],
         )?;
-        self.book.borrow_mut().take(o.seq);
-        self.refusals.borrow_mut().remove(&o.seq);
+        self.book.borrow_mut().take(seq);
+        self.refusals.borrow_mut().remove(&seq);
         log::error(
             "admission ledger: a job message was set aside",
             &[("job", &o.id), ("error", why)],
@@ -535,6 +548,21 @@ impl AdmissionLedger {
 
 fn now_ms() -> i64 {
     Date::now().as_millis() as i64
+}
+
+/// An outbox message on its way to the queue: its admission's position, its job, and its body as
+/// the runtime parsed it (a shared handle, cheap to send again).
+struct Pending {
+    seq: i64,
+    id: String,
+    body: JsValue,
+}
+
+impl Pending {
+    fn message(&self) -> worker::SendMessage<JsValue> {
+        RawMessageBuilder::new(self.body.clone())
+            .build_with_content_type(worker::QueueContentType::Json)
+    }
 }
 
 /// A JSON array of already-rendered JSON values.

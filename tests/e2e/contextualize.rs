@@ -105,6 +105,16 @@ pub(crate) async fn wait_status(ctx: &E2e, job: &str, status: &str, secs: u64) -
     })
 }
 
+/// What bugbot posted with its bot token in a channel or thread.
+pub(crate) fn posted_in<'a>(state: &'a Value, channel: &str) -> Vec<&'a Value> {
+    state["discord"]["posted"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["channel_id"] == channel)
+        .collect()
+}
+
 /// The Linear issues a thread URL is attached to, and the comments on them.
 pub(crate) fn linear_for(state: &Value, url: &str) -> (Vec<Value>, Vec<Value>) {
     let issue_ids: Vec<&str> = state["linear"]["attachments"]
@@ -215,12 +225,7 @@ pub async fn an_expired_interaction_token_answers_in_the_channel(ctx: Arc<E2e>) 
         answers_for(&state, &interaction).is_empty(),
         "the expired token was refused"
     );
-    let posted: Vec<&Value> = state["discord"]["posted"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|m| m["channel_id"] == thread.channel.as_str())
-        .collect();
+    let posted = posted_in(&state, &thread.channel);
     ensure_eq!(
         posted.len(),
         1,
@@ -369,7 +374,6 @@ pub async fn linear_down_for_good_ends_in_the_dlq_and_replay_completes_once(
 
 pub async fn github_contextualize_comments_on_the_issue(ctx: Arc<E2e>) -> Result<()> {
     ctx.wait_idle().await?;
-    let repo = ctx.env.get("GITHUB_TEST_REPO");
     let (number, job) = member_comments_on_a_new_issue(
         &ctx,
         "Cart total wrong",
@@ -381,8 +385,7 @@ pub async fn github_contextualize_comments_on_the_issue(ctx: Arc<E2e>) -> Result
 
     let state = ctx.sandbox_state().await?;
     no_violations(&state)?;
-    let url = format!("https://github.com/{repo}/issues/{number}");
-    let (issues, comments) = linear_for(&state, &url);
+    let (issues, comments) = linear_for(&state, &crate::gateway::issue_url(&ctx, number));
     ensure_eq!(issues.len(), 1);
     ensure_eq!(comments.len(), 1);
     let packet = comments[0]["body"].as_str().unwrap_or_default();
@@ -557,39 +560,37 @@ pub async fn mention_jobs_reply_to_the_mention_and_edit_that_reply(ctx: Arc<E2e>
     Ok(())
 }
 
-/// GitHub answers a deleted account's user as `null`: such an issue and its comments still make
-/// the conversation, their author shown as GitHub shows it, "ghost".
-pub async fn deleted_users_are_shown_as_ghost(ctx: Arc<E2e>) -> Result<()> {
+/// Seeds a new issue (`issue`: title, body, user, comments), asks `@bugbot contextualize` on it as
+/// a member, and answers the context packet the job posted on Linear.
+async fn packet_for_a_new_issue(ctx: &E2e, issue: Value) -> Result<String> {
     ctx.wait_idle().await?;
-    let number: u64 = 8000
-        + crate::gateway::fresh_id()[10..14]
-            .parse::<u64>()
-            .unwrap_or(1);
-    let (_, delivery, payload) = crate::gateway::issue_with_a_member_comment(
-        &ctx,
-        number,
-        json!({"title": "Totals are off", "body": "Three items cost $40.", "user": null,
-               "comments": [{"user": null, "body": "Same here with four items."},
-                            {"user": "sam", "body": "Confirmed on mobile."}]}),
-        "@bugbot contextualize",
-    )
-    .await?;
+    let (number, delivery, payload) =
+        crate::gateway::issue_with_a_member_comment(ctx, issue, "@bugbot contextualize").await?;
     let a = ctx
         .github_delivery("issue_comment", &delivery, &serde_json::to_vec(&payload)?)
         .await?;
     ensure_eq!(a.status, 202, "{}", a.text);
-    wait_status(&ctx, &format!("gh-{delivery}"), "succeeded", 30).await?;
+    wait_status(ctx, &format!("gh-{delivery}"), "succeeded", 30).await?;
     let state = ctx.sandbox_state().await?;
     no_violations(&state)?;
-    let url = format!(
-        "https://github.com/{}/issues/{number}",
-        ctx.env.get("GITHUB_TEST_REPO")
-    );
-    let (_, comments) = linear_for(&state, &url);
-    let packet = comments
+    let (_, comments) = linear_for(&state, &crate::gateway::issue_url(ctx, number));
+    Ok(comments
         .first()
         .and_then(|c| c["body"].as_str())
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .to_owned())
+}
+
+/// GitHub answers a deleted account's user as `null`: such an issue and its comments still make
+/// the conversation, their author shown as GitHub shows it, "ghost".
+pub async fn deleted_users_are_shown_as_ghost(ctx: Arc<E2e>) -> Result<()> {
+    let packet = packet_for_a_new_issue(
+        &ctx,
+        json!({"title": "Totals are off", "body": "Three items cost $40.", "user": null,
+               "comments": [{"user": null, "body": "Same here with four items."},
+                            {"user": "sam", "body": "Confirmed on mobile."}]}),
+    )
+    .await?;
     for text in [
         "Three items cost $40.",
         "Same here with four items.",
@@ -603,38 +604,15 @@ pub async fn deleted_users_are_shown_as_ghost(ctx: Arc<E2e>) -> Result<()> {
 
 /// A long issue's packet holds its latest comments (GitHub lists them oldest first).
 pub async fn a_long_issue_keeps_its_latest_comments(ctx: Arc<E2e>) -> Result<()> {
-    ctx.wait_idle().await?;
-    let number: u64 = 8500
-        + crate::gateway::fresh_id()[10..14]
-            .parse::<u64>()
-            .unwrap_or(1);
     let comments: Vec<Value> = (1..=60)
         .map(|n| json!({"user": "sam", "body": format!("note #{n:03}")}))
         .collect();
-    let (_, delivery, payload) = crate::gateway::issue_with_a_member_comment(
+    let packet = packet_for_a_new_issue(
         &ctx,
-        number,
         json!({"title": "Totals drift", "body": "Totals drift over time.", "user": "octocat",
                "comments": comments}),
-        "@bugbot contextualize",
     )
     .await?;
-    let a = ctx
-        .github_delivery("issue_comment", &delivery, &serde_json::to_vec(&payload)?)
-        .await?;
-    ensure_eq!(a.status, 202, "{}", a.text);
-    wait_status(&ctx, &format!("gh-{delivery}"), "succeeded", 30).await?;
-    let state = ctx.sandbox_state().await?;
-    no_violations(&state)?;
-    let url = format!(
-        "https://github.com/{}/issues/{number}",
-        ctx.env.get("GITHUB_TEST_REPO")
-    );
-    let (_, comments) = linear_for(&state, &url);
-    let packet = comments
-        .first()
-        .and_then(|c| c["body"].as_str())
-        .unwrap_or_default();
     ensure!(
         packet.contains("note #060"),
         "the latest comment is in:\n{packet}"

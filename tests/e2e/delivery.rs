@@ -5,10 +5,12 @@
 //! side effect.
 
 use crate::context::{E2e, no_violations};
-use crate::contextualize::{contextualize_with, linear_for, thread_with_report, wait_status};
+use crate::contextualize::{
+    contextualize_with, linear_for, posted_in, thread_with_report, wait_status,
+};
 use crate::ensure_eq;
 use crate::fix::{pulls_of, seed};
-use crate::gateway::{member_comment_on_a_new_issue, member_comments_on_a_new_issue};
+use crate::gateway::{issue_url, member_comment_on_a_new_issue, member_comments_on_a_new_issue};
 use anyhow::{Context, Result, ensure};
 use bugbot_shared::authz::{AccessPolicy, PolicySettings};
 use bugbot_shared::github::{DEFAULT_MENTION, Decision};
@@ -89,10 +91,7 @@ fn one_of_each(ctx: &E2e, state: &Value, job: &str, number: u64) -> Result<()> {
         1,
         "one status comment"
     );
-    let url = format!(
-        "https://github.com/{}/issues/{number}",
-        ctx.env.get("GITHUB_TEST_REPO")
-    );
+    let url = issue_url(ctx, number);
     let (issues, comments) = linear_for(state, &url);
     ensure_eq!(issues.len(), 1, "one Linear issue");
     ensure_eq!(
@@ -180,10 +179,7 @@ pub async fn calls_that_succeeded_but_lost_their_answer_are_not_repeated(
     );
     no_violations(&state)?;
     one_of_each(&ctx, &state, &job, number)?;
-    let url = format!(
-        "https://github.com/{}/issues/{number}",
-        ctx.env.get("GITHUB_TEST_REPO")
-    );
+    let url = issue_url(&ctx, number);
     let attachments = state["linear"]["attachments"]
         .as_array()
         .into_iter()
@@ -209,13 +205,11 @@ pub async fn a_lost_discord_post_is_not_posted_twice(ctx: Arc<E2e>) -> Result<()
     wait_status(&ctx, &job, "succeeded", 60).await?;
     let state = ctx.sandbox_state().await?;
     no_violations(&state)?;
-    let posted = state["discord"]["posted"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|m| m["channel_id"] == thread.channel.as_str())
-        .count();
-    ensure_eq!(posted, 1, "one message in the thread");
+    ensure_eq!(
+        posted_in(&state, &thread.channel).len(),
+        1,
+        "one message in the thread"
+    );
     Ok(())
 }
 

@@ -490,24 +490,30 @@ pub(crate) async fn member_comment_on_a_new_issue(
     body: &str,
     comment: &str,
 ) -> Result<(u64, String, Value)> {
-    let number: u64 = 7000 + fresh_id()[10..14].parse::<u64>().unwrap_or(1);
     issue_with_a_member_comment(
         ctx,
-        number,
         json!({"title": title, "body": body, "user": "octocat"}),
         comment,
     )
     .await
 }
 
-/// Seeds issue `number` (its fields in `issue`: title, body, user, comments) and returns a
-/// member's comment on it as GitHub would deliver it (not sent): the number, delivery id, payload.
+/// The web URL of issue `number` of the served repository.
+pub(crate) fn issue_url(ctx: &E2e, number: u64) -> String {
+    format!(
+        "https://github.com/{}/issues/{number}",
+        ctx.env.get("GITHUB_TEST_REPO")
+    )
+}
+
+/// Seeds a new issue (its fields in `issue`: title, body, user, comments) and returns a member's
+/// comment on it as GitHub would deliver it (not sent): the issue number, delivery id, payload.
 pub(crate) async fn issue_with_a_member_comment(
     ctx: &E2e,
-    number: u64,
     issue: Value,
     comment: &str,
 ) -> Result<(u64, String, Value)> {
+    let number: u64 = 7000 + fresh_id()[10..14].parse::<u64>().unwrap_or(1);
     let repo = ctx.env.get("GITHUB_TEST_REPO");
     let title = issue["title"].as_str().unwrap_or_default().to_owned();
     let mut seeded = issue;
@@ -521,8 +527,8 @@ pub(crate) async fn issue_with_a_member_comment(
         .unwrap_or_default();
     payload["repository"]["full_name"] = repo.clone().into();
     payload["issue"]["number"] = number.into();
-    payload["issue"]["title"] = title.clone().into();
-    payload["issue"]["html_url"] = format!("https://github.com/{repo}/issues/{number}").into();
+    payload["issue"]["title"] = title.into();
+    payload["issue"]["html_url"] = issue_url(ctx, number).into();
     payload["comment"]["body"] = comment.into();
     payload["comment"]["author_association"] = "MEMBER".into();
     payload["installation"] =
