@@ -357,7 +357,7 @@ async fn recordings(
         .emails
         .iter()
         .take(MAX_EMAILS)
-        .map(|email| recent_for(&api, email));
+        .map(|email| recent_for(&api, email, run.job.enqueued_at_ms));
     let mut out = Vec::new();
     for (email, result) in refs
         .emails
@@ -375,15 +375,30 @@ async fn recordings(
     Ok(out)
 }
 
+/// The recordings of the person with this e-mail, around the report (`report_ms`). The address is
+/// tried as written, then lowercased ([`posthog::email_candidates`]).
 async fn recent_for(
     api: &PosthogApi,
     email: &str,
+    report_ms: u64,
 ) -> Result<Option<Vec<RecordingSummary>>, ApiError> {
-    let Some(person) = call(api.persons_by_email(email), posthog::parse_first_person).await? else {
+    let mut person = None;
+    for candidate in posthog::email_candidates(email) {
+        person = call(
+            api.persons_by_email(&candidate),
+            posthog::parse_first_person,
+        )
+        .await?;
+        if person.is_some() {
+            break;
+        }
+    }
+    let Some(person) = person else {
         return Ok(None);
     };
+    let window = posthog::RecordingWindow::around(report_ms);
     let recs = call(
-        api.recordings_for_person(&person.id),
+        api.recordings_for_person(&person.id, &window),
         posthog::parse_recordings,
     )
     .await?;

@@ -1,14 +1,57 @@
 //! PostHog's REST API: persons by e-mail and session recordings (Bearer personal API key).
 //!
 //! PostHog publishes no spec file; the shapes follow its API reference for
-//! `GET /api/projects/{id}/persons/?email=`, `GET /api/projects/{id}/session_recordings/` and
-//! `GET /api/projects/{id}/session_recordings/{id}/`.
+//! `GET /api/environments/{id}/persons/?email=`, `GET /api/environments/{id}/session_recordings/`
+//! and `GET /api/environments/{id}/session_recordings/{id}/` (`/api/projects/{id}/…` is the legacy
+//! form of the same routes).
+//!
+//! Two rules the reference does not stress: the recordings list covers only the last three days
+//! unless a window is given (`date_from` defaults to `-3d`), so bugbot always sends one around the
+//! report ([`RecordingWindow`]); and the persons filter matches an e-mail exactly, case included, so
+//! an address is tried as written first ([`email_candidates`]).
 
+use crate::github_api::iso_seconds;
 use crate::http::{ApiError, HttpRequest, HttpResponse, Method, Service, encode};
 use serde::{Deserialize, Serialize};
 
 /// How many of a person's recent recordings go into a context packet.
 pub const RECENT_RECORDINGS: usize = 5;
+
+/// How far before the report a recording may have started and still be listed (PostHog keeps
+/// recordings 30 days on its free plan, longer on paid ones; older sessions rarely explain a report).
+pub const WINDOW_BEFORE_MS: u64 = 30 * 24 * 3600 * 1000;
+/// How far after the report (a report is often written while the session is still recording).
+pub const WINDOW_AFTER_MS: u64 = 24 * 3600 * 1000;
+
+/// The dates a recordings list covers (`date_from` / `date_to`, ISO 8601 UTC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingWindow {
+    /// First start time listed.
+    pub from: String,
+    /// Last start time listed.
+    pub to: String,
+}
+
+impl RecordingWindow {
+    /// The window around a report made at `report_ms` (ms since the epoch).
+    pub fn around(report_ms: u64) -> Self {
+        Self {
+            from: iso_seconds(report_ms.saturating_sub(WINDOW_BEFORE_MS)),
+            to: iso_seconds(report_ms.saturating_add(WINDOW_AFTER_MS)),
+        }
+    }
+}
+
+/// The forms of an e-mail address to look up, in order: as written, then lowercased when that
+/// differs (PostHog compares exactly; people write `Jane@Acme.io` for an account stored either way).
+pub fn email_candidates(email: &str) -> Vec<String> {
+    let lower = email.to_lowercase();
+    if lower == email {
+        vec![lower]
+    } else {
+        vec![email.to_owned(), lower]
+    }
+}
 
 /// Where and how to reach PostHog.
 #[derive(Debug, Clone)]
@@ -41,7 +84,7 @@ impl PosthogApi {
             Service::Posthog,
             Method::Get,
             format!(
-                "{}/api/projects/{}/{path_and_query}",
+                "{}/api/environments/{}/{path_and_query}",
                 self.base_url,
                 encode(&self.project_id)
             ),
@@ -54,11 +97,17 @@ impl PosthogApi {
         self.get(&format!("persons/?email={}", encode(email)))
     }
 
-    /// A person's most recent recordings.
-    pub fn recordings_for_person(&self, person_uuid: &str) -> HttpRequest {
+    /// A person's most recent recordings that started within `window`.
+    pub fn recordings_for_person(
+        &self,
+        person_uuid: &str,
+        window: &RecordingWindow,
+    ) -> HttpRequest {
         self.get(&format!(
-            "session_recordings/?person_uuid={}&limit={RECENT_RECORDINGS}",
-            encode(person_uuid)
+            "session_recordings/?person_uuid={}&date_from={}&date_to={}&limit={RECENT_RECORDINGS}",
+            encode(person_uuid),
+            encode(&window.from),
+            encode(&window.to)
         ))
     }
 
@@ -146,7 +195,20 @@ mod tests {
         let r = api.persons_by_email("jane+x@acme.io");
         assert_eq!(
             r.url,
-            "http://sb/posthog/api/projects/12/persons/?email=jane%2Bx%40acme.io"
+            "http://sb/posthog/api/environments/12/persons/?email=jane%2Bx%40acme.io"
+        );
+        let window = RecordingWindow::around(1_764_496_800_000); // 2025-11-30T10:00:00Z
+        assert_eq!(
+            window,
+            RecordingWindow {
+                from: "2025-10-31T10:00:00Z".into(),
+                to: "2025-12-01T10:00:00Z".into()
+            }
+        );
+        assert_eq!(
+            api.recordings_for_person("p-1", &window).url,
+            "http://sb/posthog/api/environments/12/session_recordings/?person_uuid=p-1\
+             &date_from=2025-10-31T10%3A00%3A00Z&date_to=2025-12-01T10%3A00%3A00Z&limit=5"
         );
         assert!(
             r.headers
@@ -161,6 +223,15 @@ mod tests {
                 .url
                 .ends_with("session_recordings/..%2Fx/")
         );
+    }
+
+    #[test]
+    fn emails_are_tried_as_written_then_lowercased() {
+        assert_eq!(
+            email_candidates("Jane@Acme.io"),
+            vec!["Jane@Acme.io".to_owned(), "jane@acme.io".to_owned()]
+        );
+        assert_eq!(email_candidates("jane@acme.io"), vec!["jane@acme.io"]);
     }
 
     #[test]

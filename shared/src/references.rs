@@ -42,7 +42,7 @@ pub struct References {
     /// PostHog recordings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub posthog_sessions: Vec<PosthogSessionRef>,
-    /// E-mail addresses (used to find the reporter's PostHog person).
+    /// E-mail addresses as written (used to find the reporter's PostHog person).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub emails: Vec<String>,
 }
@@ -213,8 +213,11 @@ pub fn extract(text: &str) -> References {
         }
     }
 
+    // As written: PostHog matches e-mail exactly (`posthog::email_candidates` adds the lowercase).
     for c in captures_if(text.contains('@'), &p.email, text) {
-        push_unique(&mut refs.emails, c[0].to_ascii_lowercase());
+        if !refs.emails.iter().any(|e| e.eq_ignore_ascii_case(&c[0])) {
+            push_unique(&mut refs.emails, c[0].to_owned());
+        }
     }
     refs
 }
@@ -258,7 +261,12 @@ mod tests {
                 project_id: Some("1234".into())
             }]
         );
-        assert_eq!(r.emails, vec!["jane.doe@example.com"]);
+        assert_eq!(r.emails, vec!["Jane.Doe@Example.com"], "as written");
+        assert_eq!(
+            extract("a@b.io and A@B.io").emails,
+            vec!["a@b.io"],
+            "one address, whatever its case"
+        );
     }
 
     #[test]

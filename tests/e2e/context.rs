@@ -69,6 +69,7 @@ pub fn all_cases() -> Vec<(&'static str, Case)> {
         contextualize::github_contextualize_comments_on_the_issue,
         contextualize::deleted_users_are_shown_as_ghost,
         contextualize::a_long_issue_keeps_its_latest_comments,
+        contextualize::posthog_finds_reporters_as_written_within_the_reports_window,
         contextualize::malformed_queue_messages_are_acked_and_recorded,
         contextualize::admin_lists_jobs_newest_first,
         contextualize::mention_jobs_reply_to_the_mention_and_edit_that_reply,

@@ -628,3 +628,83 @@ pub async fn a_long_issue_keeps_its_latest_comments(ctx: Arc<E2e>) -> Result<()>
     );
     Ok(())
 }
+
+/// PostHog matches e-mail exactly and lists only a date window (three days unless told): the
+/// reporter written `Jane.…@Acme.io` is found as written, a colleague stored in lowercase is found
+/// after the lowercase retry, a session ten days before the report is listed and one forty days
+/// before is not.
+pub async fn posthog_finds_reporters_as_written_within_the_reports_window(
+    ctx: Arc<E2e>,
+) -> Result<()> {
+    ctx.wait_idle().await?;
+    let channel = fresh_id();
+    let as_written = format!("Jane.{channel}@Acme.io");
+    let colleague = format!("Sam.{channel}@Acme.io");
+    ctx.sandbox_post(
+        &format!("/_sandbox/discord/channels/{channel}/messages"),
+        &json!([{"author_id": "1200000000000000001", "username": "jane",
+                 "content": format!("Checkout is broken for me ({as_written}) and for {colleague}.")}]),
+    )
+    .await?;
+    let now_ms = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis(),
+    )?;
+    let days_ago = |d: u64| bugbot_shared::github_api::iso_seconds(now_ms - d * 24 * 3600 * 1000);
+    let (recent, old, colleagues) = (
+        format!("0193-recent-{channel}"),
+        format!("0193-old-{channel}"),
+        format!("0193-colleague-{channel}"),
+    );
+    ctx.sandbox_post(
+        "/_sandbox/posthog/seed",
+        &json!({
+            "persons": [{"email": as_written, "distinct_id": format!("j-{channel}")},
+                        {"email": colleague.to_lowercase(), "distinct_id": format!("s-{channel}")}],
+            "recordings": [
+                {"id": recent, "distinct_id": format!("j-{channel}"), "start_time": days_ago(10), "duration": 61.0},
+                {"id": old, "distinct_id": format!("j-{channel}"), "start_time": days_ago(40), "duration": 62.0},
+                {"id": colleagues, "distinct_id": format!("s-{channel}"), "start_time": days_ago(1), "duration": 63.0}
+            ]
+        }),
+    )
+    .await?;
+    let thread = Thread {
+        url: format!(
+            "https://discord.com/channels/{}/{channel}",
+            ctx.env.get("DISCORD_TEST_GUILD_ID")
+        ),
+        channel,
+        session: String::new(),
+    };
+    let (job, _) = contextualize(&ctx, &thread).await?;
+    wait_status(&ctx, &job, "succeeded", 30).await?;
+    let state = ctx.sandbox_state().await?;
+    no_violations(&state)?;
+    let (_, comments) = linear_for(&state, &thread.url);
+    ensure_eq!(comments.len(), 1, "one context packet");
+    let packet = comments[0]["body"].as_str().unwrap_or_default();
+    for found in [&recent, &colleagues] {
+        ensure!(
+            packet.contains(found.as_str()),
+            "{found} is in the packet:\n{packet}"
+        );
+    }
+    ensure!(
+        !packet.contains(old.as_str()),
+        "a session 40 days before the report is not:\n{packet}"
+    );
+    let lookups: Vec<&str> = state["requests"]["posthog"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["path"].as_str())
+        .filter(|q| q.contains("email="))
+        .collect();
+    ensure!(
+        lookups.iter().any(|q| q.contains("Jane.")),
+        "the address was looked up as written: {lookups:?}"
+    );
+    Ok(())
+}

@@ -87,7 +87,7 @@ impl Demo {
             "/_sandbox/posthog/seed",
             &json!({"persons": [{"email": email, "distinct_id": format!("demo-{n}")}],
                     "recordings": [{"id": session, "distinct_id": format!("demo-{n}"),
-                                    "start_time": "2026-11-22T09:41:00Z", "duration": 212.0,
+                                    "start_time": bugbot_shared::github_api::iso_seconds(now_ms() - 3_600_000), "duration": 212.0,
                                     "console_errors": 2, "clicks": 23, "start_url": "https://shop.acme.io/cart"}]}),
         )
         .await?;
@@ -328,5 +328,13 @@ fn unique() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64 % 100_000_000_000_000_000)
+        .unwrap_or_default()
+}
+
+/// Milliseconds since the Unix epoch (recordings are seeded relative to now: PostHog lists a window).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or_default()
 }

@@ -215,15 +215,15 @@ impl Sandbox {
             .route("/discord/api/v10/{*rest}", any(discord::api))
             .route("/linear/graphql", post(linear::graphql))
             .route(
-                "/posthog/api/projects/{project}/persons/",
+                "/posthog/api/environments/{project}/persons/",
                 get(posthog::persons),
             )
             .route(
-                "/posthog/api/projects/{project}/session_recordings/",
+                "/posthog/api/environments/{project}/session_recordings/",
                 get(posthog::recordings),
             )
             .route(
-                "/posthog/api/projects/{project}/session_recordings/{session}/",
+                "/posthog/api/environments/{project}/session_recordings/{session}/",
                 get(posthog::recording),
             )
             .route("/github/{*rest}", any(github::api))

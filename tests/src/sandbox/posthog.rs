@@ -1,7 +1,10 @@
-//! PostHog stand-in (`/posthog/api/projects/{id}/...`): persons by e-mail and session recordings.
+//! PostHog stand-in (`/posthog/api/environments/{id}/...`): persons by e-mail and session recordings.
 //!
 //! PostHog publishes no spec file; the routes and shapes follow its API reference. Strict on what
-//! bugbot may send: Bearer personal API key, the configured project, known query parameters.
+//! bugbot may send: Bearer personal API key, the configured project, known query parameters, the
+//! current paths (the legacy `/api/projects/{id}/…` form is not served). It behaves as PostHog does
+//! where that matters: the persons filter matches an e-mail exactly (case included), and the
+//! recordings list covers `date_from`..`date_to`, by default only the last three days.
 
 use super::Sandbox;
 use axum::Json;
@@ -79,7 +82,11 @@ fn refusal(
         })
 }
 
-/// `GET /posthog/api/projects/{id}/persons/?email=`.
+fn parse_utc(iso: &str) -> Option<u64> {
+    bugbot_shared::github_app::parse_utc(iso)
+}
+
+/// `GET /posthog/api/environments/{id}/persons/?email=`.
 pub async fn persons(
     State(sb): State<Sandbox>,
     Path(project): Path<String>,
@@ -101,7 +108,7 @@ pub async fn persons(
         .posthog
         .persons
         .iter()
-        .filter(|p| email.is_empty() || p.email.eq_ignore_ascii_case(&email))
+        .filter(|p| email.is_empty() || p.email == email)
         .map(|p| {
             json!({
                 "id": p.id, "uuid": p.id, "name": p.email, "distinct_ids": p.distinct_ids,
@@ -112,7 +119,7 @@ pub async fn persons(
     Json(json!({ "next": null, "previous": null, "results": results })).into_response()
 }
 
-/// `GET /posthog/api/projects/{id}/session_recordings/?person_uuid=&limit=`.
+/// `GET /posthog/api/environments/{id}/session_recordings/?person_uuid=&date_from=&date_to=&limit=`.
 pub async fn recordings(
     State(sb): State<Sandbox>,
     Path(project): Path<String>,
@@ -124,10 +131,30 @@ pub async fn recordings(
         &headers,
         &project,
         &query,
-        &["person_uuid", "limit", "offset"],
+        &["person_uuid", "limit", "offset", "date_from", "date_to"],
     ) {
         return r;
     }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // PostHog's default window is the last three days (`date_from: "-3d"`).
+    let (from, to) = match (
+        query.get("date_from").map(|d| parse_utc(d)),
+        query.get("date_to").map(|d| parse_utc(d)),
+    ) {
+        (Some(None), _) | (_, Some(None)) => {
+            return ph_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_input",
+                "date_from and date_to must be ISO 8601 times",
+            );
+        }
+        (from, to) => (
+            from.flatten().unwrap_or(now.saturating_sub(3 * 24 * 3600)),
+            to.flatten().unwrap_or(u64::MAX),
+        ),
+    };
     let limit: usize = match query.get("limit").map(|l| l.parse()) {
         Some(Ok(n)) => n,
         Some(Err(_)) => {
@@ -160,13 +187,19 @@ pub async fn recordings(
                     .as_str()
                     .is_some_and(|d| distinct.iter().any(|x| x == d))
         })
+        .filter(|r| {
+            r["start_time"]
+                .as_str()
+                .and_then(parse_utc)
+                .is_some_and(|t| (from..=to).contains(&t))
+        })
         .take(limit)
         .cloned()
         .collect();
     Json(json!({ "results": results, "has_next": false, "version": 3 })).into_response()
 }
 
-/// `GET /posthog/api/projects/{id}/session_recordings/{session_id}/`.
+/// `GET /posthog/api/environments/{id}/session_recordings/{session_id}/`.
 pub async fn recording(
     State(sb): State<Sandbox>,
     Path((project, session)): Path<(String, String)>,
