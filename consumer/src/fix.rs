@@ -108,6 +108,35 @@ pub async fn fix(run: &mut Run<'_>, origin: &Origin) -> Result<(), ApiError> {
     reply::finish(run, &decide::outcome_text(&issue, &result, pr.as_ref())).await
 }
 
+/// The files of a branch, for the agent's hints. GitHub cuts recursive listings of very large
+/// trees (`truncated: true`); then the top-level directories the allowed paths lie in are listed
+/// one by one (`decide::subtrees_to_list`). The second value says when the list is incomplete.
+async fn list_files(
+    gh: &github_api::GithubApi,
+    repo: &bugbot_shared::ids::RepoFullName,
+    branch: &str,
+    allowed: &[String],
+) -> Result<(Vec<String>, &'static str), ApiError> {
+    let full = call(gh.tree(repo, branch, true), github_api::parse_tree).await?;
+    if !full.truncated {
+        return Ok((full.files_under("").collect(), ""));
+    }
+    let root = call(gh.tree(repo, branch, false), github_api::parse_tree).await?;
+    let mut files: Vec<String> = root.files_under("").collect();
+    let mut cut = false;
+    for (dir, sha) in decide::subtrees_to_list(&root, allowed) {
+        let sub = call(gh.tree(repo, &sha, true), github_api::parse_tree).await?;
+        cut |= sub.truncated;
+        files.extend(sub.files_under(&dir));
+    }
+    let note = if cut {
+        " (the repository is too large for GitHub to list in full; the hints are from part of it)"
+    } else {
+        " (listed by directory: the repository is too large for one listing)"
+    };
+    Ok((files, note))
+}
+
 async fn execute(
     run: &mut Run<'_>,
     gh: &github_api::GithubApi,
@@ -116,12 +145,8 @@ async fn execute(
     token: String,
     context: &Contextualized,
 ) -> Result<FixResult, ApiError> {
-    let (paths, _) = call(
-        gh.tree(repo, &repository.default_branch),
-        github_api::parse_tree,
-    )
-    .await?;
     let allowed = config::allowed_paths(run.env);
+    let (paths, listing_note) = list_files(gh, repo, &repository.default_branch, &allowed).await?;
     let report = format!(
         "{}\n{}",
         run.job.report.title.clone().unwrap_or_default(),
@@ -136,9 +161,13 @@ async fn execute(
     run.step(
         "executor.start",
         format!(
-            "{repo}: branch {branch} from {}, {} file hint(s)",
+            "{repo}: branch {branch} from {}, file hints: {}{listing_note}",
             repository.default_branch,
-            hints.len()
+            if hints.is_empty() {
+                "none".to_owned()
+            } else {
+                hints.join(", ")
+            }
         ),
     )
     .await?;

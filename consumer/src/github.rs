@@ -4,10 +4,12 @@
 
 use crate::config::{self, var};
 use crate::http::call;
-use bugbot_shared::github_api::GithubApi;
+use crate::store;
+use bugbot_shared::github_api::{self, GithubApi};
 use bugbot_shared::github_app;
 use bugbot_shared::http::{ApiError, Service};
 use bugbot_shared::ids::RepoFullName;
+use bugbot_shared::kv;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use worker::Env;
@@ -89,4 +91,60 @@ async fn token(
     let expires = github_app::parse_utc(&fresh.expires_at).unwrap_or(now + 3000);
     TOKENS.with_borrow_mut(|t| t.insert(installation, (fresh.token.clone(), expires)));
     Ok(fresh.token)
+}
+
+/// Whether the job's requester may ask for work: `Ok(None)` when they may (or the job came from a
+/// trusted association), else `Ok(Some(permission))` with what GitHub shows. GitHub's answer is
+/// cached for [`kv::GITHUB_PERMISSION_TTL_SECONDS`].
+pub async fn refused_permission(
+    env: &Env,
+    job: &bugbot_shared::job::JobMessage,
+) -> Result<Option<String>, ApiError> {
+    let bugbot_shared::job::Source::Github {
+        repo,
+        installation_id,
+        verify_permission: true,
+        ..
+    } = &job.source
+    else {
+        return Ok(None);
+    };
+    let login = &job.requester.name;
+    let key = kv::github_permission(repo, login);
+    let permission = match store::get_text(env, &key).await? {
+        Some(cached) => cached,
+        None => {
+            let (api, _) = client(env, repo, *installation_id).await?;
+            let fresh = call(api.permission(repo, login), github_api::parse_permission).await?;
+            store::put_text(env, &key, &fresh, kv::GITHUB_PERMISSION_TTL_SECONDS).await?;
+            fresh
+        }
+    };
+    Ok((!github_api::may_trigger(&permission)).then_some(permission))
+}
+
+/// Whether the requester was already told, on this issue, that they may not ask.
+pub async fn already_told(
+    env: &Env,
+    job: &bugbot_shared::job::JobMessage,
+) -> Result<bool, ApiError> {
+    let bugbot_shared::job::Source::Github { repo, number, .. } = &job.source else {
+        return Ok(true);
+    };
+    let key = kv::github_told(repo, *number, &job.requester.name);
+    Ok(store::get_text(env, &key).await?.is_some())
+}
+
+/// Remembers that the requester was told on this issue. Workers KV is eventually consistent: two
+/// refusals on one issue within the same seconds could both be answered; the per-user hourly limit
+/// bounds that.
+pub async fn remember_told(
+    env: &Env,
+    job: &bugbot_shared::job::JobMessage,
+) -> Result<(), ApiError> {
+    let bugbot_shared::job::Source::Github { repo, number, .. } = &job.source else {
+        return Ok(());
+    };
+    let key = kv::github_told(repo, *number, &job.requester.name);
+    store::put_text(env, &key, job.id.as_str(), kv::GITHUB_TOLD_TTL_SECONDS).await
 }

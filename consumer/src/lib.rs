@@ -234,6 +234,21 @@ async fn process(env: &Env, job: &JobMessage, holder: &str) -> Settled {
     }
 
     let outcome = execute(&mut run, attempt).await;
+    if let Ok(Ended::Refused(why)) = &outcome {
+        return run
+            .end(JobStatus::Refused, "refused", why.clone())
+            .await
+            .map_or_else(
+                |e| {
+                    if job_state::lost_lease(&e) {
+                        Settled::Done
+                    } else {
+                        retry_after_bookkeeping(job, &e, policy.base_secs)
+                    }
+                },
+                |()| Settled::Done,
+            );
+    }
     let now = now_ms();
     if let Err(e) = &outcome {
         run.record.last_error = Some(e.to_string());
@@ -325,9 +340,21 @@ fn what(command: Command) -> &'static str {
     }
 }
 
-async fn execute(run: &mut Run<'_>, attempt: u32) -> Result<(), ApiError> {
+/// How a job that did not fail ended.
+#[derive(Debug)]
+enum Ended {
+    /// It did its work.
+    Done,
+    /// The requester may not ask for it (why, for the record); they were told once.
+    Refused(String),
+}
+
+async fn execute(run: &mut Run<'_>, attempt: u32) -> Result<Ended, ApiError> {
     if run.job.command == Command::Selftest {
-        return Ok(());
+        return Ok(Ended::Done);
+    }
+    if let Some(permission) = github::refused_permission(run.env, run.job).await? {
+        return refuse(run, &permission).await.map(Ended::Refused);
     }
     let origin = thread::origin(run.job).ok_or_else(|| {
         ApiError::permanent(Service::Linear, "this job belongs to no conversation")
@@ -340,4 +367,30 @@ async fn execute(run: &mut Run<'_>, attempt: u32) -> Result<(), ApiError> {
         Command::Contextualize => contextualize::contextualize(run, &origin).await,
         Command::Selftest => Ok(()),
     }
+    .map(|()| Ended::Done)
+}
+
+/// Tells a GitHub requester without write access, once per issue, that bugbot will not act.
+async fn refuse(run: &mut Run<'_>, permission: &str) -> Result<String, ApiError> {
+    let job = run.job;
+    let repo = match &job.source {
+        bugbot_shared::job::Source::Github { repo, .. } => repo.as_str(),
+        _ => "",
+    };
+    let login = job.requester.name.as_str();
+    let why = format!("{login} has `{permission}` permission on {repo}; write is needed");
+    if github::already_told(run.env, job).await? {
+        return Ok(format!("{why} (already told on this issue)"));
+    }
+    let text = replies::github_not_allowed(login, repo, permission);
+    reply::say(
+        run.env,
+        job,
+        &mut run.record,
+        &text,
+        reply::Urgency::Outcome,
+    )
+    .await?;
+    github::remember_told(run.env, job).await?;
+    Ok(why)
 }

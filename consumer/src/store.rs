@@ -58,3 +58,19 @@ pub async fn save_dead(env: &Env, dead: &DeadJob) -> Result<(), ApiError> {
         .await
         .map_err(kv_error)
 }
+
+/// A short text kept under `key` for `ttl` seconds (caches and markers).
+pub async fn put_text(env: &Env, key: &str, value: &str, ttl: u64) -> Result<(), ApiError> {
+    store(env)?
+        .put(key, value)
+        .map_err(kv_error)?
+        .expiration_ttl(ttl)
+        .execute()
+        .await
+        .map_err(kv_error)
+}
+
+/// The text under `key`, if any.
+pub async fn get_text(env: &Env, key: &str) -> Result<Option<String>, ApiError> {
+    store(env)?.get(key).text().await.map_err(kv_error)
+}

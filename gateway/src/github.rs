@@ -36,13 +36,6 @@ pub async fn handle(
     let (status, answer) = match decision {
         Decision::Pong => (200, json!({ "ok": true, "message": "pong" })),
         Decision::Ignored(reason) => (202, json!({ "ignored": reason })),
-        Decision::Refused(refusal) => {
-            crate::log::info(
-                "github request refused",
-                &[("reason", &refusal.to_string())],
-            );
-            (202, json!({ "refused": refusal.to_string() }))
-        }
         Decision::Enqueue(job) => match admit(env, Some(ctx), &job, &policy, "github").await? {
             Admission::Admitted => (202, json!({ "job_id": job.id })),
             Admission::Duplicate => (202, json!({ "job_id": job.id, "duplicate": true })),

@@ -6,7 +6,7 @@
 use crate::ids::{RepoFullName, Snowflake};
 use crate::job::Command;
 
-/// Default GitHub `author_association` values allowed to trigger jobs.
+/// Default GitHub `author_association` values trusted without asking GitHub for a permission.
 pub const DEFAULT_ASSOCIATIONS: &[&str] = &["OWNER", "MEMBER", "COLLABORATOR"];
 /// Default per-user limit of jobs per hour.
 pub const DEFAULT_JOBS_PER_HOUR: u32 = 20;
@@ -24,7 +24,7 @@ pub struct PolicyError {
 pub struct AccessPolicy {
     /// Repositories bugbot serves (`GITHUB_REPOS`). Empty: no GitHub repository is served.
     pub github_repos: Vec<RepoFullName>,
-    /// `author_association` values that may trigger (`GITHUB_TRIGGER_ASSOCIATIONS`).
+    /// `author_association` values trusted at once (`GITHUB_TRIGGER_ASSOCIATIONS`).
     pub github_associations: Vec<String>,
     /// bugbot's own GitHub login (`GITHUB_BOT_LOGIN`), whose comments never trigger.
     pub github_bot_login: Option<String>,
@@ -128,7 +128,8 @@ impl AccessPolicy {
             .any(|r| r.as_str().eq_ignore_ascii_case(repo.as_str()))
     }
 
-    /// Whether a commenter with this `author_association` may trigger jobs.
+    /// Whether a commenter with this `author_association` is trusted without asking GitHub for
+    /// their permission on the repository.
     pub fn github_association_allowed(&self, association: &str) -> bool {
         self.github_associations
             .iter()
@@ -168,9 +169,6 @@ pub enum Refusal {
     /// The requester lacks the role the command needs.
     #[error("Sorry, you don't have a role that may run `{}` here. Ask a maintainer if you need it.", .0.as_str())]
     MissingRole(Command),
-    /// The GitHub commenter's association is not allowed.
-    #[error("Only repository owners, members and collaborators can ask bugbot for work here.")]
-    Association,
     /// Too many jobs this hour.
     #[error(
         "You've started {0} bugbot jobs in the last hour, the most allowed. Please try again later."

@@ -152,6 +152,35 @@ pub fn relevant_files(paths: &[String], text: &str, allowed: &[String]) -> Vec<S
         .collect()
 }
 
+/// Subtrees listed one by one at most, when GitHub cut a recursive listing.
+pub const MAX_SUBTREES: usize = 8;
+
+/// When GitHub cut the recursive listing of a branch (`truncated: true`), the narrower listing to
+/// ask for instead: the top-level directories (name, SHA) the allowed paths lie in, from the
+/// branch's non-recursive `root` listing. An allowed path with no directory (`""`, `*`) stands for
+/// every top-level directory. At most [`MAX_SUBTREES`].
+pub fn subtrees_to_list(
+    root: &crate::github_api::TreeListing,
+    allowed: &[String],
+) -> Vec<(String, String)> {
+    let wanted: Vec<&str> = allowed
+        .iter()
+        .map(|a| a.trim_start_matches('/'))
+        .map(|a| a.split('/').next().unwrap_or_default())
+        .collect();
+    let everything = wanted.is_empty()
+        || wanted
+            .iter()
+            .any(|w| w.is_empty() || w.contains(['*', '?', '[']));
+    root.tree
+        .iter()
+        .filter(|e| e.kind == "tree")
+        .filter(|e| everything || wanted.contains(&e.path.as_str()))
+        .take(MAX_SUBTREES)
+        .map(|e| (e.path.clone(), e.sha.clone()))
+        .collect()
+}
+
 /// The branch of a job's fix: stable for the job, so a retry pushes to (and finds) the same one.
 pub fn branch_name(issue: &Issue, job: &JobId) -> String {
     let slug: String = issue
@@ -291,6 +320,41 @@ mod tests {
     use super::*;
     use crate::executor::ChangedFile;
     use crate::path_policy::Violation;
+
+    #[test]
+    fn a_cut_listing_is_narrowed_to_the_allowed_directories() {
+        let entry = |path: &str, kind: &str| crate::github_api::TreeEntry {
+            path: path.into(),
+            kind: kind.into(),
+            sha: format!("sha-{path}"),
+        };
+        let root = crate::github_api::TreeListing {
+            tree: vec![
+                entry("README.md", "blob"),
+                entry("assets", "tree"),
+                entry("src", "tree"),
+                entry("vendor", "commit"),
+            ],
+            truncated: false,
+        };
+        assert_eq!(
+            subtrees_to_list(&root, &["src/".into(), "src/deep/".into()]),
+            vec![("src".to_owned(), "sha-src".to_owned())]
+        );
+        assert_eq!(
+            subtrees_to_list(&root, &["*".into()]).len(),
+            2,
+            "a glob stands for every directory (never a submodule)"
+        );
+        assert!(subtrees_to_list(&root, &["app/".into()]).is_empty());
+        let files: Vec<String> = crate::github_api::TreeListing {
+            tree: vec![entry("cart.js", "blob"), entry("ui", "tree")],
+            truncated: false,
+        }
+        .files_under("src/")
+        .collect();
+        assert_eq!(files, vec!["src/cart.js"]);
+    }
 
     fn issue() -> Issue {
         Issue {

@@ -1,6 +1,6 @@
 //! GitHub App webhooks: which deliveries become jobs (pure; the gateway performs the decision).
 
-use crate::authz::{AccessPolicy, Refusal};
+use crate::authz::AccessPolicy;
 use crate::ids::{IdError, JobId, RepoFullName};
 use crate::job::{Command, JOB_MESSAGE_VERSION, JobMessage, Report, Requester, Source};
 use crate::references;
@@ -123,6 +123,39 @@ pub struct IssuesEvent {
     pub installation: Option<Installation>,
 }
 
+/// A pull request, as `pull_request` events carry it (the fields bugbot uses).
+#[derive(Debug, Clone, Deserialize)]
+pub struct PullRequest {
+    /// Number.
+    pub number: u64,
+    /// Title.
+    pub title: String,
+    /// Body.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// Web URL.
+    pub html_url: String,
+}
+
+/// `pull_request` payload (for `labeled`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct PullRequestEvent {
+    /// Action.
+    pub action: String,
+    /// The pull request.
+    pub pull_request: PullRequest,
+    /// The label added (for `labeled`).
+    #[serde(default)]
+    pub label: Option<Label>,
+    /// The repository.
+    pub repository: Repository,
+    /// Who acted.
+    pub sender: Account,
+    /// The installation.
+    #[serde(default)]
+    pub installation: Option<Installation>,
+}
+
 /// What to do with a verified delivery.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
@@ -132,8 +165,6 @@ pub enum Decision {
     Enqueue(Box<JobMessage>),
     /// Nothing to do; the reason goes in the 2xx answer.
     Ignored(&'static str),
-    /// Asked, but not allowed; enqueue nothing.
-    Refused(Refusal),
 }
 
 /// The delivery cannot be read. Answered with 400.
@@ -224,9 +255,10 @@ pub fn decide(
             if !policy.serves_repo(&e.repository.full_name) {
                 return Ok(Decision::Ignored("this repository is not served by bugbot"));
             }
-            if !policy.github_association_allowed(&e.comment.author_association) {
-                return Ok(Decision::Refused(Refusal::Association));
-            }
+            // A trusted association acts at once. Anyone else may still have write access (members
+            // of an organization whose membership is private arrive as CONTRIBUTOR or NONE): the
+            // consumer asks GitHub before doing anything, and answers a refusal once.
+            let verify = !policy.github_association_allowed(&e.comment.author_association);
             let text = format!(
                 "{}\n\n{} commented:\n{}",
                 e.issue.body.as_deref().unwrap_or(""),
@@ -236,11 +268,14 @@ pub fn decide(
             Ok(Decision::Enqueue(Box::new(job(
                 job_id()?,
                 command,
-                &e.comment.user,
-                &e.repository,
-                &e.issue,
-                Some(e.comment.id),
-                e.installation.as_ref(),
+                Trigger {
+                    requester: &e.comment.user,
+                    repository: &e.repository,
+                    issue: &e.issue,
+                    comment_id: Some(e.comment.id),
+                    installation: e.installation.as_ref(),
+                    verify_permission: verify,
+                },
                 &text,
                 now_ms,
             ))))
@@ -252,34 +287,100 @@ pub fn decide(
                     "only labels ask bugbot for work on issues",
                 ));
             }
-            let command = match e.label.as_ref().map(|l| l.name.to_ascii_lowercase()) {
-                Some(l) if l == LABEL_FIX => Command::Fix,
-                Some(l) if l == LABEL_CONTEXTUALIZE => Command::Contextualize,
-                _ => return Ok(Decision::Ignored("the label is not a bugbot label")),
+            let Some(command) = label_command(e.label.as_ref()) else {
+                return Ok(Decision::Ignored("the label is not a bugbot label"));
             };
-            if e.sender.is_bot(policy) {
+            let trigger =
+                Trigger::label(&e.sender, &e.repository, &e.issue, e.installation.as_ref());
+            labeled(policy, command, trigger, job_id, now_ms)
+        }
+        "pull_request" => {
+            let e: PullRequestEvent = payload("pull_request", value)?;
+            if e.action != "labeled" {
                 return Ok(Decision::Ignored(
-                    "labels added by bots never trigger bugbot",
+                    "only labels ask bugbot for work on pull requests",
                 ));
             }
-            if !policy.serves_repo(&e.repository.full_name) {
-                return Ok(Decision::Ignored("this repository is not served by bugbot"));
-            }
-            // Adding a label already takes triage access on GitHub, so the labeler is trusted.
-            let text = e.issue.body.clone().unwrap_or_default();
-            Ok(Decision::Enqueue(Box::new(job(
-                job_id()?,
-                command,
-                &e.sender,
-                &e.repository,
-                &e.issue,
-                None,
-                e.installation.as_ref(),
-                &text,
-                now_ms,
-            ))))
+            let Some(command) = label_command(e.label.as_ref()) else {
+                return Ok(Decision::Ignored("the label is not a bugbot label"));
+            };
+            // The pull request, seen as the issue it also is.
+            let issue = Issue {
+                number: e.pull_request.number,
+                title: e.pull_request.title,
+                body: e.pull_request.body,
+                html_url: e.pull_request.html_url,
+                pull_request: Some(serde_json::Value::Bool(true)),
+            };
+            let trigger = Trigger::label(&e.sender, &e.repository, &issue, e.installation.as_ref());
+            labeled(policy, command, trigger, job_id, now_ms)
         }
         _ => Ok(Decision::Ignored("bugbot does not act on this event")),
+    }
+}
+
+/// The command a bugbot label asks for.
+fn label_command(label: Option<&Label>) -> Option<Command> {
+    match label.map(|l| l.name.to_ascii_lowercase()) {
+        Some(l) if l == LABEL_FIX => Some(Command::Fix),
+        Some(l) if l == LABEL_CONTEXTUALIZE => Some(Command::Contextualize),
+        _ => None,
+    }
+}
+
+/// A bugbot label added to an issue or a pull request.
+fn labeled(
+    policy: &AccessPolicy,
+    command: Command,
+    trigger: Trigger<'_>,
+    job_id: impl FnOnce() -> Result<JobId, InvalidDelivery>,
+    now_ms: u64,
+) -> Result<Decision, InvalidDelivery> {
+    if trigger.requester.is_bot(policy) {
+        return Ok(Decision::Ignored(
+            "labels added by bots never trigger bugbot",
+        ));
+    }
+    if !policy.serves_repo(&trigger.repository.full_name) {
+        return Ok(Decision::Ignored("this repository is not served by bugbot"));
+    }
+    let text = trigger.issue.body.clone().unwrap_or_default();
+    Ok(Decision::Enqueue(Box::new(job(
+        job_id()?,
+        command,
+        trigger,
+        &text,
+        now_ms,
+    ))))
+}
+
+/// Who asked for a GitHub job, where, and how.
+struct Trigger<'a> {
+    requester: &'a Account,
+    repository: &'a Repository,
+    issue: &'a Issue,
+    comment_id: Option<u64>,
+    installation: Option<&'a Installation>,
+    verify_permission: bool,
+}
+
+impl<'a> Trigger<'a> {
+    /// A label added by `sender`. Labeling takes triage access, less than write: GitHub is asked
+    /// for the sender's permission, as for comments from untrusted associations.
+    fn label(
+        sender: &'a Account,
+        repository: &'a Repository,
+        issue: &'a Issue,
+        installation: Option<&'a Installation>,
+    ) -> Self {
+        Self {
+            requester: sender,
+            repository,
+            issue,
+            comment_id: None,
+            installation,
+            verify_permission: true,
+        }
     }
 }
 
@@ -293,18 +394,13 @@ fn payload<T: serde::de::DeserializeOwned>(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn job(
-    id: JobId,
-    command: Command,
-    requester: &Account,
-    repo: &Repository,
-    issue: &Issue,
-    comment_id: Option<u64>,
-    installation: Option<&Installation>,
-    text: &str,
-    now_ms: u64,
-) -> JobMessage {
+fn job(id: JobId, command: Command, trigger: Trigger<'_>, text: &str, now_ms: u64) -> JobMessage {
+    let Trigger {
+        requester,
+        repository: repo,
+        issue,
+        ..
+    } = trigger;
     let report = Report::new(Some(issue.title.clone()), text.trim());
     let references = references::extract(&format!("{}\n{}", issue.title, report.text));
     JobMessage {
@@ -319,9 +415,10 @@ fn job(
             repo: repo.full_name.clone(),
             number: issue.number,
             is_pull_request: issue.pull_request.is_some(),
-            comment_id,
-            installation_id: installation.map(|i| i.id),
+            comment_id: trigger.comment_id,
+            installation_id: trigger.installation.map(|i| i.id),
             html_url: issue.html_url.clone(),
+            verify_permission: trigger.verify_permission,
         },
         report,
         references,
@@ -414,14 +511,33 @@ mod tests {
 
     #[test]
     fn who_and_where() {
+        let verify = |d: Decision| match d {
+            Decision::Enqueue(job) => match job.source {
+                Source::Github {
+                    verify_permission, ..
+                } => Some(verify_permission),
+                _ => None,
+            },
+            _ => None,
+        };
         assert_eq!(
-            run(
-                "issue_comment",
-                &comment("@bugbot fix", "CONTRIBUTOR", "User")
-            )
-            .unwrap(),
-            Decision::Refused(Refusal::Association)
+            verify(run("issue_comment", &comment("@bugbot fix", "MEMBER", "User")).unwrap()),
+            Some(false),
+            "a member is trusted"
         );
+        for association in ["CONTRIBUTOR", "NONE"] {
+            assert_eq!(
+                verify(
+                    run(
+                        "issue_comment",
+                        &comment("@bugbot fix", association, "User")
+                    )
+                    .unwrap()
+                ),
+                Some(true),
+                "{association}: GitHub is asked for the permission"
+            );
+        }
         assert!(matches!(
             run("issue_comment", &comment("@bugbot fix", "OWNER", "Bot")).unwrap(),
             Decision::Ignored(_)
@@ -471,6 +587,26 @@ mod tests {
         ));
         assert!(matches!(
             run("issues", &labeled("bug")).unwrap(),
+            Decision::Ignored(_)
+        ));
+        let mut on_pull = labeled("bugbot:fix");
+        on_pull["pull_request"] = on_pull["issue"].take();
+        let Decision::Enqueue(job) = run("pull_request", &on_pull).unwrap() else {
+            panic!("a pull request's label is a job")
+        };
+        assert!(matches!(
+            job.source,
+            Source::Github {
+                number: 8,
+                is_pull_request: true,
+                verify_permission: true,
+                ..
+            }
+        ));
+        let mut by_bot = labeled("bugbot:fix");
+        by_bot["sender"]["type"] = "Bot".into();
+        assert!(matches!(
+            run("issues", &by_bot).unwrap(),
             Decision::Ignored(_)
         ));
     }

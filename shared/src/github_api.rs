@@ -84,18 +84,32 @@ impl GithubApi {
 }
 
 impl GithubApi {
+    /// `GET /repos/{owner}/{repo}/collaborators/{username}/permission`: what `login` may do on the
+    /// repository (GitHub answers for anyone, collaborator or not).
+    pub fn permission(&self, repo: &RepoFullName, login: &str) -> HttpRequest {
+        self.request(
+            Method::Get,
+            &format!(
+                "/repos/{repo}/collaborators/{}/permission",
+                crate::http::encode(login)
+            ),
+        )
+    }
+
     /// `GET /repos/{owner}/{repo}` (for the default branch).
     pub fn repository(&self, repo: &RepoFullName) -> HttpRequest {
         self.request(Method::Get, &format!("/repos/{repo}"))
     }
 
-    /// `GET /repos/{owner}/{repo}/git/trees/{branch}?recursive=1`: every path of the branch.
-    pub fn tree(&self, repo: &RepoFullName, branch: &str) -> HttpRequest {
+    /// `GET /repos/{owner}/{repo}/git/trees/{tree}`: a tree by branch name or SHA, with every
+    /// path under it when `recursive` (GitHub may cut that list: [`TreeListing::truncated`]).
+    pub fn tree(&self, repo: &RepoFullName, tree: &str, recursive: bool) -> HttpRequest {
         self.request(
             Method::Get,
             &format!(
-                "/repos/{repo}/git/trees/{}?recursive=1",
-                crate::http::encode(branch)
+                "/repos/{repo}/git/trees/{}{}",
+                crate::http::encode(tree),
+                if recursive { "?recursive=1" } else { "" }
             ),
         )
     }
@@ -148,31 +162,64 @@ pub fn parse_repository(response: &HttpResponse) -> Result<Repository, ApiError>
     response.json(Service::Github)
 }
 
-#[derive(Deserialize)]
-struct Tree {
-    tree: Vec<TreeEntry>,
+/// The permission `GET …/collaborators/{username}/permission` answers (`admin`, `write`, `read`
+/// or `none`; the maintain role reads `write`, triage reads `read`). A 404 (no such user) is `none`.
+pub fn parse_permission(response: &HttpResponse) -> Result<String, ApiError> {
+    #[derive(Deserialize)]
+    struct Answer {
+        permission: String,
+    }
+    if response.status == 404 {
+        return Ok("none".into());
+    }
+    Ok(response.json::<Answer>(Service::Github)?.permission)
+}
+
+/// Whether a repository permission may ask bugbot for work: write or above.
+pub fn may_trigger(permission: &str) -> bool {
+    matches!(permission, "admin" | "maintain" | "write")
+}
+
+/// A tree listing (`GET …/git/trees/{tree}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct TreeListing {
+    /// The entries, paths relative to the listed tree.
+    pub tree: Vec<TreeEntry>,
+    /// GitHub cut the list (a recursive listing over its limit of 100,000 entries or 7 MB).
     #[serde(default)]
-    truncated: bool,
+    pub truncated: bool,
 }
 
-#[derive(Deserialize)]
-struct TreeEntry {
-    path: String,
+/// One entry of a tree listing.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct TreeEntry {
+    /// Path, relative to the listed tree.
+    pub path: String,
+    /// `blob`, `tree` or `commit` (a submodule).
     #[serde(rename = "type")]
-    kind: String,
+    pub kind: String,
+    /// The object's SHA (a subtree is listed by it).
+    pub sha: String,
 }
 
-/// Parses a recursive tree: the paths of its files (blobs), and whether GitHub cut the list.
-pub fn parse_tree(response: &HttpResponse) -> Result<(Vec<String>, bool), ApiError> {
-    let tree: Tree = response.json(Service::Github)?;
-    Ok((
-        tree.tree
-            .into_iter()
+impl TreeListing {
+    /// The paths of its files (blobs), under `prefix` (a directory, or `""`).
+    pub fn files_under(&self, prefix: &str) -> impl Iterator<Item = String> + '_ {
+        let prefix = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", prefix.trim_end_matches('/'))
+        };
+        self.tree
+            .iter()
             .filter(|e| e.kind == "blob")
-            .map(|e| e.path)
-            .collect(),
-        tree.truncated,
-    ))
+            .map(move |e| format!("{prefix}{}", e.path))
+    }
+}
+
+/// Parses a tree listing.
+pub fn parse_tree(response: &HttpResponse) -> Result<TreeListing, ApiError> {
+    response.json(Service::Github)
 }
 
 /// Parses a branch lookup: `true` when it exists.
@@ -319,6 +366,23 @@ pub fn parse_comment(response: &HttpResponse) -> Result<Comment, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn permissions() {
+        let answer = |status: u16, body: &str| HttpResponse {
+            status,
+            body: body.into(),
+            ..Default::default()
+        };
+        let p = parse_permission(&answer(
+            200,
+            r#"{"permission":"write","role_name":"maintain"}"#,
+        ));
+        assert_eq!(p.unwrap(), "write");
+        assert_eq!(parse_permission(&answer(404, "{}")).unwrap(), "none");
+        assert!(may_trigger("admin") && may_trigger("write"));
+        assert!(!may_trigger("read") && !may_trigger("none") && !may_trigger("triage"));
+    }
 
     #[test]
     fn requests() {

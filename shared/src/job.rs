@@ -100,6 +100,10 @@ pub enum Source {
         installation_id: Option<u64>,
         /// Web URL of the issue, for links.
         html_url: String,
+        /// The requester's permission on the repository must be asked of GitHub before anything
+        /// is done (their `author_association` did not already show them trusted).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        verify_permission: bool,
     },
     /// An operator through the admin API.
     Admin,
@@ -236,12 +240,17 @@ pub enum JobStatus {
     Failed,
     /// Retries ran out; the message is in the dead-letter queue.
     Dead,
+    /// The requester may not ask for this (told once, nothing done).
+    Refused,
 }
 
 impl JobStatus {
     /// True once nothing more will happen without an operator.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Dead)
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Dead | Self::Refused
+        )
     }
 }
 

@@ -29,6 +29,32 @@ pub fn github_issue(repo: &crate::ids::RepoFullName, number: u64) -> String {
     format!("github:{repo}#{number}")
 }
 
+/// `github-permission:{owner}/{repo}:{login}` → the permission GitHub showed for that person (a
+/// cache, [`GITHUB_PERMISSION_TTL_SECONDS`]). Logins are case-insensitive on GitHub.
+pub fn github_permission(repo: &crate::ids::RepoFullName, login: &str) -> String {
+    format!(
+        "github-permission:{}:{}",
+        repo.as_str().to_ascii_lowercase(),
+        login.to_ascii_lowercase()
+    )
+}
+
+/// How long a permission GitHub showed is trusted.
+pub const GITHUB_PERMISSION_TTL_SECONDS: u64 = 600;
+
+/// `github-told:{owner}/{repo}#{number}:{login}`: that person was told on that issue that they
+/// may not ask bugbot for work (so they are not told again).
+pub fn github_told(repo: &crate::ids::RepoFullName, number: u64, login: &str) -> String {
+    format!(
+        "github-told:{}#{number}:{}",
+        repo.as_str().to_ascii_lowercase(),
+        login.to_ascii_lowercase()
+    )
+}
+
+/// How long "already told" is remembered.
+pub const GITHUB_TOLD_TTL_SECONDS: u64 = 90 * 24 * 3600;
+
 /// A job as `GET /v1/jobs` lists it. Small by design.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListedJob {

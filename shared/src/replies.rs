@@ -34,6 +34,15 @@ pub fn dead(job_id: &str, attempts: u32, error: &str) -> String {
     )
 }
 
+/// The one answer to someone on GitHub who may not ask bugbot for work on a repository.
+pub fn github_not_allowed(login: &str, repo: &str, permission: &str) -> String {
+    format!(
+        "Thanks @{login}! bugbot takes requests on {repo} only from people with write access, and \
+         GitHub shows yours as `{permission}`, so bugbot has not acted on this. A maintainer can ask \
+         for it with an `@bugbot` comment or a `bugbot:` label. (bugbot says this once per issue.)"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -282,3 +282,59 @@ pub async fn github_502_on_pull_request_creation_still_opens_one(ctx: Arc<E2e>) 
     );
     Ok(())
 }
+
+/// GitHub cuts recursive tree listings of very large repositories (`truncated: true`). A repository
+/// whose listing is cut before `src/` still gets its hints: the allowed directories are listed one
+/// by one.
+pub async fn a_cut_tree_listing_is_narrowed_to_the_allowed_directories(
+    ctx: Arc<E2e>,
+) -> Result<()> {
+    ctx.wait_idle().await?;
+    let repo = ctx.env.get("GITHUB_TEST_REPO");
+    let mut files = web_app_files();
+    for n in 0..30 {
+        files.insert(format!("assets/icon-{n:02}.svg"), "<svg/>\n".into());
+    }
+    ctx.sandbox_post(
+        "/_sandbox/git/repos",
+        &json!({"repo": repo, "files": files}),
+    )
+    .await?;
+    ctx.sandbox_post(
+        "/_sandbox/anthropic/scenario",
+        &read_then_edit("src/cart.js", CART_FIX.0, CART_FIX.1),
+    )
+    .await?;
+    // A listing of 20 entries ends inside assets/, before src/.
+    ctx.sandbox_post("/_sandbox/github/config", &json!({"tree_limit": 20}))
+        .await?;
+    let outcome = async {
+        let (_, job) = member_comments_on_a_new_issue(
+            &ctx,
+            "Cart total is one too high",
+            "Three $10 items cost $31 in the cart.",
+            "@bugbot fix",
+        )
+        .await?;
+        finished(&ctx, &job).await
+    }
+    .await;
+    ctx.sandbox_post("/_sandbox/github/config", &json!({}))
+        .await?;
+    let record = outcome?;
+    let start = record["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["step"] == "executor.start")
+        .and_then(|e| e["detail"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    ensure!(
+        start.contains("src/cart.js") && start.contains("listed by directory"),
+        "the hints come from the narrower listing: {start}"
+    );
+    let state = ctx.sandbox_state().await?;
+    no_violations(&state)?;
+    Ok(())
+}

@@ -3,7 +3,7 @@
 
 use crate::context::E2e;
 use crate::ensure_eq;
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use bugbot_tests::fixtures::github_webhook_examples;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -299,25 +299,102 @@ pub async fn webhooks_arriving_together_are_each_answered_and_each_one_job(
     Ok(())
 }
 
-pub async fn github_non_member_is_refused_and_nothing_is_queued(ctx: Arc<E2e>) -> Result<()> {
-    let body = member_comment(&ctx, "CONTRIBUTOR")?;
-    let delivery = format!("8e1f0a2d-{}", fresh_id());
+/// Whether someone outside the trusted associations may ask is GitHub's to say: a private
+/// organization member (CONTRIBUTOR, with write access) is served; a visitor (NONE, read access)
+/// is told once per issue, politely, and nothing is done; GitHub's answer is cached.
+pub async fn github_permission_decides_for_untrusted_associations_and_refusals_are_said_once(
+    ctx: Arc<E2e>,
+) -> Result<()> {
+    ctx.wait_idle().await?;
+    let n = fresh_id();
+    let (member, visitor) = (format!("private-member-{n}"), format!("visitor-{n}"));
+    ctx.sandbox_post(
+        "/_sandbox/github/permissions",
+        &json!({ member.clone(): "write", visitor.clone(): "read" }),
+    )
+    .await?;
+    let lookups = |state: &Value| state["github"]["permission_lookups"].as_u64().unwrap_or(0);
+    let before = lookups(&ctx.sandbox_state().await?);
+
+    let (number, delivery, mut payload) = member_comment_on_a_new_issue(
+        &ctx,
+        "Cart total wrong",
+        "Three items cost $31.",
+        "@bugbot contextualize",
+    )
+    .await?;
+    let send_as = |payload: &mut Value, login: &str, association: &str, body: &str| {
+        payload["comment"]["user"]["login"] = login.into();
+        payload["comment"]["user"]["id"] = (9_000_000 + login.len() as u64).into();
+        payload["comment"]["author_association"] = association.into();
+        payload["comment"]["body"] = body.into();
+    };
+    send_as(
+        &mut payload,
+        &member,
+        "CONTRIBUTOR",
+        "@bugbot contextualize",
+    );
     let a = ctx
-        .github_delivery("issue_comment", &delivery, &body)
+        .github_delivery("issue_comment", &delivery, &serde_json::to_vec(&payload)?)
         .await?;
-    ensure_eq!(a.status, 202);
+    ensure_eq!(a.status, 202, "{}", a.text);
+    crate::contextualize::wait_status(&ctx, &format!("gh-{delivery}"), "succeeded", 30).await?;
+
+    let mut refused = Vec::new();
+    for attempt in 0..2 {
+        let delivery = format!("7b2e0a1d-{}", fresh_id());
+        send_as(
+            &mut payload,
+            &visitor,
+            "NONE",
+            &format!("@bugbot fix please ({attempt})"),
+        );
+        let a = ctx
+            .github_delivery("issue_comment", &delivery, &serde_json::to_vec(&payload)?)
+            .await?;
+        ensure_eq!(a.status, 202, "{}", a.text);
+        let job = format!("gh-{delivery}");
+        crate::contextualize::wait_status(&ctx, &job, "refused", 30).await?;
+        refused.push(job);
+    }
+    let state = ctx.sandbox_state().await?;
+    crate::context::no_violations(&state)?;
+    let told: Vec<&Value> = state["github"]["comments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["number"] == number)
+        .filter(|c| {
+            c["body"]
+                .as_str()
+                .is_some_and(|b| b.contains(&format!("@{visitor}")))
+        })
+        .collect();
+    ensure_eq!(told.len(), 1, "told once: {told:?}");
     ensure!(
-        a.json["refused"].is_string(),
-        "expected a refusal: {}",
-        a.text
+        told[0]["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("write access") && b.contains("`read`")),
+        "a polite refusal that says why: {}",
+        told[0]
     );
     ensure_eq!(
-        ctx.admin_get(&format!("/v1/jobs/gh-{delivery}"))
-            .await?
-            .status,
-        404
+        lookups(&state) - before,
+        2,
+        "GitHub was asked once per person (the second refusal used the cached answer)"
+    );
+    ensure!(
+        pulls_for(&state, &refused).is_empty(),
+        "nothing was done for the visitor"
     );
     Ok(())
+}
+
+fn pulls_for(state: &Value, jobs: &[String]) -> Vec<Value> {
+    jobs.iter()
+        .flat_map(|j| crate::fix::pulls_of(state, j))
+        .collect()
 }
 
 pub async fn bad_input_gets_clear_4xx_answers(ctx: Arc<E2e>) -> Result<()> {
@@ -535,4 +612,54 @@ pub(crate) async fn issue_with_a_member_comment(
         json!({"id": ctx.env.get("GITHUB_TEST_INSTALLATION_ID").parse::<u64>()?});
     let delivery = format!("9a1f0a2c-{}", fresh_id());
     Ok((number, delivery, payload))
+}
+
+/// A `bugbot:contextualize` label on a pull request works as on an issue (GitHub's published
+/// `pull_request.labeled` delivery, sent by someone GitHub shows with write access).
+pub async fn a_label_on_a_pull_request_asks_like_a_label_on_an_issue(ctx: Arc<E2e>) -> Result<()> {
+    ctx.wait_idle().await?;
+    let (number, _, _) = member_comment_on_a_new_issue(
+        &ctx,
+        "Checkout rounds totals down",
+        "A PR that shows the bug.",
+        "",
+    )
+    .await?;
+    let (_, mut payload) = github_webhook_examples()?
+        .into_iter()
+        .find(|(e, p)| e == "pull_request" && p["action"] == "labeled")
+        .context("GitHub publishes a pull_request.labeled example")?;
+    let labeler = format!("maintainer-{}", fresh_id());
+    ctx.sandbox_post(
+        "/_sandbox/github/permissions",
+        &json!({ labeler.clone(): "maintain" }),
+    )
+    .await?;
+    let repo = ctx.env.get("GITHUB_TEST_REPO");
+    payload["repository"]["full_name"] = repo.clone().into();
+    payload["pull_request"]["number"] = number.into();
+    payload["pull_request"]["html_url"] = format!("https://github.com/{repo}/pull/{number}").into();
+    payload["label"]["name"] = "bugbot:contextualize".into();
+    payload["sender"]["login"] = labeler.into();
+    payload["sender"]["type"] = "User".into();
+    payload["installation"] =
+        json!({"id": ctx.env.get("GITHUB_TEST_INSTALLATION_ID").parse::<u64>()?});
+    let delivery = format!("5c3e0a1d-{}", fresh_id());
+    let a = ctx
+        .github_delivery("pull_request", &delivery, &serde_json::to_vec(&payload)?)
+        .await?;
+    ensure_eq!(a.status, 202, "{}", a.text);
+    ensure!(a.json["job_id"].is_string(), "a job: {}", a.text);
+    crate::contextualize::wait_status(&ctx, &format!("gh-{delivery}"), "succeeded", 30).await?;
+    let state = ctx.sandbox_state().await?;
+    crate::context::no_violations(&state)?;
+    let answered = state["github"]["comments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| {
+            c["number"] == number && c["body"].as_str().is_some_and(|b| b.contains("linear.app"))
+        });
+    ensure!(answered, "bugbot answered on the pull request");
+    Ok(())
 }

@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 /// What the GitHub stand-in holds.
@@ -28,6 +29,28 @@ pub struct GithubState {
     /// Tokens that open the API (installation tokens handed out).
     #[serde(skip)]
     pub tokens: Vec<String>,
+    /// How the stand-in behaves (`POST /_sandbox/github/config`).
+    pub config: GithubConfig,
+    /// People's permissions on the served repositories, by lowercase login.
+    pub permissions: BTreeMap<String, String>,
+    /// Permission lookups answered.
+    pub permission_lookups: u32,
+}
+
+/// `POST /_sandbox/github/config`: how the GitHub stand-in behaves (each call replaces it all).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GithubConfig {
+    /// Entries a recursive tree listing holds at most before it is answered `truncated: true`
+    /// (GitHub's own limit is 100,000 entries or 7 MB; unset: no limit).
+    #[serde(default)]
+    pub tree_limit: Option<usize>,
+}
+
+/// Replaces the stand-in's configuration.
+pub async fn configure(State(sb): State<Sandbox>, Json(config): Json<GithubConfig>) -> StatusCode {
+    sb.lock().github.config = config;
+    StatusCode::NO_CONTENT
 }
 
 /// A pull request.
@@ -152,6 +175,70 @@ fn comment_json(c: &GhComment) -> Value {
     })
 }
 
+/// The REST API version the stand-in serves (GitHub answers 400 to a version it does not support).
+const API_VERSION: &str = "2022-11-28";
+
+/// A header GitHub requires, missing or wrong.
+#[derive(Debug)]
+enum HeaderRule {
+    /// GitHub refuses requests without a `User-Agent` (403).
+    UserAgent(String),
+    /// GitHub's REST reference asks for `Accept: application/vnd.github+json`.
+    Accept(String),
+    /// `X-GitHub-Api-Version` names the API version the caller was written for.
+    ApiVersion(String),
+}
+
+impl std::fmt::Display for HeaderRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::UserAgent(v) => write!(
+                f,
+                "Request forbidden by administrative rules. Please make sure your request has a User-Agent header ({v:?})"
+            ),
+            Self::Accept(v) => write!(f, "Accept must be application/vnd.github+json, not {v:?}"),
+            Self::ApiVersion(v) => {
+                write!(f, "X-GitHub-Api-Version must be {API_VERSION}, not {v:?}")
+            }
+        }
+    }
+}
+
+fn header_rule_broken(headers: &HeaderMap) -> Option<HeaderRule> {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let agent = get("user-agent");
+    if agent.trim().is_empty() {
+        return Some(HeaderRule::UserAgent(agent));
+    }
+    let accept = get("accept");
+    if accept != "application/vnd.github+json" {
+        return Some(HeaderRule::Accept(accept));
+    }
+    let version = get("x-github-api-version");
+    (version != API_VERSION).then_some(HeaderRule::ApiVersion(version))
+}
+
+/// `POST /_sandbox/github/permissions`: `{login: permission}` (`admin`, `write`, `read`, `none`;
+/// anyone else reads `read`, as on a public repository).
+pub async fn seed_permissions(
+    State(sb): State<Sandbox>,
+    Json(permissions): Json<BTreeMap<String, String>>,
+) -> StatusCode {
+    let mut s = sb.lock();
+    for (login, permission) in permissions {
+        s.github
+            .permissions
+            .insert(login.to_ascii_lowercase(), permission);
+    }
+    StatusCode::NO_CONTENT
+}
+
 /// Every GitHub REST call: checked against the spec, then answered.
 pub async fn api(
     State(sb): State<Sandbox>,
@@ -176,6 +263,13 @@ pub async fn api(
             }
             Err(Refusal::NoSpec(e)) => return super::error(StatusCode::INTERNAL_SERVER_ERROR, &e),
         };
+    if let Some(why) = header_rule_broken(&headers) {
+        sb.lock().violations.push(format!("github: {why}"));
+        return match why {
+            HeaderRule::UserAgent(_) => gh_error(StatusCode::FORBIDDEN, &why.to_string()),
+            _ => gh_error(StatusCode::BAD_REQUEST, &why.to_string()),
+        };
+    }
     let bearer = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -217,13 +311,17 @@ pub async fn api(
             };
         }
         ("GET", "/repos/{owner}/{repo}/git/trees/{tree_sha}") => {
-            let listing = sb.git_in(
-                &repo_name,
-                &["ls-tree", "-r", "--full-tree", &p("tree_sha")],
-            );
-            return match listing {
+            // GitHub lists subtrees' contents for `recursive` set to any value.
+            let recursive = query_value(uri.query(), "recursive").is_some();
+            let tree_sha = percent_decode(&p("tree_sha"));
+            let mut args = vec!["ls-tree", "--full-tree"];
+            if recursive {
+                args.extend(["-r", "-t"]);
+            }
+            args.push(&tree_sha);
+            return match sb.git_in(&repo_name, &args) {
                 Ok(text) => {
-                    let tree: Vec<Value> = text
+                    let mut tree: Vec<Value> = text
                         .lines()
                         .filter_map(|l| {
                             let (meta, path) = l.split_once('\t')?;
@@ -233,11 +331,36 @@ pub async fn api(
                                         "url": format!("https://api.github.com/repos/{repo_name}/git/blobs/{sha}")}))
                         })
                         .collect();
-                    Json(json!({"sha": p("tree_sha"), "url": "", "tree": tree, "truncated": false}))
+                    let limit = sb.lock().github.config.tree_limit.filter(|_| recursive);
+                    let truncated = limit.is_some_and(|n| tree.len() > n);
+                    if let Some(n) = limit {
+                        tree.truncate(n);
+                    }
+                    Json(json!({"sha": tree_sha, "url": "", "tree": tree, "truncated": truncated}))
                         .into_response()
                 }
                 Err(_) => gh_error(StatusCode::NOT_FOUND, "Not Found"),
             };
+        }
+        ("GET", "/repos/{owner}/{repo}/collaborators/{username}/permission") => {
+            let login = percent_decode(&p("username"));
+            let mut s = sb.lock();
+            s.github.permission_lookups += 1;
+            let permission = s
+                .github
+                .permissions
+                .get(&login.to_ascii_lowercase())
+                .cloned()
+                .unwrap_or_else(|| "read".into());
+            let role = if permission == "none" {
+                "read"
+            } else {
+                permission.as_str()
+            };
+            return Json(
+                json!({"permission": permission, "role_name": role, "user": user(Some(&login))}),
+            )
+            .into_response();
         }
         ("GET", "/repos/{owner}/{repo}/branches/{branch}") => {
             let branch = percent_decode(&p("branch"));

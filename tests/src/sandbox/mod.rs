@@ -273,6 +273,11 @@ impl Sandbox {
             .route("/discord-gateway/", get(discord_gateway::connect))
             .route("/_sandbox/posthog/seed", post(posthog::seed))
             .route("/_sandbox/github/issues", post(github::seed_issues))
+            .route("/_sandbox/github/config", post(github::configure))
+            .route(
+                "/_sandbox/github/permissions",
+                post(github::seed_permissions),
+            )
             .route("/_sandbox/git/repos", post(git::create_repo))
             .route(
                 "/_sandbox/anthropic/scenario",
