@@ -8,7 +8,7 @@ use crate::run::Run;
 use crate::{config, store};
 use bugbot_shared::discord_api;
 use bugbot_shared::github_api;
-use bugbot_shared::http::ApiError;
+use bugbot_shared::http::{ApiError, Service};
 use bugbot_shared::ids::stable_uuid;
 use bugbot_shared::job::Source;
 use bugbot_shared::linear::{self, Comment, Issue, LinearApi};
@@ -252,6 +252,12 @@ async fn conversation(run: &Run<'_>) -> Result<Vec<ConversationMessage>, ApiErro
                 discord_api::parse_messages,
             )
             .await?;
+            if discord_api::content_withheld(&messages) {
+                return Err(ApiError::permanent(
+                    Service::Discord,
+                    discord_api::CONTENT_WITHHELD,
+                ));
+            }
             messages.reverse();
             Ok(messages
                 .into_iter()

@@ -259,22 +259,52 @@ pub async fn dev_panic(req: &mut Request, env: &Env) -> Result<Response, Gateway
     Ok(json_response(202, &serde_json::json!({ "queued": true }))?)
 }
 
+/// A number in the query (`name=N`), at most `max`.
+fn query_number(req: &Request, name: &str, max: u32) -> Result<u32, GatewayError> {
+    let url = req.inner().url();
+    url.split_once('?')
+        .and_then(|(_, q)| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        })
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n <= max)
+        .ok_or_else(|| GatewayError::BadRequest(format!("{name}=N (at most {max}) is required")))
+}
+
 /// `POST /v1/dev/queue-outage?seconds=N`: the admission ledger's queue sends fail for N seconds
 /// (dev-only, like `enqueue-raw`), so a test can show that an outage delays jobs and loses none.
 pub async fn dev_queue_outage(req: &Request, env: &Env) -> Result<Response, GatewayError> {
     dev_only(req, env)?;
-    let url = req.inner().url();
-    let seconds: u32 = url
-        .split_once('?')
-        .and_then(|(_, q)| q.split('&').find_map(|kv| kv.strip_prefix("seconds=")))
-        .and_then(|v| v.parse().ok())
-        .filter(|s| *s <= 600)
-        .ok_or_else(|| GatewayError::BadRequest("seconds=N (at most 600) is required".into()))?;
+    let seconds = query_number(req, "seconds", 600)?;
     crate::ledger::dev_queue_outage(env, seconds * 1000).await?;
     Ok(json_response(
         202,
         &serde_json::json!({ "outage_seconds": seconds }),
     )?)
+}
+
+/// `POST /v1/dev/ledger-outage?seconds=N`: admissions fail for N seconds (dev-only), so a test can
+/// show what a sender is told when bugbot cannot take their request.
+pub async fn dev_ledger_outage(req: &Request, env: &Env) -> Result<Response, GatewayError> {
+    dev_only(req, env)?;
+    let seconds = query_number(req, "seconds", 600)?;
+    crate::ledger::dev_ledger_outage(env, seconds * 1000).await?;
+    Ok(json_response(
+        202,
+        &serde_json::json!({ "outage_seconds": seconds }),
+    )?)
+}
+
+/// `POST /v1/dev/discord-gateway-storage-faults?count=N`: the Discord Gateway object's next N
+/// keep-alive storage reads fail (dev-only), so a test can show the keep-alive survives them.
+pub async fn dev_gateway_storage_faults(
+    req: &Request,
+    env: &Env,
+) -> Result<Response, GatewayError> {
+    dev_only(req, env)?;
+    let count = query_number(req, "count", 100)?;
+    discord_gateway_action(env, &format!("/dev/storage-faults?count={count}"), false).await
 }
 
 /// `POST /v1/dev/poison-outbox`: puts a message the queue refuses (over its size limit) in the
@@ -302,12 +332,20 @@ pub async fn discord_gateway(
     action: &str,
 ) -> Result<Response, GatewayError> {
     authorize(req, env)?;
+    discord_gateway_action(env, action, action == "/start").await
+}
+
+async fn discord_gateway_action(
+    env: &Env,
+    action: &str,
+    post: bool,
+) -> Result<Response, GatewayError> {
     let stub = env
         .durable_object("DISCORD_GATEWAY")?
         .id_from_name("discord-gateway")?
         .get_stub()?;
     let mut init = worker::RequestInit::new();
-    init.with_method(if action == "/start" {
+    init.with_method(if post {
         worker::Method::Post
     } else {
         worker::Method::Get

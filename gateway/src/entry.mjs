@@ -44,6 +44,10 @@ export class AdmissionLedger extends DurableObject {
     return this.ledger.devQueueOutage(ms);
   }
 
+  devLedgerOutage(ms) {
+    return this.ledger.devLedgerOutage(ms);
+  }
+
   devPoison(id) {
     return this.ledger.devPoison(id);
   }

@@ -91,6 +91,8 @@ pub struct AdmissionLedger {
     refusals: RefCell<std::collections::HashMap<i64, u32>>,
     /// Local development only: queue sends fail until then (ms), to show an outage loses nothing.
     dev_outage_until: Cell<i64>,
+    /// Local development only: admissions fail until then (ms), to show what senders are told.
+    dev_admission_outage_until: Cell<i64>,
 }
 
 impl DurableObject for AdmissionLedger {
@@ -105,6 +107,7 @@ impl DurableObject for AdmissionLedger {
             pruned_ms: Cell::new(0),
             refusals: RefCell::default(),
             dev_outage_until: Cell::new(0),
+            dev_admission_outage_until: Cell::new(0),
         };
         // A failure is logged; the next admission or alarm tries again.
         let _ = ledger.load();
@@ -210,6 +213,13 @@ impl AdmissionLedger {
         self.dev_outage_until.set(now_ms() + i64::from(ms));
     }
 
+    /// Local development only: admissions fail for `ms` milliseconds.
+    #[wasm_bindgen(js_name = devLedgerOutage)]
+    pub fn dev_ledger_outage(&self, ms: u32) {
+        self.dev_admission_outage_until
+            .set(now_ms() + i64::from(ms));
+    }
+
     /// Local development only: puts a message the queue refuses (over its 128 KB limit) in the
     /// outbox, as job `id`.
     #[wasm_bindgen(js_name = devPoison)]
@@ -306,6 +316,12 @@ impl AdmissionLedger {
     /// sender of the batch) leaves no job recorded behind an error. No await in between: one step,
     /// one commit. Then makes sure the alarm will send them.
     async fn admit(&self, batch: &[AdmitRequest]) -> Result<Vec<AdmitOutcome>> {
+        if now_ms() < self.dev_admission_outage_until.get() {
+            return Err(worker::Error::RustError(
+                "the admission ledger is down (a local outage asked for by POST /v1/dev/ledger-outage)"
+                    .into(),
+            ));
+        }
         self.load()?;
         let now = now_ms();
         let mut outcomes = Vec::with_capacity(batch.len());
@@ -618,6 +634,12 @@ pub async fn dev_queue_outage(env: &Env, ms: u32) -> std::result::Result<(), Gat
     Ok(())
 }
 
+/// Local development only: admissions fail for `ms` milliseconds.
+pub async fn dev_ledger_outage(env: &Env, ms: u32) -> std::result::Result<(), GatewayError> {
+    answer(stub(env)?.dev_ledger_outage(ms)).await?;
+    Ok(())
+}
+
 /// Local development only: a message the queue refuses, in the outbox as job `id`.
 pub async fn dev_poison(env: &Env, id: &str) -> std::result::Result<(), GatewayError> {
     answer(stub(env)?.dev_poison(id)).await?;
@@ -654,6 +676,9 @@ extern "C" {
 
     #[wasm_bindgen(method, catch, js_name = devQueueOutage)]
     fn dev_queue_outage(this: &LedgerRpc, ms: u32) -> std::result::Result<JsValue, JsValue>;
+
+    #[wasm_bindgen(method, catch, js_name = devLedgerOutage)]
+    fn dev_ledger_outage(this: &LedgerRpc, ms: u32) -> std::result::Result<JsValue, JsValue>;
 
     #[wasm_bindgen(method, catch, js_name = devPoison)]
     fn dev_poison(this: &LedgerRpc, id: &str) -> std::result::Result<JsValue, JsValue>;

@@ -83,6 +83,10 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
         (["v1", "dev", "deliver"], Method::Post) => admin::dev_deliver(req, env).await,
         (["v1", "dev", "queue-outage"], Method::Post) => admin::dev_queue_outage(req, env).await,
         (["v1", "dev", "poison-outbox"], Method::Post) => admin::dev_poison(req, env).await,
+        (["v1", "dev", "ledger-outage"], Method::Post) => admin::dev_ledger_outage(req, env).await,
+        (["v1", "dev", "discord-gateway-storage-faults"], Method::Post) => {
+            admin::dev_gateway_storage_faults(req, env).await
+        }
         (["v1", "selftest"], Method::Post) => admin::selftest(req, env).await,
         (["v1", "selftest"], _) => Err(GatewayError::MethodNotAllowed("POST")),
         (["v1", "jobs"], Method::Get) => admin::list_jobs(req, env).await,

@@ -244,7 +244,27 @@ pub struct ChannelMessage {
     pub author: Author,
     /// When it was sent (ISO 8601).
     pub timestamp: String,
+    /// Files (only counted: a message with a file is not empty).
+    #[serde(default)]
+    pub attachments: Vec<serde_json::Value>,
+    /// Embeds (only counted, as attachments).
+    #[serde(default)]
+    pub embeds: Vec<serde_json::Value>,
 }
+
+/// Whether Discord withheld the messages' text: every message from a person came back with no
+/// content, file or embed. That is how Discord answers a bot without the Message Content intent
+/// (messages that mention the bot are the exception).
+pub fn content_withheld(messages: &[ChannelMessage]) -> bool {
+    let mut people = messages.iter().filter(|m| !m.author.bot).peekable();
+    people.peek().is_some()
+        && people.all(|m| m.content.is_empty() && m.attachments.is_empty() && m.embeds.is_empty())
+}
+
+/// What the packet says when Discord withheld a conversation's text.
+pub const CONTENT_WITHHELD: &str = "Discord returned the conversation without its text: the Message \
+    Content intent is not enabled for this bot (Discord Developer Portal → your application → Bot → \
+    Privileged Gateway Intents)";
 
 /// Parses a message list (Discord returns newest first).
 pub fn parse_messages(response: &HttpResponse) -> Result<Vec<ChannelMessage>, ApiError> {
@@ -267,6 +287,36 @@ pub fn channel_url(guild: &Snowflake, channel: &Snowflake) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn withheld_content_is_recognised() {
+        let message = |content: &str, bot: bool| ChannelMessage {
+            id: "1".into(),
+            content: content.into(),
+            author: Author {
+                id: "2".into(),
+                username: "jane".into(),
+                global_name: None,
+                bot,
+            },
+            timestamp: "2026-11-30T10:00:00Z".into(),
+            attachments: Vec::new(),
+            embeds: Vec::new(),
+        };
+        assert!(content_withheld(&[
+            message("", false),
+            message("progress", true)
+        ]));
+        assert!(!content_withheld(&[
+            message("", false),
+            message("it broke", false)
+        ]));
+        assert!(
+            !content_withheld(&[message("progress", true)]),
+            "no person spoke"
+        );
+        assert!(!content_withheld(&[]));
+    }
+
     use super::*;
 
     #[test]

@@ -65,6 +65,9 @@ pub enum Action {
         /// Where to connect (without query).
         url: Option<String>,
     },
+    /// Stop: Discord closed with a code after which reconnecting cannot help, and every IDENTIFY
+    /// spends one of the bot's 1,000 daily session starts. An operator must act, then start again.
+    Stop(Stopped),
     /// An event for bugbot (a `MESSAGE_CREATE`).
     Event {
         /// Event name.
@@ -72,6 +75,35 @@ pub enum Action {
         /// Its data.
         data: Value,
     },
+}
+
+/// Why the connection stopped for good (until an operator starts it again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stopped {
+    /// Discord's close code, when Discord closed the connection.
+    pub code: Option<u16>,
+    /// What it means, in words, with what to do.
+    pub reason: String,
+}
+
+/// The close codes after which Discord must not be reconnected to, in words (Discord's Gateway
+/// reference, "Gateway Close Event Codes": 4004, 4010–4014 are not to be reconnected).
+pub fn fatal_close(code: u16) -> Option<&'static str> {
+    Some(match code {
+        4004 => "Discord refused the bot token (authentication failed): check DISCORD_BOT_TOKEN",
+        4010 => "Discord refused the shard bugbot sent (invalid shard)",
+        4011 => {
+            "Discord requires this bot to shard its Gateway connection (it is in too many servers for one)"
+        }
+        4012 => "Discord refused the Gateway API version bugbot speaks (invalid API version)",
+        4013 => "Discord refused the intents bugbot asked for (invalid intents)",
+        4014 => {
+            "the Message Content intent is not enabled for this bot: enable it in the Discord \
+             Developer Portal (your application → Bot → Privileged Gateway Intents), then start \
+             the connection again"
+        }
+        _ => return None,
+    })
 }
 
 /// What the connection knows between frames (persisted by the Durable Object).
@@ -208,9 +240,20 @@ impl Session {
         self.connected = false;
         self.awaiting_ack = false;
         self.failures += 1;
+        if let Some(reason) = code.and_then(fatal_close) {
+            // Whatever the operator changes, the next start identifies anew.
+            self.session_id = None;
+            self.seq = None;
+            self.resume_url = None;
+            return vec![Action::Stop(Stopped {
+                code,
+                reason: format!(
+                    "{reason} (Discord closed the connection with {})",
+                    code.unwrap_or_default()
+                ),
+            })];
+        }
         match code {
-            // Authentication failed, invalid intents, disallowed intents: retrying cannot help.
-            Some(4004 | 4013 | 4014) => Vec::new(),
             // Invalid sequence, session timed out: identify anew.
             Some(4007 | 4009) => {
                 self.session_id = None;
@@ -317,10 +360,31 @@ mod tests {
             matches!(&hello[0], Action::Send(v) if v["op"] == 2),
             "identify anew"
         );
+        for code in [4004, 4010, 4011, 4012, 4013, 4014] {
+            assert!(
+                matches!(&s.on_closed(Some(code))[..], [Action::Stop(Stopped { code: Some(c), .. })] if *c == code),
+                "{code} stops the connection"
+            );
+        }
+        s.session_id = Some("x".into());
+        let [Action::Stop(stopped)] = &s.on_closed(Some(4014))[..] else {
+            panic!("4014 stops")
+        };
+        assert_eq!(s.session_id, None, "the next start identifies anew");
         assert!(
-            s.on_closed(Some(4004)).is_empty(),
-            "a bad token is not retried"
+            stopped
+                .reason
+                .contains("Message Content intent is not enabled")
+                && stopped.reason.contains("4014"),
+            "{}",
+            stopped.reason
         );
+        for code in [1000, 1006, 4000, 4001, 4002, 4003, 4005, 4007, 4008, 4009] {
+            assert!(
+                matches!(&s.on_closed(Some(code))[..], [Action::Reconnect { .. }]),
+                "{code} reconnects"
+            );
+        }
         assert_eq!(
             connect_url("wss://gateway.discord.gg"),
             "wss://gateway.discord.gg/?v=10&encoding=json"

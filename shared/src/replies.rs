@@ -43,6 +43,13 @@ pub fn github_not_allowed(login: &str, repo: &str, permission: &str) -> String {
     )
 }
 
+/// A mention bugbot could not take (its own storage unreachable after a few tries).
+pub fn mention_not_taken() -> String {
+    "Sorry — bugbot could not take this request just now (a temporary problem on its side). \
+     Please mention it again in a few minutes."
+        .to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

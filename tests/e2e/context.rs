@@ -71,6 +71,7 @@ pub fn all_cases() -> Vec<(&'static str, Case)> {
         contextualize::deleted_users_are_shown_as_ghost,
         contextualize::a_long_issue_keeps_its_latest_comments,
         contextualize::posthog_finds_reporters_as_written_within_the_reports_window,
+        contextualize::without_the_message_content_intent_the_packet_says_so,
         contextualize::malformed_queue_messages_are_acked_and_recorded,
         contextualize::admin_lists_jobs_newest_first,
         contextualize::mention_jobs_reply_to_the_mention_and_edit_that_reply,
@@ -93,6 +94,10 @@ pub fn all_cases() -> Vec<(&'static str, Case)> {
         mentions::missed_heartbeat_acks_reconnect_and_mentions_still_arrive,
         mentions::a_mention_without_the_fix_role_is_refused_politely,
         mentions::a_fix_mention_in_a_thread_opens_a_pull_request_for_the_parent_channels_repo,
+        mentions::a_refusal_is_not_repeated_after_a_resume,
+        mentions::a_mention_that_cannot_be_admitted_is_answered,
+        mentions::the_keepalive_survives_a_storage_error,
+        mentions::a_fatal_close_stops_the_connection_until_an_operator_starts_it,
         // Last: it makes both Workers panic (they recover, and the case checks it).
         operations::a_panic_reaches_the_structured_logs_and_the_workers_recover,
     ]

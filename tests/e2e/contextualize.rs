@@ -708,3 +708,27 @@ pub async fn posthog_finds_reporters_as_written_within_the_reports_window(
     );
     Ok(())
 }
+
+/// Without the Message Content intent Discord hands the bot messages with empty text; the packet
+/// says so (and how to fix it) instead of quoting an empty conversation.
+pub async fn without_the_message_content_intent_the_packet_says_so(ctx: Arc<E2e>) -> Result<()> {
+    ctx.wait_idle().await?;
+    let thread = thread_with_report(&ctx).await?;
+    crate::mentions::message_content_intent(&ctx, false).await?;
+    let outcome = async {
+        let (job, _) = contextualize(&ctx, &thread).await?;
+        wait_status(&ctx, &job, "succeeded", 30).await
+    }
+    .await;
+    crate::mentions::message_content_intent(&ctx, true).await?;
+    outcome?;
+    let state = ctx.sandbox_state().await?;
+    let (_, comments) = linear_for(&state, &thread.url);
+    ensure_eq!(comments.len(), 1, "one context packet");
+    let packet = comments[0]["body"].as_str().unwrap_or_default();
+    ensure!(
+        packet.contains("Message Content intent is not enabled"),
+        "the packet names the missing intent:\n{packet}"
+    );
+    Ok(())
+}

@@ -223,3 +223,171 @@ pub async fn a_fix_mention_in_a_thread_opens_a_pull_request_for_the_parent_chann
     );
     Ok(())
 }
+
+/// Sets the sandbox application's Message Content intent.
+pub(crate) async fn message_content_intent(ctx: &E2e, enabled: bool) -> Result<()> {
+    ctx.sandbox_post(
+        "/_sandbox/discord/app",
+        &json!({"message_content_intent": enabled}),
+    )
+    .await?;
+    Ok(())
+}
+
+fn gateway_stand_in(state: &Value, field: &str) -> u64 {
+    state["discord_gateway"][field].as_u64().unwrap_or(0)
+}
+
+/// Close codes 4010–4014 forbid reconnecting: the connection stops (no IDENTIFY spent on a
+/// keep-alive that runs every second here), says why in words, and starts again only when an
+/// operator asks.
+pub async fn a_fatal_close_stops_the_connection_until_an_operator_starts_it(
+    ctx: Arc<E2e>,
+) -> Result<()> {
+    ctx.wait_idle().await?;
+    let outcome = fatal_closes(&ctx).await;
+    message_content_intent(&ctx, true).await?;
+    outcome?;
+    connected(&ctx).await?;
+    Ok(())
+}
+
+async fn fatal_closes(ctx: &E2e) -> Result<()> {
+    connected(ctx).await?;
+    // Discord says the bot must shard.
+    ctx.sandbox_post("/_sandbox/discord/gateway/close", &json!({"code": 4011}))
+        .await?;
+    let status = wait_gateway(ctx, |s| s["stopped"]["code"] == 4011).await?;
+    ensure!(
+        status["stopped"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("shard")),
+        "the reason in words: {status}"
+    );
+    let before = ctx.sandbox_state().await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = ctx.sandbox_state().await?;
+    ensure_eq!(
+        gateway_stand_in(&after, "connections"),
+        gateway_stand_in(&before, "connections"),
+        "nothing reconnects after a fatal close"
+    );
+    ensure_eq!(
+        ctx.admin_get("/v1/discord/gateway").await?.json["running"],
+        false
+    );
+
+    // The operator starts it again, but the application lacks the Message Content intent.
+    message_content_intent(ctx, false).await?;
+    let r = ctx.admin_post("/v1/discord/gateway/start").await?;
+    ensure_eq!(r.status, 200, "{}", r.text);
+    let status = wait_gateway(ctx, |s| s["stopped"]["code"] == 4014).await?;
+    ensure!(
+        status["stopped"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("Message Content intent is not enabled")),
+        "GET /v1/discord/gateway says why: {status}"
+    );
+    let attempts = gateway_stand_in(&ctx.sandbox_state().await?, "identify_attempts");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ensure_eq!(
+        gateway_stand_in(&ctx.sandbox_state().await?, "identify_attempts"),
+        attempts,
+        "no IDENTIFY is spent while stopped"
+    );
+    ensure_eq!(
+        ctx.admin_get("/v1/discord/gateway").await?.json["stopped"]["code"],
+        4014,
+        "the stop stays until an operator acts"
+    );
+    Ok(())
+}
+
+/// A storage error in the keep-alive alarm does not end the keep-alive.
+pub async fn the_keepalive_survives_a_storage_error(ctx: Arc<E2e>) -> Result<()> {
+    ctx.wait_idle().await?;
+    let before = connected(&ctx).await?;
+    let (alarms, errors) = (
+        before["keepalive_alarms"].as_u64().unwrap_or(0),
+        before["keepalive_storage_errors"].as_u64().unwrap_or(0),
+    );
+    let r = ctx
+        .admin_post("/v1/dev/discord-gateway-storage-faults?count=2")
+        .await?;
+    ensure_eq!(r.status, 200, "{}", r.text);
+    let after = wait_gateway(&ctx, |s| {
+        s["keepalive_storage_errors"].as_u64().unwrap_or(0) >= errors + 2
+            && s["keepalive_alarms"].as_u64().unwrap_or(0) >= alarms + 4
+    })
+    .await?;
+    ensure_eq!(after["connected"], true, "{after}");
+    Ok(())
+}
+
+/// A mention bugbot cannot admit (its ledger down) is tried again, then answered.
+pub async fn a_mention_that_cannot_be_admitted_is_answered(ctx: Arc<E2e>) -> Result<()> {
+    ctx.wait_idle().await?;
+    connected(&ctx).await?;
+    let thread = thread_with_report(&ctx).await?;
+    let outage = Instant::now();
+    let r = ctx.admin_post("/v1/dev/ledger-outage?seconds=6").await?;
+    ensure_eq!(r.status, 202, "{}", r.text);
+    let id = mention(&ctx, &thread.channel, "contextualize", &[]).await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let reply = loop {
+        let state = ctx.sandbox_state().await?;
+        if let Some(r) = replies_in(&state, &thread.channel).into_iter().next() {
+            break r;
+        }
+        ensure!(Instant::now() < deadline, "the mention was never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    ensure_eq!(reply["message_reference"]["message_id"], id.as_str());
+    ensure!(
+        reply["content"]
+            .as_str()
+            .is_some_and(|c| c.contains("could not take this request")),
+        "{reply}"
+    );
+    ensure!(
+        ctx.admin_get("/v1/discord/gateway").await?.json["mentions_not_taken"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 1
+    );
+    tokio::time::sleep(Duration::from_secs(6).saturating_sub(outage.elapsed())).await;
+    Ok(())
+}
+
+/// A refusal is answered once, even when Discord delivers the message again after a resume.
+pub async fn a_refusal_is_not_repeated_after_a_resume(ctx: Arc<E2e>) -> Result<()> {
+    ctx.wait_idle().await?;
+    let before = connected(&ctx).await?;
+    let thread = thread_with_report(&ctx).await?;
+    mention(&ctx, &thread.channel, "fix it please", &[]).await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while replies_in(&ctx.sandbox_state().await?, &thread.channel).is_empty() {
+        ensure!(Instant::now() < deadline, "no refusal was posted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ctx.sandbox_post("/_sandbox/discord/gateway/drop", &json!({"replay_last": 1}))
+        .await?;
+    let resumes = before["resumes"].as_u64().unwrap_or(0);
+    wait_gateway(&ctx, |s| {
+        s["resumes"].as_u64().unwrap_or(0) > resumes && s["connected"] == true
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let state = ctx.sandbox_state().await?;
+    let posts = state["requests"]["discord"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| {
+            r["method"] == "POST"
+                && r["path"] == format!("/api/v10/channels/{}/messages", thread.channel)
+        })
+        .count();
+    ensure_eq!(posts, 1, "the refusal was sent once");
+    Ok(())
+}

@@ -38,7 +38,54 @@ pub struct DiscordState {
     pub commands: BTreeMap<String, Vec<Value>>,
     /// How many times commands were (re)registered.
     pub command_registrations: u32,
+    /// How the application is set up in the Developer Portal.
+    pub app: DiscordApp,
     next_id: u64,
+}
+
+/// `POST /_sandbox/discord/app`: the application's settings in the Developer Portal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscordApp {
+    /// The Message Content privileged intent. Without it Discord leaves `content` (and embeds,
+    /// attachments, components) empty in messages the bot reads, except its own, DMs and
+    /// messages that mention it; and an IDENTIFY asking for it is closed with 4014.
+    pub message_content_intent: bool,
+}
+
+impl Default for DiscordApp {
+    /// As `docs/deploy.md` sets the application up: the intent enabled.
+    fn default() -> Self {
+        Self {
+            message_content_intent: true,
+        }
+    }
+}
+
+/// Sets the application's settings.
+pub async fn configure_app(State(sb): State<Sandbox>, Json(app): Json<DiscordApp>) -> StatusCode {
+    sb.lock().discord.app = app;
+    StatusCode::NO_CONTENT
+}
+
+/// A message as a bot without the Message Content intent reads it (Discord's "Message Content
+/// Intent" rules): its text and attachments withheld unless the bot wrote it or is mentioned.
+pub fn as_read_by(bot_id: &str, app: &DiscordApp, message: &Value) -> Value {
+    let mentioned = message["mentions"]
+        .as_array()
+        .is_some_and(|m| m.iter().any(|u| u["id"] == bot_id))
+        || message["content"]
+            .as_str()
+            .is_some_and(|c| c.contains(&format!("<@{bot_id}>")));
+    if app.message_content_intent || message["author"]["id"] == bot_id || mentioned {
+        return message.clone();
+    }
+    let mut m = message.clone();
+    m["content"] = "".into();
+    for field in ["embeds", "attachments", "components"] {
+        m[field] = json!([]);
+    }
+    m
 }
 
 /// One edit of a deferred answer.
@@ -130,13 +177,14 @@ pub async fn api(
                 .and_then(|l| l.parse().ok())
                 .unwrap_or(50);
             let s = sb.lock();
+            let bot = sb.credentials.discord_application_id.as_str();
             match s.discord.channels.get(&p("channel_id")) {
                 Some(messages) => Json(
                     messages
                         .iter()
                         .rev()
                         .take(limit)
-                        .cloned()
+                        .map(|m| as_read_by(bot, &s.discord.app, m))
                         .collect::<Vec<_>>(),
                 )
                 .into_response(),
@@ -214,7 +262,8 @@ pub async fn api(
                 .get("host")
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("127.0.0.1");
-            Json(super::discord_gateway::gateway_bot(host)).into_response()
+            let attempts = sb.lock().discord_gateway.identify_attempts;
+            Json(super::discord_gateway::gateway_bot(host, attempts)).into_response()
         }
         ("PATCH", "/channels/{channel_id}/messages/{message_id}") => {
             if !bot_ok {

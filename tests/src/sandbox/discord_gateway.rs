@@ -20,8 +20,12 @@ pub struct GatewayState {
     pub connected: bool,
     /// Connections accepted.
     pub connections: u32,
-    /// IDENTIFYs received.
+    /// IDENTIFYs accepted.
     pub identifies: u32,
+    /// IDENTIFYs received, accepted or not (each spends a session start).
+    pub identify_attempts: u32,
+    /// Close codes the stand-in sent, in order.
+    pub closes: Vec<u16>,
     /// RESUMEs received.
     pub resumes: u32,
     /// Heartbeats received.
@@ -50,6 +54,8 @@ impl Default for GatewayState {
             connected: false,
             connections: 0,
             identifies: 0,
+            identify_attempts: 0,
+            closes: Vec::new(),
             resumes: 0,
             heartbeats: 0,
             acks_skipped: 0,
@@ -69,14 +75,21 @@ impl Default for GatewayState {
 enum Control {
     Send(Value),
     Drop,
+    Close(u16),
 }
 
-/// `GET /discord/api/v10/gateway/bot`'s answer.
-pub fn gateway_bot(host: &str) -> Value {
+/// Session starts (IDENTIFYs) a bot may make a day.
+const SESSION_STARTS_PER_DAY: u32 = 1000;
+
+/// `GET /discord/api/v10/gateway/bot`'s answer: the remaining session starts count the IDENTIFYs
+/// made (accepted or not).
+pub fn gateway_bot(host: &str, identify_attempts: u32) -> Value {
     json!({
         "url": format!("ws://{host}/discord-gateway"),
         "shards": 1,
-        "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
+        "session_start_limit": {"total": SESSION_STARTS_PER_DAY,
+                                "remaining": SESSION_STARTS_PER_DAY.saturating_sub(identify_attempts),
+                                "reset_after": 86_400_000, "max_concurrency": 1}
     })
 }
 
@@ -124,6 +137,7 @@ async fn session(sb: Sandbox, mut socket: WebSocket, host: String) {
                     match r {
                         Reply::Frame(v) => { if socket.send(send(v)).await.is_err() { closed = true; } }
                         Reply::Close(code, reason) => {
+                            sb.lock().discord_gateway.closes.push(code);
                             let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
                             closed = true;
                         }
@@ -134,6 +148,12 @@ async fn session(sb: Sandbox, mut socket: WebSocket, host: String) {
             control = rx.recv() => {
                 match control {
                     Some(Control::Send(v)) => { if socket.send(send(v)).await.is_err() { break; } }
+                    Some(Control::Close(code)) => {
+                        sb.lock().discord_gateway.closes.push(code);
+                        let reason = close_reason(code);
+                        let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+                        break;
+                    }
                     Some(Control::Drop) | None => break, // dropped without a close frame, as a network failure would
                 }
             }
@@ -152,6 +172,7 @@ enum Reply {
 fn answer(sb: &Sandbox, frame: &Value, host: &str) -> Vec<Reply> {
     let token_ok = |t: &Value| t.as_str() == Some(sb.credentials.discord_bot_token.as_str());
     let mut s = sb.lock();
+    let content_intent = s.discord.app.message_content_intent;
     let g = &mut s.discord_gateway;
     match frame["op"].as_u64() {
         Some(1) => {
@@ -166,12 +187,17 @@ fn answer(sb: &Sandbox, frame: &Value, host: &str) -> Vec<Reply> {
         }
         Some(2) => {
             let d = &frame["d"];
+            g.identify_attempts += 1;
             if !token_ok(&d["token"]) {
-                return vec![Reply::Close(4004, "Authentication failed.")];
+                return vec![Reply::Close(4004, close_reason(4004))];
             }
             let intents = d["intents"].as_u64().unwrap_or(0);
             if intents & (1 << 9) == 0 || intents & (1 << 15) == 0 {
-                return vec![Reply::Close(4013, "Invalid intent(s).")];
+                return vec![Reply::Close(4013, close_reason(4013))];
+            }
+            if intents & (1 << 15) != 0 && !content_intent {
+                // A privileged intent the application has not enabled in the Developer Portal.
+                return vec![Reply::Close(4014, close_reason(4014))];
             }
             g.identifies += 1;
             g.session_id = format!("sandbox-session-{}", g.identifies);
@@ -210,6 +236,19 @@ fn answer(sb: &Sandbox, frame: &Value, host: &str) -> Vec<Reply> {
     }
 }
 
+/// Discord's reason text for a close code.
+fn close_reason(code: u16) -> &'static str {
+    match code {
+        4004 => "Authentication failed.",
+        4010 => "Invalid shard.",
+        4011 => "Sharding required.",
+        4012 => "Invalid API version.",
+        4013 => "Invalid intent(s).",
+        4014 => "Disallowed intent(s).",
+        _ => "Unknown error.",
+    }
+}
+
 fn next_seq(g: &mut GatewayState) -> u64 {
     g.last_seq += 1;
     g.last_seq
@@ -234,6 +273,11 @@ pub async fn dispatch(State(sb): State<Sandbox>, Json(mut message): Json<Value>)
             message[k] = v;
         }
     }
+    let message = super::discord::as_read_by(
+        &sb.credentials.discord_application_id,
+        &s.discord.app,
+        &message,
+    );
     let g = &mut s.discord_gateway;
     let seq = next_seq(g);
     let frame = json!({"op": 0, "t": "MESSAGE_CREATE", "s": seq, "d": message});
@@ -286,6 +330,20 @@ pub async fn reconnect(State(sb): State<Sandbox>) -> StatusCode {
         Some(tx) if tx.send(Control::Send(json!({"op": 7, "d": null}))).is_ok() => {
             StatusCode::NO_CONTENT
         }
+        _ => StatusCode::CONFLICT,
+    }
+}
+
+/// `POST /_sandbox/discord/gateway/close`: `{ "code": n }` closes the connection with that code, as
+/// Discord does (4010–4014 forbid reconnecting).
+pub async fn close(State(sb): State<Sandbox>, Json(req): Json<Value>) -> StatusCode {
+    let code = req["code"]
+        .as_u64()
+        .and_then(|c| u16::try_from(c).ok())
+        .unwrap_or(4000);
+    let mut s = sb.lock();
+    match s.discord_gateway.control.take() {
+        Some(tx) if tx.send(Control::Close(code)).is_ok() => StatusCode::NO_CONTENT,
         _ => StatusCode::CONFLICT,
     }
 }

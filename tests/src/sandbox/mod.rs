@@ -265,6 +265,11 @@ impl Sandbox {
                 post(discord_gateway::skip_acks),
             )
             .route(
+                "/_sandbox/discord/gateway/close",
+                post(discord_gateway::close),
+            )
+            .route("/_sandbox/discord/app", post(discord::configure_app))
+            .route(
                 "/_sandbox/discord/gateway/reconnect",
                 post(discord_gateway::reconnect),
             )
