@@ -160,8 +160,9 @@ impl DurableObject for DiscordGateway {
 
 impl DiscordGateway {
     fn keepalive(&self) -> Duration {
+        let env = &self.env;
         Duration::from_secs(
-            config::optional(&self.env, "DISCORD_GATEWAY_KEEPALIVE_SECONDS")
+            config::optional(env, "DISCORD_GATEWAY_KEEPALIVE_SECONDS")
                 .and_then(|v| v.parse().ok())
                 .filter(|s| *s > 0)
                 .unwrap_or(KEEPALIVE_SECS),

@@ -67,7 +67,7 @@ fn read_by_code() -> BTreeSet<String> {
     }
     let reader = Regex::new(
         // Not `std::env::var("PATH")` and the like: those are the process's own environment.
-        r#"(?:^|[^:\w])(?:string|optional|required|var|secret|get|num)\(\s*(?:env,\s*)?(?:Service::\w+,\s*)?"([A-Z][A-Z0-9_]+)""#,
+        r#"(?:^|[^:\w]|config::)(?:string|optional|required|var|secret|get|num)\(\s*(?:env,\s*)?(?:Service::\w+,\s*)?"([A-Z][A-Z0-9_]+)""#,
     )
     .unwrap();
     let clap = Regex::new(r#"\benv = "([A-Z][A-Z0-9_]+)""#).unwrap();

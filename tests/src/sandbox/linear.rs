@@ -154,6 +154,18 @@ pub async fn graphql(
             "AUTHENTICATION_ERROR",
         );
     }
+    // Linear's GraphQL server (Apollo) blocks POSTs without a JSON content type as possible
+    // cross-site request forgery.
+    let json_body = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json_body {
+        let why = "This operation has been blocked as a potential Cross-Site Request Forgery (CSRF): \
+                   send Content-Type: application/json";
+        sb.lock().violations.push(format!("Linear: {why}"));
+        return gql_error(StatusCode::BAD_REQUEST, why, "BAD_REQUEST");
+    }
     let request: GraphQlRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {

@@ -446,6 +446,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn stand_ins_require_the_headers_their_services_require() {
+        let base = serve().await;
+        let http = reqwest::Client::new();
+        let repo = format!("{base}/github/repos/acme/web-app");
+        // GitHub: no User-Agent is 403; without Accept or the API version, 400; with all three the
+        // call gets as far as the credentials.
+        let r = http.get(&repo).send().await.unwrap();
+        assert_eq!(r.status(), 403);
+        let r = http
+            .get(&repo)
+            .header("user-agent", "t")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let r = http
+            .get(&repo)
+            .header("user-agent", "t")
+            .header("accept", "application/vnd.github+json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "no X-GitHub-Api-Version");
+        let r = http
+            .get(&repo)
+            .header("user-agent", "t")
+            .header("accept", "application/vnd.github+json")
+            .header("x-github-api-version", "2022-11-28")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        // Linear: an authenticated POST that is not JSON is blocked.
+        let r = http
+            .post(format!("{base}/linear/graphql"))
+            .header(
+                "authorization",
+                Credentials::from_local_env().linear_api_key,
+            )
+            .header("content-type", "text/plain")
+            .body("{\"query\": \"{ viewer { id } }\"}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let state = sandbox_state(&http, &base).await;
+        assert_eq!(state["violations"].as_array().unwrap().len(), 4, "{state}");
+    }
+
+    #[tokio::test]
     async fn faults_answer_the_next_calls_then_disarm_and_everything_is_recorded() {
         let base = serve().await;
         let http = reqwest::Client::new();
