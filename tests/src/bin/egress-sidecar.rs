@@ -1,0 +1,309 @@
+//! A local stand-in for Cloudflare's `proxy-everything` image: the network sidecar `wrangler dev`
+//! (workerd) starts beside each Container, which no registry here can serve. The app container
+//! shares this sidecar's network namespace, and workerd speaks to it:
+//!
+//! - **ingress** (`--http-ingress-address`, one request per connection): `CONNECT` with
+//!   `X-Dst-Addr: 127.0.0.1:<port>` opens a tunnel to the app's port (400 when nothing listens,
+//!   which workerd reads as "not listening yet"); `PUT /egress` hands over the egress settings
+//!   (workerd's readiness probe); `GET /ca` must answer a PEM;
+//! - **egress**: every TCP connection the container opens, except to loopback and the Docker
+//!   network, is redirected here (iptables); its original destination and HTTP `Host` go to
+//!   workerd's egress port as `CONNECT <ip:port>` with `X-Hostname`, and workerd decides — allow,
+//!   intercept with the Worker's own code, or refuse — by the Container's outbound settings.
+//!
+//! TLS interception and DNS filtering are not modelled (docs/services.md says what that leaves out).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+/// Where redirected egress connections arrive.
+const EGRESS_LISTEN_PORT: u16 = 41209;
+/// The dummy CA certificate `GET /ca` answers (HTTPS interception is not modelled).
+const DUMMY_CA: &str = "-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n";
+
+struct Settings {
+    ingress: String,
+    docker_cidr: String,
+    egress_port: AtomicU16,
+    iptables: Once,
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut ingress = "0.0.0.0:39001".to_owned();
+    let mut docker_cidr = "172.17.0.0/16".to_owned();
+    let mut egress_port = 0u16;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--http-ingress-address" => ingress = args.next().unwrap_or(ingress),
+            "--docker-gateway-cidr" => docker_cidr = args.next().unwrap_or(docker_cidr),
+            "--http-egress-port" => {
+                egress_port = args.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            }
+            _ => {}
+        }
+    }
+    let settings = Arc::new(Settings {
+        ingress,
+        docker_cidr,
+        egress_port: AtomicU16::new(egress_port),
+        iptables: Once::new(),
+    });
+    let egress = {
+        let settings = settings.clone();
+        std::thread::spawn(move || serve_egress(&settings))
+    };
+    let listener = match TcpListener::bind(&settings.ingress) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("egress-sidecar: cannot listen on {}: {e}", settings.ingress);
+            std::process::exit(1);
+        }
+    };
+    eprintln!("egress-sidecar: ingress on {}", settings.ingress);
+    for stream in listener.incoming().flatten() {
+        let settings = settings.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = serve_ingress(stream, &settings) {
+                eprintln!("egress-sidecar: ingress: {e}");
+            }
+        });
+    }
+    let _ = egress.join();
+}
+
+/// A request's head: method, target, headers (lowercase names), and the bytes read past it.
+struct Head {
+    method: String,
+    target: String,
+    headers: Vec<(String, String)>,
+    rest: Vec<u8>,
+}
+
+impl Head {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn read_head(stream: &mut BufReader<TcpStream>) -> std::io::Result<Head> {
+    let mut first = String::new();
+    stream.read_line(&mut first)?;
+    let mut parts = first.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_owned();
+    let target = parts.next().unwrap_or_default().to_owned();
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        if stream.read_line(&mut line)? == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+        }
+    }
+    let rest = stream.buffer().to_vec();
+    Ok(Head {
+        method,
+        target,
+        headers,
+        rest,
+    })
+}
+
+fn serve_ingress(stream: TcpStream, settings: &Settings) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let head = read_head(&mut reader)?;
+    let mut out = stream;
+    match (head.method.as_str(), head.target.as_str()) {
+        ("CONNECT", _) => {
+            let target = head.header("x-dst-addr").unwrap_or(&head.target).to_owned();
+            match TcpStream::connect(&target) {
+                Ok(mut app) => {
+                    out.write_all(b"HTTP/1.1 200 OK\r\n\r\n")?;
+                    app.write_all(&head.rest)?;
+                    relay(out, app);
+                }
+                Err(_) => {
+                    out.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")?;
+                }
+            }
+        }
+        ("PUT", "/egress") => {
+            let length: usize = head
+                .header("content-length")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(0);
+            let mut body = head.rest.clone();
+            while body.len() < length {
+                let mut chunk = vec![0; length - body.len()];
+                let n = reader.read(&mut chunk)?;
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+            let config: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            if let Some(port) = config["port"].as_u64().and_then(|p| u16::try_from(p).ok()) {
+                settings.egress_port.store(port, Ordering::SeqCst);
+            }
+            eprintln!("egress-sidecar: egress settings {config}");
+            settings
+                .iptables
+                .call_once(|| divert_egress(&settings.docker_cidr));
+            out.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")?;
+        }
+        ("GET", "/ca") => {
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/x-pem-file\r\ncontent-length: {}\r\n\r\n{DUMMY_CA}",
+                DUMMY_CA.len()
+            );
+            out.write_all(answer.as_bytes())?;
+        }
+        _ => out.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")?,
+    }
+    Ok(())
+}
+
+/// Redirects the namespace's outgoing TCP, but to loopback and the Docker network, to the egress
+/// listener.
+fn divert_egress(docker_cidr: &str) {
+    let port = EGRESS_LISTEN_PORT.to_string();
+    let rules: [&[&str]; 5] = [
+        &["-t", "nat", "-N", "BUGBOT_EGRESS"],
+        &[
+            "-t",
+            "nat",
+            "-A",
+            "BUGBOT_EGRESS",
+            "-d",
+            "127.0.0.0/8",
+            "-j",
+            "RETURN",
+        ],
+        &[
+            "-t",
+            "nat",
+            "-A",
+            "BUGBOT_EGRESS",
+            "-d",
+            docker_cidr,
+            "-j",
+            "RETURN",
+        ],
+        &[
+            "-t",
+            "nat",
+            "-A",
+            "BUGBOT_EGRESS",
+            "-p",
+            "tcp",
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            &port,
+        ],
+        &[
+            "-t",
+            "nat",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "tcp",
+            "-j",
+            "BUGBOT_EGRESS",
+        ],
+    ];
+    for rule in rules {
+        match Command::new("iptables").args(rule).status() {
+            Ok(s) if s.success() => {}
+            other => eprintln!("egress-sidecar: iptables {rule:?}: {other:?}"),
+        }
+    }
+}
+
+fn serve_egress(settings: &Settings) {
+    let listener = match TcpListener::bind(("0.0.0.0", EGRESS_LISTEN_PORT)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("egress-sidecar: cannot listen for egress: {e}");
+            return;
+        }
+    };
+    for stream in listener.incoming().flatten() {
+        let port = settings.egress_port.load(Ordering::SeqCst);
+        std::thread::spawn(move || {
+            if let Err(e) = egress(stream, port) {
+                eprintln!("egress-sidecar: egress: {e}");
+            }
+        });
+    }
+}
+
+/// One diverted connection: ask workerd's egress port for a tunnel to its original destination.
+fn egress(mut client: TcpStream, workerd_port: u16) -> std::io::Result<()> {
+    let destination = original_destination(&client)?;
+    // The first bytes name the host (HTTP `Host`); wait briefly for them.
+    client.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut first = vec![0; 16 * 1024];
+    let n = client.read(&mut first).unwrap_or(0);
+    first.truncate(n);
+    client.set_read_timeout(None)?;
+    let hostname = String::from_utf8_lossy(&first)
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("host").then(|| v.trim().to_owned())
+        })
+        .map(|h| h.split(':').next().unwrap_or_default().to_owned());
+    let mut upstream = TcpStream::connect(("host.docker.internal", workerd_port))?;
+    let mut connect = format!("CONNECT {destination} HTTP/1.1\r\nHost: {destination}\r\n");
+    if let Some(h) = &hostname {
+        connect.push_str(&format!("X-Hostname: {h}\r\n"));
+    }
+    connect.push_str("\r\n");
+    upstream.write_all(connect.as_bytes())?;
+    let mut reader = BufReader::new(upstream.try_clone()?);
+    let head = read_head(&mut reader)?;
+    let status = head.target.as_str(); // `HTTP/1.1 200 OK`: the second word
+    if status != "200" && status != "202" {
+        eprintln!("egress-sidecar: {destination} ({hostname:?}) refused: {status}");
+        return Ok(());
+    }
+    upstream.write_all(&head.rest)?;
+    upstream.write_all(&first)?;
+    relay(client, upstream);
+    Ok(())
+}
+
+/// The address a redirected connection was meant for (`SO_ORIGINAL_DST`).
+fn original_destination(stream: &TcpStream) -> std::io::Result<SocketAddr> {
+    let addr =
+        nix::sys::socket::getsockopt(&stream.as_fd(), nix::sys::socket::sockopt::OriginalDst)
+            .map_err(std::io::Error::from)?;
+    let ip = std::net::Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
+    Ok(SocketAddr::from((ip, u16::from_be(addr.sin_port))))
+}
+
+/// Copies both ways until either side closes.
+fn relay(a: TcpStream, b: TcpStream) {
+    let (Ok(mut a2), Ok(mut b2)) = (a.try_clone(), b.try_clone()) else {
+        return;
+    };
+    let (mut a, mut b) = (a, b);
+    let forward = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut a2, &mut b2);
+        let _ = b2.shutdown(Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut b, &mut a);
+    let _ = a.shutdown(Shutdown::Write);
+    let _ = forward.join();
+}
