@@ -2,17 +2,21 @@
 //! Durable Object named after the job starts the container built from
 //! `executor-container/Dockerfile` on first use, handing it its secrets, forwards requests to the
 //! executor's port, and stops the container once the run's wall time (and a margin) has passed —
-//! its alarm is the container's sleep timeout. Locally the consumer reaches the executor binary at
-//! `EXECUTOR_URL` instead (`wrangler dev` runs with containers disabled).
+//! its alarm is the container's sleep timeout. The local stack runs the same under `wrangler dev`
+//! when Docker is ready (`scripts/container-engine`), else reaches the executor process at
+//! `EXECUTOR_URL`.
 
-use worker::{
-    ContainerStartupOptions, DurableObject, Env, Request, Response, Result, State, durable_object,
-};
+use worker::js_sys::{Function, Object, Reflect};
+use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::{Container, DurableObject, Env, Request, Response, Result, State, durable_object};
 
 /// The port `EXPOSE`d by the executor image.
 const EXECUTOR_PORT: u16 = 8080;
 /// Secrets the container receives as environment variables.
 const CONTAINER_SECRETS: &[&str] = &["EXECUTOR_TOKEN", "ANTHROPIC_API_KEY"];
+/// Settings the container receives when the consumer has them: only local development sets them
+/// (the sandbox's model API, `http://` git remotes).
+const CONTAINER_VARS: &[&str] = &["ANTHROPIC_BASE_URL", "EXECUTOR_DEV_MODE"];
 
 /// The container is stopped this long after the last request to it: a run's longest wall time
 /// (`bugbot_shared::executor::MAX_WALL_TIME_SECS`) plus a margin for the push.
@@ -37,15 +41,20 @@ impl DurableObject for ExecutorContainer {
             worker::Error::RustError("no container is bound to this object".into())
         })?;
         if !container.running() {
-            let mut options = ContainerStartupOptions::new();
+            let mut env = Vec::new();
             for name in CONTAINER_SECRETS {
-                let value = self.env.secret(name)?.to_string();
-                options.add_env(name, &value);
+                let value = crate::config::var(&self.env, name)
+                    .ok_or_else(|| worker::Error::RustError(format!("{name} is not configured")))?;
+                env.push((*name, value));
+            }
+            for name in CONTAINER_VARS {
+                if let Some(value) = crate::config::var(&self.env, name) {
+                    env.push((*name, value));
+                }
             }
             // The executor needs GitHub and Anthropic; everything else it reaches is refused by git's
             // and Claude Code's own configuration.
-            options.enable_internet(true);
-            container.start(Some(options))?;
+            start(&container, &env, true)?;
         }
         // The sleep timeout: pushed back by every request.
         self.state.storage().set_alarm(STOP_AFTER).await?;
@@ -77,4 +86,26 @@ impl DurableObject for ExecutorContainer {
         }
         Response::empty()
     }
+}
+
+/// Starts `container` with these environment variables and internet access. workers-rs 0.8.7's
+/// `ContainerStartupOptions` hands workerd a class instance whose `env` is a `Map`, and removes the
+/// fields that are set, so the container would start without its secrets: the options object is
+/// built here as workerd reads it (`{ env: { NAME: "value" }, enableInternet }`).
+fn start(container: &Container, env: &[(&str, String)], internet: bool) -> Result<()> {
+    let vars = Object::new();
+    for (name, value) in env {
+        Reflect::set(&vars, &JsValue::from_str(name), &JsValue::from_str(value))?;
+    }
+    let options = Object::new();
+    Reflect::set(&options, &JsValue::from_str("env"), &vars)?;
+    Reflect::set(
+        &options,
+        &JsValue::from_str("enableInternet"),
+        &JsValue::from_bool(internet),
+    )?;
+    let raw: &JsValue = container.as_ref();
+    let start: Function = Reflect::get(raw, &JsValue::from_str("start"))?.dyn_into()?;
+    start.call1(raw, &options)?;
+    Ok(())
 }

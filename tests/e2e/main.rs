@@ -56,6 +56,7 @@ fn main() -> ExitCode {
             ready_timeout: Duration::from_secs(600),
             with_consumer: true,
             inspector: true,
+            containers: bugbot_tests::stack::containers_wanted(),
         },
         Err(e) => {
             eprintln!("e2e: no free ports: {e}");

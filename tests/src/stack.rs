@@ -73,12 +73,63 @@ pub struct StackOptions {
     /// Attach wrangler's DevTools inspector, as `wrangler dev` always does. Only the gateway
     /// benchmark turns it off (without the consumer), through `dev/gateway-without-inspector.mjs`.
     pub inspector: bool,
+    /// Run the executor as production does: a Cloudflare Container built from
+    /// `executor-container/Dockerfile`, reached through the consumer's `EXECUTOR` binding in
+    /// `wrangler dev` (needs `scripts/container-engine`). The executor process still runs for the
+    /// tests that call it directly.
+    pub containers: bool,
+}
+
+/// The egress sidecar image `scripts/container-engine` builds (wrangler and miniflare read
+/// `MINIFLARE_CONTAINER_EGRESS_IMAGE`).
+pub const EGRESS_IMAGE: &str = "bugbot-local/egress:dev";
+
+/// Whether the stacks of this run use Containers (`BUGBOT_CONTAINERS=1`, set by `scripts/test`
+/// once `scripts/container-engine` readied the engine).
+pub fn containers_wanted() -> bool {
+    std::env::var("BUGBOT_CONTAINERS").as_deref() == Ok("1")
+}
+
+/// The Docker bridge's gateway address: where the host's listeners are reachable from containers
+/// (the network's `Gateway`, or the first address of its subnet, which Docker gives the bridge).
+fn docker_bridge_gateway() -> Result<String> {
+    let out = std::process::Command::new("docker")
+        .args([
+            "network",
+            "inspect",
+            "bridge",
+            "--format",
+            "{{range .IPAM.Config}}{{.Gateway}} {{.Subnet}}{{end}}",
+        ])
+        .output()
+        .context("running docker (is the engine up? scripts/container-engine)")?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut words = text.split_whitespace();
+    let first = words.next().unwrap_or_default();
+    let ip = match first.parse::<std::net::Ipv4Addr>() {
+        Ok(gateway) => Some(gateway),
+        // No gateway given: `first` is the subnet.
+        Err(_) => first
+            .split('/')
+            .next()
+            .and_then(|net| net.parse::<std::net::Ipv4Addr>().ok())
+            .map(|net| std::net::Ipv4Addr::from(u32::from(net) + 1)),
+    };
+    match ip {
+        Some(ip) if out.status.success() => Ok(ip.to_string()),
+        _ => bail!(
+            "no Docker bridge gateway in {text:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
 }
 
 /// A running local stack. Dropping it stops every part.
 #[derive(Debug)]
 pub struct Stack {
     children: Vec<(&'static str, Child)>,
+    /// The executor runs in Containers (removed when the stack stops).
+    containers: bool,
     /// The consumer's generated local config, removed when the stack stops.
     consumer_config: Option<PathBuf>,
     /// The local environment with this stack's real addresses.
@@ -107,10 +158,17 @@ impl Stack {
     /// Starts every part and waits until each answers.
     pub async fn start(opts: StackOptions) -> Result<Self> {
         let root = repo_root();
+        // Containers reach the sandbox (the git host and the model API's stand-ins) on the Docker
+        // bridge; everything else reaches it there too, so each URL names one place.
+        let sandbox_host = if opts.containers {
+            docker_bridge_gateway()?
+        } else {
+            "127.0.0.1".to_owned()
+        };
         let env = LocalEnv::load_with_urls(
             &format!("http://127.0.0.1:{}", opts.ports.gateway),
             &format!("http://127.0.0.1:{}", opts.ports.executor),
-            &format!("http://127.0.0.1:{}", opts.ports.sandbox),
+            &format!("http://{sandbox_host}:{}", opts.ports.sandbox),
         )?;
         // A part answering on a port we were given would pass the readiness check by mistake.
         for (part, port) in [
@@ -138,17 +196,24 @@ impl Stack {
             opts.ports.gateway
         ));
         let base = std::fs::read_to_string(root.join("consumer/wrangler.toml"))?;
-        std::fs::write(&consumer_config, consumer_config_with_vars(&base, &env))?;
+        std::fs::write(
+            &consumer_config,
+            consumer_config_with_vars(&base, &env, opts.containers),
+        )?;
 
         let mut stack = Self {
             children: Vec::new(),
+            containers: false,
             consumer_config: Some(consumer_config.clone()),
             env,
             log_dir: opts.log_dir.clone(),
         };
 
         let mut sandbox = Command::new(workspace_binary("sandbox")?);
-        sandbox.env("SANDBOX_ADDR", format!("127.0.0.1:{}", opts.ports.sandbox));
+        sandbox.env(
+            "SANDBOX_ADDR",
+            format!("{sandbox_host}:{}", opts.ports.sandbox),
+        );
         stack.spawn("sandbox", sandbox, &opts).await?;
 
         let mut executor = Command::new(workspace_binary("bugbot-executor")?);
@@ -202,6 +267,22 @@ impl Stack {
                 .arg(&opts.state_dir);
             without_inspector
         };
+        if opts.containers {
+            workers
+                .env(
+                    "WRANGLER_DOCKER_BIN",
+                    root.join("dev/container/wrangler-docker"),
+                )
+                .env("MINIFLARE_CONTAINER_EGRESS_IMAGE", EGRESS_IMAGE)
+                // wrangler asks `docker context ls --format json` otherwise, which Debian's
+                // docker 20.10 does not answer in JSON.
+                .env(
+                    "WRANGLER_DOCKER_HOST",
+                    std::env::var("DOCKER_HOST")
+                        .unwrap_or_else(|_| "unix:///var/run/docker.sock".into()),
+                );
+        }
+        stack.containers = opts.containers;
         workers
             .current_dir(&root)
             .env("WRANGLER_SEND_METRICS", "false")
@@ -351,20 +432,78 @@ impl Stack {
         if let Some(config) = self.consumer_config.take() {
             let _ = std::fs::remove_file(config);
         }
+        if std::mem::take(&mut self.containers) {
+            remove_containers();
+        }
     }
 }
 
-/// The consumer's wrangler config with the local environment as `[vars]`.
-fn consumer_config_with_vars(base: &str, env: &LocalEnv) -> String {
+/// The executor Container as production declares it (consumer/wrangler.toml's
+/// `env.production.containers`), for `wrangler dev`.
+const CONTAINER_CONFIG: &str = r#"
+[[containers]]
+class_name = "ExecutorContainer"
+image = "../executor-container/Dockerfile"
+image_build_context = ".."
+instance_type = "standard-1"
+max_instances = 10
+
+[[durable_objects.bindings]]
+name = "EXECUTOR"
+class_name = "ExecutorContainer"
+
+[[migrations]]
+tag = "v2"
+new_sqlite_classes = ["ExecutorContainer"]
+"#;
+
+/// The consumer's wrangler config with the local environment as `[vars]` (and, with `containers`,
+/// the executor Container in place of the executor process's URL).
+fn consumer_config_with_vars(base: &str, env: &LocalEnv, containers: bool) -> String {
     let mut out = String::from(
         "# GENERATED by the local stack from consumer/wrangler.toml and dev/local.env (test-only values).\n",
     );
     out.push_str(base);
+    if containers {
+        out.push_str(CONTAINER_CONFIG);
+    }
     out.push_str("\n[vars]\n");
     for (k, v) in env.entries() {
+        if containers && k == "EXECUTOR_URL" {
+            continue;
+        }
         out.push_str(&format!("{k} = {}\n", serde_json::Value::String(v.clone())));
     }
+    if containers {
+        // The container's git remote is the sandbox's http:// one.
+        out.push_str("EXECUTOR_DEV_MODE = \"true\"\n");
+    }
     out
+}
+
+/// Removes the containers (and their network sidecars) workerd started for this stack's executor
+/// Container class: wrangler removes the app containers on exit, not the sidecars.
+fn remove_containers() {
+    let list = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            "name=workerd-bugbot-consumer-ExecutorContainer",
+        ])
+        .output();
+    if let Ok(out) = list {
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        if !ids.is_empty() {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .output();
+        }
+    }
 }
 
 impl Drop for Stack {

@@ -809,6 +809,7 @@ async fn main() -> Result<()> {
         // share the two cores with the gateway under load (jobs simply wait on the local queue).
         with_consumer: false,
         inspector: args.inspector,
+        containers: false,
     })
     .await?;
     if args.only == "all" || args.only == "gateway" {

@@ -39,6 +39,7 @@ async fn main() -> Result<()> {
                 ready_timeout: Duration::from_secs(900),
                 with_consumer: true,
                 inspector: true,
+                containers: bugbot_tests::stack::containers_wanted(),
             })
             .await?,
         )

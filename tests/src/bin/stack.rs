@@ -50,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
         ready_timeout: Duration::from_secs(900),
         with_consumer: true,
         inspector: true,
+        containers: bugbot_tests::stack::containers_wanted(),
     };
     eprintln!(
         "bugbot: starting the local stack (the first start compiles the Workers; logs in .run/logs/)"
