@@ -365,7 +365,9 @@ impl AdmissionLedger {
             // The jobs are recorded and their alarm still set below; old rows wait for the next pruning.
             log::error("admission ledger: pruning", &[("error", &e.to_string())]);
         }
-        if !self.alarm_pending.get() {
+        // After failed sends the alarm may be minutes away: a new message is a reason to try soon,
+        // and tells an outage (it fails too) from a lone message the queue refuses (it goes through).
+        if !self.alarm_pending.get() || self.failed_sends.get() > 0 {
             self.schedule(FLUSH_DELAY).await?;
         }
         Ok(outcomes)
@@ -419,6 +421,17 @@ impl AdmissionLedger {
                 let mut pending = Vec::new();
                 let mut unreadable = None;
                 for o in book.next_batch() {
+                    if o.message.len() > admission::MAX_MESSAGE_BYTES {
+                        unreadable = Some((
+                            o.seq,
+                            format!(
+                                "the job message is {} bytes, over the queue's limit of {}",
+                                o.message.len(),
+                                admission::MAX_MESSAGE_BYTES
+                            ),
+                        ));
+                        break;
+                    }
                     match js_sys::JSON::parse(&o.message) {
                         Ok(body) => pending.push(Pending {
                             seq: o.seq,
@@ -426,15 +439,16 @@ impl AdmissionLedger {
                             body,
                         }),
                         Err(_) => {
-                            unreadable = Some(o.seq);
+                            unreadable =
+                                Some((o.seq, "the job message is not readable JSON".to_owned()));
                             break;
                         }
                     }
                 }
                 (pending, unreadable)
             };
-            if let Some(seq) = unreadable {
-                self.set_aside(seq, "the job message is not readable JSON")?;
+            if let Some((seq, why)) = unreadable {
+                self.set_aside(seq, &why)?;
                 continue;
             }
             let (Some(first), Some(last)) = (pending.first(), pending.last()) else {

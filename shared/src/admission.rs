@@ -97,6 +97,10 @@ pub fn send_retry_delay_ms(failed_sends: u32) -> u64 {
     }
 }
 
+/// The largest message the queue takes (Queues' limit is 128 KB per message). A larger one is set
+/// aside before it is sent: sent, it would only be refused.
+pub const MAX_MESSAGE_BYTES: usize = 128 * 1000;
+
 /// At most this many messages go to the queue in one batch (the Queues limit for `sendBatch`).
 pub const MAX_BATCH_MESSAGES: usize = 100;
 /// At most this many bytes of message JSON go in one batch: below the Queues limit of 256 KB per

@@ -130,6 +130,17 @@ pub struct Answer {
 }
 
 impl E2e {
+    /// What the executors printed: the executor process's log and, when the stack runs the
+    /// executor in Containers, each executor container's output.
+    pub fn executor_log(&self) -> String {
+        let mut log =
+            std::fs::read_to_string(self.log_dir.join("executor.log")).unwrap_or_default();
+        if bugbot_tests::stack::containers_wanted() {
+            log.push_str(&bugbot_tests::stack::container_logs());
+        }
+        log
+    }
+
     /// Builds the context.
     pub fn new(
         env: LocalEnv,

@@ -74,8 +74,7 @@ fn status_comments(state: &Value, number: u64) -> Vec<Value> {
 
 /// How many times the executor started a fix on `branch_part`'s branch.
 fn executor_runs(ctx: &E2e, branch_part: &str) -> usize {
-    std::fs::read_to_string(ctx.log_dir.join("executor.log"))
-        .unwrap_or_default()
+    ctx.executor_log()
         .lines()
         .filter(|l| l.contains("fix requested") && l.contains(branch_part))
         .count()

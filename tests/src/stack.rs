@@ -481,6 +481,31 @@ fn consumer_config_with_vars(base: &str, env: &LocalEnv, containers: bool) -> St
     out
 }
 
+/// Name prefix of the containers workerd starts for the consumer's executor Container class
+/// (`…-proxy` are their network sidecars).
+const EXECUTOR_CONTAINERS: &str = "workerd-bugbot-consumer-ExecutorContainer";
+
+/// The output of every executor container of this machine's stacks.
+pub fn container_logs() -> String {
+    let names = std::process::Command::new("docker")
+        .args(["ps", "-a", "--format", "{{.Names}}", "--filter"])
+        .arg(format!("name={EXECUTOR_CONTAINERS}"))
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    let mut out = String::new();
+    for name in names.lines().filter(|n| !n.ends_with("-proxy")) {
+        if let Ok(o) = std::process::Command::new("docker")
+            .args(["logs", name])
+            .output()
+        {
+            out.push_str(&String::from_utf8_lossy(&o.stdout));
+            out.push_str(&String::from_utf8_lossy(&o.stderr));
+        }
+    }
+    out
+}
+
 /// Removes the containers (and their network sidecars) workerd started for this stack's executor
 /// Container class: wrangler removes the app containers on exit, not the sidecars.
 fn remove_containers() {
@@ -489,7 +514,7 @@ fn remove_containers() {
             "ps",
             "-aq",
             "--filter",
-            "name=workerd-bugbot-consumer-ExecutorContainer",
+            &format!("name={EXECUTOR_CONTAINERS}"),
         ])
         .output();
     if let Ok(out) = list {
