@@ -29,7 +29,8 @@ macro_rules! cases {
 /// Every case, by name.
 pub fn all_cases() -> Vec<(&'static str, Case)> {
     use crate::{
-        contextualize, delivery, executor, fix, foundation, gateway, hostile, mentions, operations,
+        container, contextualize, delivery, executor, fix, foundation, gateway, hostile, mentions,
+        operations,
     };
     cases![
         foundation::gateway_health,
@@ -80,6 +81,7 @@ pub fn all_cases() -> Vec<(&'static str, Case)> {
         fix::github_member_fix_comment_opens_a_pull_request,
         fix::github_502_on_pull_request_creation_still_opens_one,
         fix::a_cut_tree_listing_is_narrowed_to_the_allowed_directories,
+        container::a_fix_runs_in_the_executor_container_with_its_agent_unprivileged_and_no_secret_in_reach,
         delivery::one_job_delivered_twice_at_once_runs_once,
         delivery::calls_that_succeeded_but_lost_their_answer_are_not_repeated,
         delivery::a_lost_discord_post_is_not_posted_twice,

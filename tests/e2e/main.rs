@@ -4,6 +4,7 @@
 //! Run with `cargo test -p bugbot-tests --test e2e` after `cargo build --workspace --bins`
 //! (`scripts/test` does both). Filter cases as with any test binary: `... --test e2e -- discord`.
 
+mod container;
 mod context;
 mod contextualize;
 mod delivery;
@@ -85,9 +86,13 @@ fn main() -> ExitCode {
         .map(|(name, case)| {
             let ctx = ctx.clone();
             let rt = rt.clone();
+            // The Container cases need the stack's Containers (off with BUGBOT_CONTAINERS=0).
+            let ignored =
+                name.starts_with("container::") && !bugbot_tests::stack::containers_wanted();
             Trial::test(name, move || {
                 rt.block_on(case(ctx)).map_err(|e| format!("{e:#}").into())
             })
+            .with_ignored_flag(ignored)
         })
         .collect();
     let conclusion = libtest_mimic::run(&args, trials);
