@@ -18,6 +18,9 @@ const CONTAINER_SECRETS: &[&str] = &["EXECUTOR_TOKEN", "ANTHROPIC_API_KEY"];
 /// (the sandbox's model API, `http://` git remotes).
 const CONTAINER_VARS: &[&str] = &["ANTHROPIC_BASE_URL", "EXECUTOR_DEV_MODE"];
 
+/// How long a started container may take to accept on its port.
+const READY_WITHIN_MS: u64 = 30_000;
+
 /// The container is stopped this long after the last request to it: a run's longest wall time
 /// (`bugbot_shared::executor::MAX_WALL_TIME_SECS`) plus a margin for the push.
 const STOP_AFTER: std::time::Duration =
@@ -40,7 +43,9 @@ impl DurableObject for ExecutorContainer {
         let container = self.state.container().ok_or_else(|| {
             worker::Error::RustError("no container is bound to this object".into())
         })?;
-        if !container.running() {
+        let cold_start = !container.running();
+        let started_ms = worker::Date::now().as_millis();
+        if cold_start {
             let mut env = Vec::new();
             for name in CONTAINER_SECRETS {
                 let value = crate::config::var(&self.env, name)
@@ -58,23 +63,30 @@ impl DurableObject for ExecutorContainer {
         }
         // The sleep timeout: pushed back by every request.
         self.state.storage().set_alarm(STOP_AFTER).await?;
-        // Right after a start the port may not accept yet: retry briefly.
+        // Right after a start the port may not accept yet: retry, often at first (a start takes about
+        // a second), for at most READY_WITHIN.
         let port = container.get_tcp_port(EXECUTOR_PORT)?;
-        let mut last_error = None;
-        for attempt in 0..20u32 {
-            match port.fetch_request(req.clone()?).await {
-                Ok(response) => return Ok(response),
-                Err(e) => {
-                    last_error = Some(e);
-                    worker::Delay::from(std::time::Duration::from_millis(
-                        250 * u64::from(attempt.min(4) + 1),
-                    ))
-                    .await;
+        loop {
+            let error = match port.fetch_request(req.clone()?).await {
+                Ok(response) => {
+                    if cold_start {
+                        let ready_ms = worker::Date::now().as_millis() - started_ms;
+                        crate::log::info(
+                            "executor container ready",
+                            &[("cold_start_ms", &ready_ms.to_string())],
+                        );
+                    }
+                    return Ok(response);
                 }
+                Err(e) => e,
+            };
+            let waited = worker::Date::now().as_millis() - started_ms;
+            if waited > READY_WITHIN_MS {
+                return Err(error);
             }
+            let pause = if waited < 2_000 { 100 } else { 500 };
+            worker::Delay::from(std::time::Duration::from_millis(pause)).await;
         }
-        Err(last_error
-            .unwrap_or_else(|| worker::Error::RustError("executor did not answer".into())))
     }
 
     /// The sleep timeout: the job's run is over, stop its container.
