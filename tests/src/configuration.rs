@@ -168,3 +168,21 @@ fn every_table_line_is_a_row() {
         "a row of the table does not have the expected form"
     );
 }
+
+#[test]
+fn the_executor_image_pins_the_claude_code_package_json_pins() {
+    let package: serde_json::Value = serde_json::from_str(&read("package.json")).unwrap();
+    let pinned = package["devDependencies"]["@anthropic-ai/claude-code"]
+        .as_str()
+        .unwrap();
+    let dockerfile = read("executor-container/Dockerfile");
+    let arg = Regex::new(r"(?m)^ARG CLAUDE_CODE_VERSION=(\S+)$").unwrap();
+    let in_image = arg
+        .captures(&dockerfile)
+        .map(|c| c[1].to_owned())
+        .unwrap_or_default();
+    assert_eq!(
+        in_image, pinned,
+        "executor-container/Dockerfile's CLAUDE_CODE_VERSION must be package.json's Claude Code (the version the tests run)"
+    );
+}
