@@ -54,6 +54,23 @@ async fn mention(ctx: &E2e, channel: &str, text: &str, roles: &[String]) -> Resu
         .to_owned())
 }
 
+/// bugbot's first reply in `channel`, once it is there (20 s at most); it must answer message `id`.
+async fn first_reply(ctx: &E2e, channel: &str, id: &str) -> Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let state = ctx.sandbox_state().await?;
+        if let Some(reply) = replies_in(&state, channel).into_iter().next() {
+            ensure_eq!(reply["message_reference"]["message_id"], id);
+            return Ok(reply);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "bugbot never answered message {id}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn replies_in(state: &Value, channel: &str) -> Vec<Value> {
     state["discord"]["posted"]
         .as_array()
@@ -147,16 +164,7 @@ pub async fn a_mention_without_the_fix_role_is_refused_politely(ctx: Arc<E2e>) -
     connected(&ctx).await?;
     let thread = thread_with_report(&ctx).await?;
     let id = mention(&ctx, &thread.channel, "fix it please", &[]).await?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let reply = loop {
-        let state = ctx.sandbox_state().await?;
-        if let Some(r) = replies_in(&state, &thread.channel).into_iter().next() {
-            break r;
-        }
-        ensure!(Instant::now() < deadline, "no refusal was posted");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    ensure_eq!(reply["message_reference"]["message_id"], id.as_str());
+    let reply = first_reply(&ctx, &thread.channel, &id).await?;
     ensure!(
         reply["content"]
             .as_str()
@@ -333,16 +341,7 @@ pub async fn a_mention_that_cannot_be_admitted_is_answered(ctx: Arc<E2e>) -> Res
     let r = ctx.admin_post("/v1/dev/ledger-outage?seconds=6").await?;
     ensure_eq!(r.status, 202, "{}", r.text);
     let id = mention(&ctx, &thread.channel, "contextualize", &[]).await?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let reply = loop {
-        let state = ctx.sandbox_state().await?;
-        if let Some(r) = replies_in(&state, &thread.channel).into_iter().next() {
-            break r;
-        }
-        ensure!(Instant::now() < deadline, "the mention was never answered");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    ensure_eq!(reply["message_reference"]["message_id"], id.as_str());
+    let reply = first_reply(&ctx, &thread.channel, &id).await?;
     ensure!(
         reply["content"]
             .as_str()
@@ -364,12 +363,8 @@ pub async fn a_refusal_is_not_repeated_after_a_resume(ctx: Arc<E2e>) -> Result<(
     ctx.wait_idle().await?;
     let before = connected(&ctx).await?;
     let thread = thread_with_report(&ctx).await?;
-    mention(&ctx, &thread.channel, "fix it please", &[]).await?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while replies_in(&ctx.sandbox_state().await?, &thread.channel).is_empty() {
-        ensure!(Instant::now() < deadline, "no refusal was posted");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let id = mention(&ctx, &thread.channel, "fix it please", &[]).await?;
+    first_reply(&ctx, &thread.channel, &id).await?;
     ctx.sandbox_post("/_sandbox/discord/gateway/drop", &json!({"replay_last": 1}))
         .await?;
     let resumes = before["resumes"].as_u64().unwrap_or(0);

@@ -90,6 +90,16 @@ pub fn containers_wanted() -> bool {
     std::env::var("BUGBOT_CONTAINERS").as_deref() == Ok("1")
 }
 
+/// Where a stack's sandbox listens: on the Docker bridge when the executor runs in Containers
+/// (they reach it there), else on loopback.
+pub fn sandbox_host(containers: bool) -> Result<String> {
+    if containers {
+        docker_bridge_gateway()
+    } else {
+        Ok("127.0.0.1".to_owned())
+    }
+}
+
 /// The Docker bridge's gateway address: where the host's listeners are reachable from containers
 /// (the network's `Gateway`, or the first address of its subnet, which Docker gives the bridge).
 fn docker_bridge_gateway() -> Result<String> {
@@ -160,11 +170,7 @@ impl Stack {
         let root = repo_root();
         // Containers reach the sandbox (the git host and the model API's stand-ins) on the Docker
         // bridge; everything else reaches it there too, so each URL names one place.
-        let sandbox_host = if opts.containers {
-            docker_bridge_gateway()?
-        } else {
-            "127.0.0.1".to_owned()
-        };
+        let sandbox_host = sandbox_host(opts.containers)?;
         let env = LocalEnv::load_with_urls(
             &format!("http://127.0.0.1:{}", opts.ports.gateway),
             &format!("http://127.0.0.1:{}", opts.ports.executor),

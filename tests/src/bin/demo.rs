@@ -15,7 +15,18 @@ use std::time::{Duration, Instant};
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let env = LocalEnv::load()?;
+    let containers = bugbot_tests::stack::containers_wanted();
+    let ports = Ports::defaults();
+    // The stack's addresses: its sandbox is on the Docker bridge when the executor runs in Containers.
+    let env = LocalEnv::load_with_urls(
+        &format!("http://127.0.0.1:{}", ports.gateway),
+        &format!("http://127.0.0.1:{}", ports.executor),
+        &format!(
+            "http://{}:{}",
+            bugbot_tests::stack::sandbox_host(containers)?,
+            ports.sandbox
+        ),
+    )?;
     let http = reqwest::Client::new();
     let gateway = env.get("GATEWAY_URL");
     let running = http
@@ -32,14 +43,14 @@ async fn main() -> Result<()> {
         let run = repo_root().join(".run");
         Some(
             Stack::start(StackOptions {
-                ports: Ports::defaults(),
+                ports,
                 state_dir: run.join("demo-state"),
                 log_dir: run.join("logs"),
                 echo: false,
                 ready_timeout: Duration::from_secs(900),
                 with_consumer: true,
                 inspector: true,
-                containers: bugbot_tests::stack::containers_wanted(),
+                containers,
             })
             .await?,
         )
