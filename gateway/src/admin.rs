@@ -272,24 +272,30 @@ fn query_number(req: &Request, name: &str, max: u32) -> Result<u32, GatewayError
         .ok_or_else(|| GatewayError::BadRequest(format!("{name}=N (at most {max}) is required")))
 }
 
-/// `POST /v1/dev/queue-outage?seconds=N`: the admission ledger's queue sends fail for N seconds
-/// (dev-only, like `enqueue-raw`), so a test can show that an outage delays jobs and loses none.
-pub async fn dev_queue_outage(req: &Request, env: &Env) -> Result<Response, GatewayError> {
-    dev_only(req, env)?;
-    let seconds = query_number(req, "seconds", 600)?;
-    crate::ledger::dev_queue_outage(env, seconds * 1000).await?;
-    Ok(json_response(
-        202,
-        &serde_json::json!({ "outage_seconds": seconds }),
-    )?)
+/// What a dev outage takes down.
+#[derive(Debug, Clone, Copy)]
+pub enum Outage {
+    /// The admission ledger's queue sends (`POST /v1/dev/queue-outage`): an outage delays jobs and
+    /// loses none.
+    Queue,
+    /// Admissions themselves (`POST /v1/dev/ledger-outage`): what a sender is told when bugbot
+    /// cannot take their request.
+    Ledger,
 }
 
-/// `POST /v1/dev/ledger-outage?seconds=N`: admissions fail for N seconds (dev-only), so a test can
-/// show what a sender is told when bugbot cannot take their request.
-pub async fn dev_ledger_outage(req: &Request, env: &Env) -> Result<Response, GatewayError> {
+/// `POST /v1/dev/queue-outage?seconds=N` and `POST /v1/dev/ledger-outage?seconds=N` (dev-only, like
+/// `enqueue-raw`): that part fails for N seconds.
+pub async fn dev_outage(
+    req: &Request,
+    env: &Env,
+    outage: Outage,
+) -> Result<Response, GatewayError> {
     dev_only(req, env)?;
     let seconds = query_number(req, "seconds", 600)?;
-    crate::ledger::dev_ledger_outage(env, seconds * 1000).await?;
+    match outage {
+        Outage::Queue => crate::ledger::dev_queue_outage(env, seconds * 1000).await?,
+        Outage::Ledger => crate::ledger::dev_ledger_outage(env, seconds * 1000).await?,
+    }
     Ok(json_response(
         202,
         &serde_json::json!({ "outage_seconds": seconds }),

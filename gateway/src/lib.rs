@@ -81,9 +81,13 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
         (["v1", "dev", "enqueue-raw"], Method::Post) => admin::enqueue_raw(req, env).await,
         (["v1", "dev", "panic"], Method::Post) => admin::dev_panic(req, env).await,
         (["v1", "dev", "deliver"], Method::Post) => admin::dev_deliver(req, env).await,
-        (["v1", "dev", "queue-outage"], Method::Post) => admin::dev_queue_outage(req, env).await,
+        (["v1", "dev", "queue-outage"], Method::Post) => {
+            admin::dev_outage(req, env, admin::Outage::Queue).await
+        }
         (["v1", "dev", "poison-outbox"], Method::Post) => admin::dev_poison(req, env).await,
-        (["v1", "dev", "ledger-outage"], Method::Post) => admin::dev_ledger_outage(req, env).await,
+        (["v1", "dev", "ledger-outage"], Method::Post) => {
+            admin::dev_outage(req, env, admin::Outage::Ledger).await
+        }
         (["v1", "dev", "discord-gateway-storage-faults"], Method::Post) => {
             admin::dev_gateway_storage_faults(req, env).await
         }

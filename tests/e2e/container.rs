@@ -6,10 +6,8 @@
 
 use crate::context::{E2e, no_violations};
 use crate::ensure_eq;
-use crate::fix::{pulls_of, seed};
-use crate::gateway::member_comments_on_a_new_issue;
+use crate::fix::{github_cart_fix, pulls_of};
 use anyhow::{Context, Result, ensure};
-use bugbot_tests::fixtures::{CART_FIX, read_then_edit};
 use std::process::Command;
 use std::sync::Arc;
 
@@ -38,40 +36,20 @@ pub async fn a_fix_runs_in_the_executor_container_with_its_agent_unprivileged_an
     ctx: Arc<E2e>,
 ) -> Result<()> {
     ctx.wait_idle().await?;
-    seed(&ctx, read_then_edit("src/cart.js", CART_FIX.0, CART_FIX.1)).await?;
-    let (_, job) = member_comments_on_a_new_issue(
-        &ctx,
-        "Cart total is one too high",
-        "Three $10 items cost $31 in the cart.",
-        "@bugbot fix",
-    )
-    .await?;
+    let (_, job) = github_cart_fix(&ctx, "@bugbot fix").await?;
     crate::contextualize::wait_status(&ctx, &job, "succeeded", 180).await?;
     let state = ctx.sandbox_state().await?;
     no_violations(&state)?;
     ensure_eq!(pulls_of(&state, &job).len(), 1, "one pull request");
 
     // The run happened in a container of the production image (not the executor process).
-    let names = Command::new("docker")
-        .args(["ps", "--format", "{{.Names}}", "--filter"])
-        .arg("name=workerd-bugbot-consumer-ExecutorContainer")
-        .output()?;
-    let names = String::from_utf8_lossy(&names.stdout).to_string();
-    let mut found = None;
-    for name in names.lines().filter(|n| !n.ends_with("-proxy")) {
-        let logs = Command::new("docker").args(["logs", name]).output()?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&logs.stdout),
-            String::from_utf8_lossy(&logs.stderr)
-        );
-        if let Some(line) = text
-            .lines()
-            .find(|l| l.contains("fix requested") && l.contains(&job))
-        {
-            found = Some((name.to_owned(), line.to_owned()));
-        }
-    }
+    let found = bugbot_tests::stack::executor_container_logs()
+        .into_iter()
+        .find_map(|(name, log)| {
+            log.lines()
+                .find(|l| l.contains("fix requested") && l.contains(&job))
+                .map(|line| (name, line.to_owned()))
+        });
     let (container, line) = found.context("no executor container ran this job's fix")?;
     ensure!(
         !std::fs::read_to_string(ctx.log_dir.join("executor.log"))

@@ -693,7 +693,7 @@ pub async fn posthog_finds_reporters_as_written_within_the_reports_window(
     }
     ensure!(
         !packet.contains(old.as_str()),
-        "a session 40 days before the report is not:\n{packet}"
+        "a session older than the 30-day window is left out:\n{packet}"
     );
     let lookups: Vec<&str> = state["requests"]["posthog"]
         .as_array()

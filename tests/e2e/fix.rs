@@ -23,6 +23,19 @@ pub(crate) async fn seed(ctx: &E2e, model: Value) -> Result<String> {
     Ok(repo)
 }
 
+/// The served repository and the scripted cart fix seeded, a member's `comment` on a new GitHub
+/// issue reporting the wrong cart total; returns the issue number and the job id.
+pub(crate) async fn github_cart_fix(ctx: &E2e, comment: &str) -> Result<(u64, String)> {
+    seed(ctx, read_then_edit("src/cart.js", CART_FIX.0, CART_FIX.1)).await?;
+    member_comments_on_a_new_issue(
+        ctx,
+        "Cart total is one too high",
+        "Three $10 items cost $31 in the cart.",
+        comment,
+    )
+    .await
+}
+
 /// A thread under the configured channel, with a report, and a signed `/bugbot fix` in it.
 /// Returns (job id, interaction id, the interaction JSON).
 async fn discord_fix(ctx: &E2e) -> Result<(String, String, Value)> {
@@ -207,14 +220,7 @@ pub async fn a_fix_touching_package_json_opens_nothing_and_says_why(ctx: Arc<E2e
 
 pub async fn github_member_fix_comment_opens_a_pull_request(ctx: Arc<E2e>) -> Result<()> {
     ctx.wait_idle().await?;
-    seed(&ctx, read_then_edit("src/cart.js", CART_FIX.0, CART_FIX.1)).await?;
-    let (number, job) = member_comments_on_a_new_issue(
-        &ctx,
-        "Cart total is one too high",
-        "Three $10 items cost $31 in the cart.",
-        "Confirmed. @bugbot fix",
-    )
-    .await?;
+    let (number, job) = github_cart_fix(&ctx, "Confirmed. @bugbot fix").await?;
     finished(&ctx, &job).await?;
 
     let state = ctx.sandbox_state().await?;

@@ -54,6 +54,19 @@ async fn mention(ctx: &E2e, channel: &str, text: &str, roles: &[String]) -> Resu
         .to_owned())
 }
 
+/// Drops the connection (the stand-in replays the last event on the resume, as Discord may) and
+/// waits until bugbot resumed the session seen in `before` (a `GET /v1/discord/gateway`).
+async fn drop_and_resume(ctx: &E2e, before: &Value) -> Result<()> {
+    ctx.sandbox_post("/_sandbox/discord/gateway/drop", &json!({"replay_last": 1}))
+        .await?;
+    let resumes = before["resumes"].as_u64().unwrap_or(0);
+    wait_gateway(ctx, |s| {
+        s["resumes"].as_u64().unwrap_or(0) > resumes && s["connected"] == true
+    })
+    .await?;
+    Ok(())
+}
+
 /// bugbot's first reply in `channel`, once it is there (20 s at most); it must answer message `id`.
 async fn first_reply(ctx: &E2e, channel: &str, id: &str) -> Result<Value> {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -114,13 +127,7 @@ pub async fn a_mention_replayed_after_a_drop_is_one_job(ctx: Arc<E2e>) -> Result
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Drop the connection; on resume the stand-in replays that mention, as Discord may.
-    ctx.sandbox_post("/_sandbox/discord/gateway/drop", &json!({"replay_last": 1}))
-        .await?;
-    let resumes = before["resumes"].as_u64().unwrap_or(0);
-    wait_gateway(&ctx, |s| {
-        s["resumes"].as_u64().unwrap_or(0) > resumes && s["connected"] == true
-    })
-    .await?;
+    drop_and_resume(&ctx, &before).await?;
     wait_status(&ctx, &job, "succeeded", 30).await?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     ensure_eq!(ctx.consumer_receipts(&job), 1, "one job");
@@ -365,13 +372,7 @@ pub async fn a_refusal_is_not_repeated_after_a_resume(ctx: Arc<E2e>) -> Result<(
     let thread = thread_with_report(&ctx).await?;
     let id = mention(&ctx, &thread.channel, "fix it please", &[]).await?;
     first_reply(&ctx, &thread.channel, &id).await?;
-    ctx.sandbox_post("/_sandbox/discord/gateway/drop", &json!({"replay_last": 1}))
-        .await?;
-    let resumes = before["resumes"].as_u64().unwrap_or(0);
-    wait_gateway(&ctx, |s| {
-        s["resumes"].as_u64().unwrap_or(0) > resumes && s["connected"] == true
-    })
-    .await?;
+    drop_and_resume(&ctx, &before).await?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let state = ctx.sandbox_state().await?;
     let posts = state["requests"]["discord"]

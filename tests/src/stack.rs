@@ -491,25 +491,38 @@ fn consumer_config_with_vars(base: &str, env: &LocalEnv, containers: bool) -> St
 /// (`…-proxy` are their network sidecars).
 const EXECUTOR_CONTAINERS: &str = "workerd-bugbot-consumer-ExecutorContainer";
 
-/// The output of every executor container of this machine's stacks.
-pub fn container_logs() -> String {
+/// Each executor container of this machine's stacks, by name, with its output.
+pub fn executor_container_logs() -> Vec<(String, String)> {
     let names = std::process::Command::new("docker")
         .args(["ps", "-a", "--format", "{{.Names}}", "--filter"])
         .arg(format!("name={EXECUTOR_CONTAINERS}"))
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
         .unwrap_or_default();
-    let mut out = String::new();
-    for name in names.lines().filter(|n| !n.ends_with("-proxy")) {
-        if let Ok(o) = std::process::Command::new("docker")
-            .args(["logs", name])
-            .output()
-        {
-            out.push_str(&String::from_utf8_lossy(&o.stdout));
-            out.push_str(&String::from_utf8_lossy(&o.stderr));
-        }
-    }
-    out
+    names
+        .lines()
+        .filter(|n| !n.ends_with("-proxy"))
+        .filter_map(|name| {
+            let o = std::process::Command::new("docker")
+                .args(["logs", name])
+                .output()
+                .ok()?;
+            let log = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            Some((name.to_owned(), log))
+        })
+        .collect()
+}
+
+/// The output of every executor container of this machine's stacks, one after another.
+pub fn container_logs() -> String {
+    executor_container_logs()
+        .into_iter()
+        .map(|(_, log)| log)
+        .collect()
 }
 
 /// Removes the containers (and their network sidecars) workerd started for this stack's executor

@@ -176,56 +176,20 @@ fn serve_ingress(stream: TcpStream, settings: &Settings) -> std::io::Result<()> 
 /// Redirects the namespace's outgoing TCP, but to loopback and the Docker network, to the egress
 /// listener.
 fn divert_egress(docker_cidr: &str) {
-    let port = EGRESS_LISTEN_PORT.to_string();
-    let rules: [&[&str]; 5] = [
-        &["-t", "nat", "-N", "BUGBOT_EGRESS"],
-        &[
-            "-t",
-            "nat",
-            "-A",
-            "BUGBOT_EGRESS",
-            "-d",
-            "127.0.0.0/8",
-            "-j",
-            "RETURN",
-        ],
-        &[
-            "-t",
-            "nat",
-            "-A",
-            "BUGBOT_EGRESS",
-            "-d",
-            docker_cidr,
-            "-j",
-            "RETURN",
-        ],
-        &[
-            "-t",
-            "nat",
-            "-A",
-            "BUGBOT_EGRESS",
-            "-p",
-            "tcp",
-            "-j",
-            "REDIRECT",
-            "--to-ports",
-            &port,
-        ],
-        &[
-            "-t",
-            "nat",
-            "-A",
-            "OUTPUT",
-            "-p",
-            "tcp",
-            "-j",
-            "BUGBOT_EGRESS",
-        ],
+    let rules = [
+        "-t nat -N BUGBOT_EGRESS".to_owned(),
+        "-t nat -A BUGBOT_EGRESS -d 127.0.0.0/8 -j RETURN".to_owned(),
+        format!("-t nat -A BUGBOT_EGRESS -d {docker_cidr} -j RETURN"),
+        format!("-t nat -A BUGBOT_EGRESS -p tcp -j REDIRECT --to-ports {EGRESS_LISTEN_PORT}"),
+        "-t nat -A OUTPUT -p tcp -j BUGBOT_EGRESS".to_owned(),
     ];
-    for rule in rules {
-        match Command::new("iptables").args(rule).status() {
+    for rule in &rules {
+        match Command::new("iptables")
+            .args(rule.split_whitespace())
+            .status()
+        {
             Ok(s) if s.success() => {}
-            other => eprintln!("egress-sidecar: iptables {rule:?}: {other:?}"),
+            other => eprintln!("egress-sidecar: iptables {rule}: {other:?}"),
         }
     }
 }
