@@ -1,22 +1,25 @@
 //! The executor as a Cloudflare Container (production transport), one per running job: the
 //! Durable Object named after the job starts the container built from
-//! `executor-container/Dockerfile` on first use, handing it its secrets, forwards requests to the
+//! `executor-container/Dockerfile` on first use with the internet off, forwards requests to the
 //! executor's port, and stops the container once the run's wall time (and a margin) has passed —
-//! its alarm is the container's sleep timeout. The local stack runs the same under `wrangler dev`
+//! its alarm is the container's sleep timeout. The container's only way out is its plain HTTP,
+//! which the runtime hands to this Worker ([`egress`]): the git host and the model API are
+//! reached with their credentials attached here, anything else is refused and counted for the
+//! job's report (`bugbot_shared::egress`). The local stack runs the same under `wrangler dev`
 //! when Docker is ready (`scripts/container-engine`), else reaches the executor process at
 //! `EXECUTOR_URL`.
 
-use worker::js_sys::{Function, Object, Reflect};
+use bugbot_shared::egress::{self, Credential, Decision, Grant, Presented};
+use bugbot_shared::executor::FixRequest;
+use worker::js_sys::{Array, Function, Object, Promise, Reflect};
 use worker::wasm_bindgen::{JsCast, JsValue};
-use worker::{Container, DurableObject, Env, Request, Response, Result, State, durable_object};
+use worker::{
+    Container, DurableObject, Env, Headers, Method, Request, RequestInit, Response, Result, State,
+    durable_object,
+};
 
 /// The port `EXPOSE`d by the executor image.
 const EXECUTOR_PORT: u16 = 8080;
-/// Secrets the container receives as environment variables.
-const CONTAINER_SECRETS: &[&str] = &["EXECUTOR_TOKEN", "ANTHROPIC_API_KEY"];
-/// Settings the container receives when the consumer has them: only local development sets them
-/// (the sandbox's model API, `http://` git remotes).
-const CONTAINER_VARS: &[&str] = &["ANTHROPIC_BASE_URL", "EXECUTOR_DEV_MODE"];
 
 /// How long a started container may take to accept on its port.
 const READY_WITHIN_MS: u64 = 30_000;
@@ -26,6 +29,19 @@ const READY_WITHIN_MS: u64 = 30_000;
 const STOP_AFTER: std::time::Duration =
     std::time::Duration::from_secs(bugbot_shared::executor::MAX_WALL_TIME_SECS + 300);
 
+/// The object's own routes (the consumer's; the container cannot reach them).
+const REFUSED_PATH: &str = "/_bugbot/egress-refused";
+/// Where the tally of refused hosts is kept.
+const REFUSED_KEY: &str = "egress_refused";
+/// Where the running container's model key is kept.
+const MODEL_KEY: &str = "model_key";
+
+/// Props of the consumer's entrypoint when the runtime hands it a request from a container.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct EgressProps {
+    egress: Grant,
+}
+
 /// One executor container.
 #[allow(missing_debug_implementations)] // State and Env hold JS handles with no useful Debug.
 #[durable_object]
@@ -34,32 +50,78 @@ pub struct ExecutorContainer {
     env: Env,
 }
 
+impl ExecutorContainer {
+    /// `POST` counts a refused host (the body); `GET` answers the tally (`[[host, count]]`).
+    async fn refused(&self, mut req: Request) -> Result<Response> {
+        let storage = self.state.storage();
+        let mut tally: Vec<(String, u32)> = storage.get(REFUSED_KEY).await?.unwrap_or_default();
+        if req.method() == Method::Post {
+            let host = req.text().await?;
+            egress::tally(&mut tally, host.trim());
+            storage.put(REFUSED_KEY, &tally).await?;
+        }
+        Response::from_json(&tally)
+    }
+}
+
 impl DurableObject for ExecutorContainer {
     fn new(state: State, env: Env) -> Self {
         Self { state, env }
     }
 
-    async fn fetch(&self, req: Request) -> Result<Response> {
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        if req.path() == REFUSED_PATH {
+            return self.refused(req).await;
+        }
         let container = self.state.container().ok_or_else(|| {
             worker::Error::RustError("no container is bound to this object".into())
         })?;
         let cold_start = !container.running();
+        let storage = self.state.storage();
+        // The model key the executor presents, one per container start (the egress swaps it for
+        // the real one).
+        let model_key = match storage.get::<String>(MODEL_KEY).await? {
+            Some(key) if !cold_start => key,
+            _ => {
+                let key = random_key()?;
+                storage.put(MODEL_KEY, &key).await?;
+                key
+            }
+        };
+        // A fix: what the run may reach goes to the runtime, with the real token; the container
+        // gets the repository's intercepted URL and a git password of the run's own.
+        if req.method() == Method::Post && req.path() == "/v1/fix" {
+            let job = self.state.id().name().unwrap_or_default();
+            let mut fix: FixRequest = req.json().await?;
+            let (mut grant, container_url) =
+                Grant::for_clone_url(&job, &fix.repo_url, fix.github_token.take())
+                    .map_err(|e| worker::Error::RustError(e.to_string()))?;
+            grant.run_key = random_key()?;
+            grant.model_key = model_key.clone();
+            fix.repo_url = container_url;
+            fix.github_token = Some(grant.run_key.clone());
+            intercept(&self.state, &container, grant).await?;
+            let mut init = RequestInit::new();
+            init.with_method(Method::Post)
+                .with_headers(req.headers().clone())
+                .with_body(Some(serde_json::to_string(&fix)?.into()));
+            req = Request::new_with_init(req.url()?.as_ref(), &init)?;
+        }
         let started_ms = worker::Date::now().as_millis();
         if cold_start {
-            let mut env = Vec::new();
-            for name in CONTAINER_SECRETS {
-                let value = crate::config::var(&self.env, name)
-                    .ok_or_else(|| worker::Error::RustError(format!("{name} is not configured")))?;
-                env.push((*name, value));
-            }
-            for name in CONTAINER_VARS {
-                if let Some(value) = crate::config::var(&self.env, name) {
-                    env.push((*name, value));
-                }
-            }
-            // The executor needs GitHub and Anthropic; everything else it reaches is refused by git's
-            // and Claude Code's own configuration.
-            start(&container, &env, true)?;
+            let token = crate::config::var(&self.env, "EXECUTOR_TOKEN").ok_or_else(|| {
+                worker::Error::RustError("EXECUTOR_TOKEN is not configured".into())
+            })?;
+            let model_url = format!("http://{}", egress::MODEL_HOST);
+            // Neither the Anthropic key nor the installation token: stand-ins for both, which the
+            // egress swaps for the real ones.
+            let env = [
+                ("EXECUTOR_TOKEN", token.as_str()),
+                ("EXECUTOR_EGRESS_INTERCEPTED", "true"),
+                ("ANTHROPIC_BASE_URL", model_url.as_str()),
+                ("ANTHROPIC_API_KEY", model_key.as_str()),
+            ];
+            start(&container, &env)?;
         }
         // The sleep timeout: pushed back by every request.
         self.state.storage().set_alarm(STOP_AFTER).await?;
@@ -100,11 +162,11 @@ impl DurableObject for ExecutorContainer {
     }
 }
 
-/// Starts `container` with these environment variables and internet access. workers-rs 0.8.7's
+/// Starts `container` with these environment variables and the internet off. workers-rs 0.8.7's
 /// `ContainerStartupOptions` hands workerd a class instance whose `env` is a `Map`, and removes the
-/// fields that are set, so the container would start without its secrets: the options object is
+/// fields that are set, so the container would start without its settings: the options object is
 /// built here as workerd reads it (`{ env: { NAME: "value" }, enableInternet }`).
-fn start(container: &Container, env: &[(&str, String)], internet: bool) -> Result<()> {
+fn start(container: &Container, env: &[(&str, &str)]) -> Result<()> {
     let vars = Object::new();
     for (name, value) in env {
         Reflect::set(&vars, &JsValue::from_str(name), &JsValue::from_str(value))?;
@@ -114,10 +176,161 @@ fn start(container: &Container, env: &[(&str, String)], internet: bool) -> Resul
     Reflect::set(
         &options,
         &JsValue::from_str("enableInternet"),
-        &JsValue::from_bool(internet),
+        &JsValue::FALSE,
     )?;
     let raw: &JsValue = container.as_ref();
     let start: Function = Reflect::get(raw, &JsValue::from_str("start"))?.dyn_into()?;
     start.call1(raw, &options)?;
     Ok(())
+}
+
+/// Hands the container's plain HTTP (port 80, any address) to this Worker's own entrypoint with
+/// `grant` as its props (`ctx.exports.default({ props })`): [`egress`] then serves it. Called for
+/// every fix, so a later attempt's fresh token replaces the earlier one.
+async fn intercept(state: &State, container: &Container, grant: Grant) -> Result<()> {
+    let exports = Reflect::get(state.as_raw(), &JsValue::from_str("exports"))?;
+    let entrypoint: Function =
+        Reflect::get(&exports, &JsValue::from_str("default"))?.unchecked_into();
+    let options = Object::new();
+    let props = serde_wasm_bindgen::to_value(&EgressProps { egress: grant })?;
+    Reflect::set(&options, &JsValue::from_str("props"), &props)?;
+    // Called as a function, not through `.call` (a stub answers any property as an RPC method).
+    let fetcher = Reflect::apply(&entrypoint, &JsValue::UNDEFINED, &Array::of1(&options))?;
+    let raw: &JsValue = container.as_ref();
+    let method: Function =
+        Reflect::get(raw, &JsValue::from_str("interceptAllOutboundHttp"))?.dyn_into()?;
+    let promise: Promise = method.call1(raw, &fetcher)?.dyn_into()?;
+    worker::wasm_bindgen_futures::JsFuture::from(promise).await?;
+    Ok(())
+}
+
+/// 244 random bits, as text (two `crypto.randomUUID()`s).
+fn random_key() -> Result<String> {
+    let crypto = Reflect::get(&worker::js_sys::global(), &JsValue::from_str("crypto"))?;
+    let uuid: Function = Reflect::get(&crypto, &JsValue::from_str("randomUUID"))?.dyn_into()?;
+    let mut key = String::from("bugbot-");
+    for _ in 0..2 {
+        key.push_str(
+            &uuid
+                .call0(&crypto)?
+                .as_string()
+                .unwrap_or_default()
+                .replace('-', ""),
+        );
+    }
+    Ok(key)
+}
+
+/// Whether `ctx` is the runtime handing over a container's request; its grant if so.
+pub fn egress_grant(ctx: &worker::Context) -> Option<Grant> {
+    ctx.props::<EgressProps>().ok().map(|p| p.egress)
+}
+
+/// Serves one request a container made: forwards it with the credential attached when `grant`
+/// allows it, else answers 403 with the reason and counts the host on the job.
+pub async fn egress(req: Request, env: &Env, grant: Grant) -> Result<Response> {
+    let model_upstream = crate::config::var(env, "ANTHROPIC_BASE_URL")
+        .unwrap_or_else(|| "https://api.anthropic.com".into());
+    let method = req.method();
+    let url = req.url()?.to_string();
+    let authorization = req.headers().get("authorization")?;
+    let api_key = req.headers().get("x-api-key")?;
+    let presented = Presented {
+        authorization: authorization.as_deref(),
+        api_key: api_key.as_deref(),
+    };
+    let decision = egress::decide(&grant, &model_upstream, method.as_ref(), &url, presented);
+    let (url, credential) = match decision {
+        Decision::Forward { url, credential } => (url, credential),
+        Decision::Challenge => {
+            crate::log::info("egress challenge", &[("job", &grant.job)]);
+            let headers = Headers::new();
+            headers.set("www-authenticate", "Basic realm=\"bugbot\"")?;
+            return Ok(
+                Response::error("the run's git password is required", 401)?.with_headers(headers)
+            );
+        }
+        Decision::Refuse { host, reason } => {
+            crate::log::info(
+                "egress refused",
+                &[
+                    ("job", &grant.job),
+                    ("host", &host),
+                    ("method", method.as_ref()),
+                ],
+            );
+            if let Err(e) = count_refusal(env, &grant.job, &host).await {
+                crate::log::error("egress refusal not counted", &[("error", &e.to_string())]);
+            }
+            return Response::error(reason, 403);
+        }
+    };
+    let headers = Headers::new();
+    for name in egress::FORWARDED_HEADERS {
+        if let Some(value) = req.headers().get(name)? {
+            headers.set(name, &value)?;
+        }
+    }
+    match credential {
+        Credential::ModelKey => {
+            let key = crate::config::var(env, "ANTHROPIC_API_KEY").ok_or_else(|| {
+                worker::Error::RustError("ANTHROPIC_API_KEY is not configured".into())
+            })?;
+            headers.set("x-api-key", &key)?;
+        }
+        Credential::GitToken => {
+            if let Some(token) = &grant.git_token {
+                headers.set("authorization", &egress::git_authorization(token))?;
+            }
+        }
+    }
+    let mut init = RequestInit::new();
+    init.with_method(method.clone()).with_headers(headers);
+    if !matches!(method, Method::Get | Method::Head) {
+        init.with_body(req.inner().body().map(JsValue::from));
+    }
+    let upstream = Request::new_with_init(&url, &init)?;
+    let answer = worker::Fetch::Request(upstream).send().await?;
+    crate::log::info(
+        "egress",
+        &[
+            ("job", &grant.job),
+            (
+                "credential",
+                if credential == Credential::ModelKey {
+                    "model"
+                } else {
+                    "git"
+                },
+            ),
+            ("method", method.as_ref()),
+            ("status", &answer.status_code().to_string()),
+        ],
+    );
+    Ok(answer)
+}
+
+async fn count_refusal(env: &Env, job: &str, host: &str) -> Result<()> {
+    let stub = env
+        .durable_object("EXECUTOR")?
+        .id_from_name(job)?
+        .get_stub()?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_body(Some(JsValue::from_str(host)));
+    let req = Request::new_with_init(&format!("http://executor{REFUSED_PATH}"), &init)?;
+    stub.fetch_with_request(req).await?;
+    Ok(())
+}
+
+/// The hosts job `job`'s container was refused, with counts.
+pub async fn refused_hosts(env: &Env, job: &str) -> Result<Vec<(String, u32)>> {
+    let stub = env
+        .durable_object("EXECUTOR")?
+        .id_from_name(job)?
+        .get_stub()?;
+    let mut answer = stub
+        .fetch_with_str(&format!("http://executor{REFUSED_PATH}"))
+        .await?;
+    answer.json().await
 }

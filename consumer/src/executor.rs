@@ -59,6 +59,21 @@ pub async fn start(env: &Env, job: &str, request: &FixRequest) -> Result<EventSt
     EventStream::new(response).await
 }
 
+/// The note for the report when job `job`'s container was refused network requests; `None` when
+/// none were, or the executor is a local process (`EXECUTOR_URL`: its network is the host's).
+pub async fn refused_egress(env: &Env, job: &str) -> Option<String> {
+    if var(env, "EXECUTOR_URL").is_some() {
+        return None;
+    }
+    match crate::container::refused_hosts(env, job).await {
+        Ok(refused) => bugbot_shared::egress::refused_note(&refused),
+        Err(e) => {
+            crate::log::error("refused hosts unreadable", &[("error", &e.to_string())]);
+            None
+        }
+    }
+}
+
 /// The executor's events, as they arrive.
 pub struct EventStream {
     body: worker::ByteStream,

@@ -233,7 +233,14 @@ async fn execute(
                 }
                 continue;
             }
-            Event::Done { result } => return Ok(result.clone()),
+            Event::Done { result } => {
+                let mut result = result.clone();
+                if let Some(note) = executor::refused_egress(run.env, run.job.id.as_str()).await {
+                    run.step("executor.egress_refused", note.clone()).await?;
+                    result.summary = format!("{}\n\n{note}", result.summary);
+                }
+                return Ok(result);
+            }
         };
         reply::progress(run, &text).await;
     }

@@ -73,8 +73,14 @@ pub(crate) fn decode(message: &RawMessage) -> Result<JobMessage, (JobDecodeError
 /// - `POST /internal/dev/deliver` (only with `BUGBOT_DEV_ENDPOINTS=true`): runs a job message
 ///   through the same code as a queue delivery and answers how it settled — so tests can hand
 ///   one job to the consumer twice at the same moment, which the local queue never does.
+///
+/// A request the runtime hands over from an executor container (the entrypoint's props carry the
+/// run's grant; nothing else can set them) goes to [`container::egress`].
 #[event(fetch)]
-async fn fetch(mut req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
+async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    if let Some(grant) = container::egress_grant(&ctx) {
+        return container::egress(req, &env, grant).await;
+    }
     let path = req.path();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method(), segments.as_slice()) {

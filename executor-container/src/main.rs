@@ -25,7 +25,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bugbot_shared::executor::FixRequest;
+use bugbot_shared::executor::{FixRequest, Remotes};
 use bugbot_shared::mask::Masker;
 use bugbot_shared::signature::bearer_matches;
 use clap::Parser;
@@ -49,7 +49,8 @@ struct Args {
     /// Anthropic API base URL (unset: Anthropic's).
     #[arg(long, env = "ANTHROPIC_BASE_URL")]
     anthropic_base_url: Option<String>,
-    /// Anthropic API key, given to Claude Code.
+    /// Anthropic API key, attached by the model forwarder (never given to Claude Code). In the
+    /// Container it is the run's stand-in, which the egress swaps for the real one.
     #[arg(long, env = "ANTHROPIC_API_KEY", hide_env_values = true)]
     anthropic_api_key: String,
     /// Model for Claude Code (unset: its default).
@@ -73,6 +74,11 @@ struct Args {
     /// root, runs the agent as the executor's own user (with none of the isolation guarantees).
     #[arg(long, env = "EXECUTOR_DEV_MODE", default_value_t = false)]
     dev_mode: bool,
+    /// The executor's Container: the runtime hands its plain HTTP (port 80) to the consumer Worker,
+    /// which allows only the git host and the model API and swaps in their credentials. Accepts
+    /// `http://` repositories without a port.
+    #[arg(long, env = "EXECUTOR_EGRESS_INTERCEPTED", default_value_t = false)]
+    egress_intercepted: bool,
 }
 
 /// The executor's shared state: its configuration and its runs.
@@ -121,7 +127,7 @@ async fn fix(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Re
             );
         }
     };
-    if let Err(e) = request.validate(config.dev) {
+    if let Err(e) = request.validate(config.remotes) {
         return error(
             StatusCode::BAD_REQUEST,
             config.masker.mask(&format!("invalid fix request: {e}")),
@@ -275,6 +281,13 @@ async fn main() -> anyhow::Result<()> {
         args.token.len() >= 16,
         "EXECUTOR_TOKEN must be at least 16 characters"
     );
+    let remotes = if args.dev_mode {
+        Remotes::Local
+    } else if args.egress_intercepted {
+        Remotes::Intercepted
+    } else {
+        Remotes::HttpsOnly
+    };
     let isolation = isolation(&args)?;
     let claude_bin = prepare_for_agents(&args, isolation).await?;
     let forwarder = forwarder::Forwarder::start(
@@ -292,6 +305,7 @@ async fn main() -> anyhow::Result<()> {
         pool: agent::AgentPool::new(isolation, args.max_runs),
         forwarder,
         dev: args.dev_mode,
+        remotes,
         detached_grace: std::time::Duration::from_secs(args.detached_grace_secs),
     };
     tracing::info!(?isolation, dev = args.dev_mode, "executor ready");

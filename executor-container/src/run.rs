@@ -36,6 +36,8 @@ pub struct Config {
     pub forwarder: Forwarder,
     /// Local development: `http://` and `file://` remotes are allowed.
     pub dev: bool,
+    /// Which repository URLs are accepted.
+    pub remotes: bugbot_shared::executor::Remotes,
     /// How long a run nobody follows waits for a caller to come back before it is stopped.
     pub detached_grace: std::time::Duration,
 }

@@ -126,19 +126,45 @@ pub fn valid_branch(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'/' | b'.'))
 }
 
+/// Which repository URLs an executor accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remotes {
+    /// `https://` only: a production executor with the internet open.
+    HttpsOnly,
+    /// Also `http://host/…` on port 80: the executor's Container, whose plain HTTP the runtime
+    /// hands to the consumer Worker, which sends it on over HTTPS with the token attached
+    /// ([`crate::egress`]).
+    Intercepted,
+    /// Also any `http://` and `file:///` URL: local development and tests.
+    Local,
+}
+
 impl FixRequest {
     /// Checks everything that can be checked before any work starts.
-    /// `local_remotes` also admits `http://` and `file:///` repository URLs (local development
-    /// and tests only: a production executor clones from and pushes to HTTPS remotes alone).
-    pub fn validate(&mut self, local_remotes: bool) -> Result<(), InvalidRequest> {
+    pub fn validate(&mut self, remotes: Remotes) -> Result<(), InvalidRequest> {
         let bad = |m: String| Err(InvalidRequest(m));
         let url = self.repo_url.as_str();
-        let local = url.starts_with("http://") || url.starts_with("file:///");
-        if !(url.starts_with("https://") || local_remotes && local) {
-            return bad(if local_remotes {
-                "repo_url must be an https://, http:// or file:/// URL".into()
-            } else {
-                "repo_url must be an https:// URL".into()
+        let accepted = match remotes {
+            Remotes::HttpsOnly => url.starts_with("https://"),
+            Remotes::Intercepted => {
+                url.starts_with("https://")
+                    || url.strip_prefix("http://").is_some_and(|rest| {
+                        !rest.split('/').next().unwrap_or_default().contains(':')
+                    })
+            }
+            Remotes::Local => {
+                url.starts_with("https://")
+                    || url.starts_with("http://")
+                    || url.starts_with("file:///")
+            }
+        };
+        if !accepted {
+            return bad(match remotes {
+                Remotes::HttpsOnly => "repo_url must be an https:// URL".into(),
+                Remotes::Intercepted => {
+                    "repo_url must be an https:// URL or an http:// URL without a port".into()
+                }
+                Remotes::Local => "repo_url must be an https://, http:// or file:/// URL".into(),
             });
         }
         if url.contains('@') || url.chars().any(char::is_whitespace) {
@@ -316,24 +342,29 @@ mod tests {
             vec!["src/", "app/", "components/", "pages/"]
         );
         assert_eq!(r.limits, Limits::default());
-        assert!(r.validate(false).is_ok());
+        assert!(r.validate(Remotes::HttpsOnly).is_ok());
         assert!(!format!("{r:?}").contains("ghs_secret"));
 
         let mut bad = request();
         bad.repo_url = "https://x-access-token:abc@github.com/a/b".into();
-        assert!(bad.validate(true).unwrap_err().0.contains("credentials"));
+        assert!(
+            bad.validate(Remotes::Local)
+                .unwrap_err()
+                .0
+                .contains("credentials")
+        );
         let mut bad = request();
         bad.branch = "main".into();
-        assert!(bad.validate(true).is_err());
+        assert!(bad.validate(Remotes::Local).is_err());
         let mut bad = request();
         bad.branch = "-x".into();
-        assert!(bad.validate(true).is_err());
+        assert!(bad.validate(Remotes::Local).is_err());
         let mut bad = request();
         bad.limits.wall_time_secs = 0;
-        assert!(bad.validate(true).is_err());
+        assert!(bad.validate(Remotes::Local).is_err());
         let mut bad = request();
         bad.allowed_paths = vec!["../".into()];
-        assert!(bad.validate(true).is_err());
+        assert!(bad.validate(Remotes::Local).is_err());
         assert!(serde_json::from_value::<FixRequest>(serde_json::json!({"repo_url": 1})).is_err());
     }
 
@@ -343,14 +374,22 @@ mod tests {
             let mut r = request();
             r.repo_url = url.into();
             assert_eq!(
-                r.clone().validate(false).unwrap_err().0,
+                r.clone().validate(Remotes::HttpsOnly).unwrap_err().0,
                 "repo_url must be an https:// URL"
             );
-            assert!(r.validate(true).is_ok(), "{url}");
+            assert!(r.validate(Remotes::Local).is_ok(), "{url}");
         }
         let mut r = request();
         r.repo_url = "ssh://git@github.com/a/b".into();
-        assert!(r.validate(true).is_err());
+        assert!(r.validate(Remotes::Local).is_err());
+        // Behind the egress interception: plain HTTP on port 80, nothing else.
+        let mut r = request();
+        r.repo_url = "http://github.com/a/b.git".into();
+        assert!(r.clone().validate(Remotes::Intercepted).is_ok());
+        r.repo_url = "http://github.com:8080/a/b.git".into();
+        assert!(r.clone().validate(Remotes::Intercepted).is_err());
+        r.repo_url = "file:///srv/a.git".into();
+        assert!(r.validate(Remotes::Intercepted).is_err());
     }
 
     #[test]

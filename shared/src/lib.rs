@@ -9,6 +9,7 @@ pub mod authz;
 pub mod discord;
 pub mod discord_api;
 pub mod discord_gateway;
+pub mod egress;
 pub mod executor;
 pub mod fix;
 pub mod github;

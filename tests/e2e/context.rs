@@ -82,6 +82,7 @@ pub fn all_cases() -> Vec<(&'static str, Case)> {
         fix::github_502_on_pull_request_creation_still_opens_one,
         fix::a_cut_tree_listing_is_narrowed_to_the_allowed_directories,
         container::a_fix_runs_in_the_executor_container_with_its_agent_unprivileged_and_no_secret_in_reach,
+        container::the_container_reaches_only_the_git_host_and_the_model_api_and_reports_the_rest,
         delivery::one_job_delivered_twice_at_once_runs_once,
         delivery::calls_that_succeeded_but_lost_their_answer_are_not_repeated,
         delivery::a_lost_discord_post_is_not_posted_twice,

@@ -480,10 +480,6 @@ fn consumer_config_with_vars(base: &str, env: &LocalEnv, containers: bool) -> St
         }
         out.push_str(&format!("{k} = {}\n", serde_json::Value::String(v.clone())));
     }
-    if containers {
-        // The container's git remote is the sandbox's http:// one.
-        out.push_str("EXECUTOR_DEV_MODE = \"true\"\n");
-    }
     out
 }
 

@@ -6,12 +6,17 @@
 //!   `X-Dst-Addr: 127.0.0.1:<port>` opens a tunnel to the app's port (400 when nothing listens,
 //!   which workerd reads as "not listening yet"); `PUT /egress` hands over the egress settings
 //!   (workerd's readiness probe); `GET /ca` must answer a PEM;
-//! - **egress**: every TCP connection the container opens, except to loopback and the Docker
-//!   network, is redirected here (iptables); its original destination and HTTP `Host` go to
+//! - **egress**: every TCP connection the container opens, except to loopback and to workerd's
+//!   egress port, is redirected here (iptables); its original destination and HTTP `Host` go to
 //!   workerd's egress port as `CONNECT <ip:port>` with `X-Hostname`, and workerd decides — allow,
 //!   intercept with the Worker's own code, or refuse — by the Container's outbound settings.
+//!   Upstream leaves the Docker network alone; this stand-in diverts it too, since production
+//!   has no such network and a local shortcut to the host would hide what the Container can reach.
+//! - **DNS**: every query (UDP port 53) is answered here, every name with [`RESOLVED_ADDRESS`]:
+//!   where a name points does not matter once all traffic is diverted, only its `Host`.
 //!
-//! TLS interception and DNS filtering are not modelled (docs/services.md says what that leaves out).
+//! TLS interception and DNS filtering by name are not modelled (docs/services.md says what that
+//! leaves out).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -23,12 +28,15 @@ use std::time::Duration;
 
 /// Where redirected egress connections arrive.
 const EGRESS_LISTEN_PORT: u16 = 41209;
+/// Where redirected DNS queries arrive.
+const DNS_LISTEN_PORT: u16 = 41253;
+/// The address every name resolves to (TEST-NET-3: never a real host).
+const RESOLVED_ADDRESS: [u8; 4] = [203, 0, 113, 80];
 /// The dummy CA certificate `GET /ca` answers (HTTPS interception is not modelled).
 const DUMMY_CA: &str = "-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n";
 
 struct Settings {
     ingress: String,
-    docker_cidr: String,
     egress_port: AtomicU16,
     iptables: Once,
 }
@@ -36,12 +44,12 @@ struct Settings {
 fn main() {
     let mut args = std::env::args().skip(1);
     let mut ingress = "0.0.0.0:39001".to_owned();
-    let mut docker_cidr = "172.17.0.0/16".to_owned();
     let mut egress_port = 0u16;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--http-ingress-address" => ingress = args.next().unwrap_or(ingress),
-            "--docker-gateway-cidr" => docker_cidr = args.next().unwrap_or(docker_cidr),
+            // Not exempted (see above): production has no Docker network.
+            "--docker-gateway-cidr" => drop(args.next()),
             "--http-egress-port" => {
                 egress_port = args.next().and_then(|p| p.parse().ok()).unwrap_or(0);
             }
@@ -50,7 +58,6 @@ fn main() {
     }
     let settings = Arc::new(Settings {
         ingress,
-        docker_cidr,
         egress_port: AtomicU16::new(egress_port),
         iptables: Once::new(),
     });
@@ -58,6 +65,7 @@ fn main() {
         let settings = settings.clone();
         std::thread::spawn(move || serve_egress(&settings))
     };
+    std::thread::spawn(serve_dns);
     let listener = match TcpListener::bind(&settings.ingress) {
         Ok(l) => l,
         Err(e) => {
@@ -156,9 +164,8 @@ fn serve_ingress(stream: TcpStream, settings: &Settings) -> std::io::Result<()> 
                 settings.egress_port.store(port, Ordering::SeqCst);
             }
             eprintln!("egress-sidecar: egress settings {config}");
-            settings
-                .iptables
-                .call_once(|| divert_egress(&settings.docker_cidr));
+            let port = settings.egress_port.load(Ordering::SeqCst);
+            settings.iptables.call_once(|| divert_egress(port));
             out.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")?;
         }
         ("GET", "/ca") => {
@@ -173,15 +180,21 @@ fn serve_ingress(stream: TcpStream, settings: &Settings) -> std::io::Result<()> 
     Ok(())
 }
 
-/// Redirects the namespace's outgoing TCP, but to loopback and the Docker network, to the egress
-/// listener.
-fn divert_egress(docker_cidr: &str) {
+/// Redirects the namespace's outgoing TCP, but to loopback and to workerd's egress port on the
+/// host, to the egress listener, and its DNS queries to the DNS listener.
+fn divert_egress(workerd_port: u16) {
+    let host = std::net::ToSocketAddrs::to_socket_addrs(&("host.docker.internal", workerd_port))
+        .ok()
+        .and_then(|mut a| a.next())
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "172.17.0.1".to_owned());
     let rules = [
         "-t nat -N BUGBOT_EGRESS".to_owned(),
         "-t nat -A BUGBOT_EGRESS -d 127.0.0.0/8 -j RETURN".to_owned(),
-        format!("-t nat -A BUGBOT_EGRESS -d {docker_cidr} -j RETURN"),
+        format!("-t nat -A BUGBOT_EGRESS -d {host}/32 -p tcp --dport {workerd_port} -j RETURN"),
         format!("-t nat -A BUGBOT_EGRESS -p tcp -j REDIRECT --to-ports {EGRESS_LISTEN_PORT}"),
         "-t nat -A OUTPUT -p tcp -j BUGBOT_EGRESS".to_owned(),
+        format!("-t nat -A OUTPUT -p udp --dport 53 -j REDIRECT --to-ports {DNS_LISTEN_PORT}"),
     ];
     for rule in &rules {
         match Command::new("iptables")
@@ -192,6 +205,55 @@ fn divert_egress(docker_cidr: &str) {
             other => eprintln!("egress-sidecar: iptables {rule}: {other:?}"),
         }
     }
+}
+
+/// Answers every DNS query: an `A` question with [`RESOLVED_ADDRESS`], any other with no record.
+fn serve_dns() {
+    // Bound to loopback, where REDIRECT sends locally made packets: an answer must leave from the
+    // address the query was redirected to, or conntrack cannot map it back to the nameserver's.
+    let socket = match std::net::UdpSocket::bind(("127.0.0.1", DNS_LISTEN_PORT)) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("egress-sidecar: cannot listen for DNS: {e}");
+            return;
+        }
+    };
+    let mut buf = [0u8; 1500];
+    while let Ok((n, from)) = socket.recv_from(&mut buf) {
+        if let Some(answer) = dns_answer(&buf[..n]) {
+            let _ = socket.send_to(&answer, from);
+        }
+    }
+}
+
+/// The answer to one DNS query (RFC 1035 §4.1), or `None` for something that is not one.
+fn dns_answer(query: &[u8]) -> Option<Vec<u8>> {
+    if query.len() < 12 || u16::from_be_bytes([query[4], query[5]]) != 1 {
+        return None;
+    }
+    // The question: labels up to the root, then type and class.
+    let mut at = 12;
+    loop {
+        let len = usize::from(*query.get(at)?);
+        at += 1 + len;
+        if len == 0 {
+            break;
+        }
+    }
+    let question = query.get(12..at + 4)?;
+    let qtype = u16::from_be_bytes([query[at], query[at + 1]]);
+    let a = qtype == 1;
+    let mut out = Vec::with_capacity(question.len() + 32);
+    out.extend_from_slice(&query[..2]); // id
+    out.extend_from_slice(&[0x81, 0x80]); // response, recursion desired and available, no error
+    out.extend_from_slice(&[0, 1, 0, u8::from(a), 0, 0, 0, 0]);
+    out.extend_from_slice(question);
+    if a {
+        // The name by pointer to the question, type A, class IN, TTL 60 s, 4 bytes of address.
+        out.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        out.extend_from_slice(&RESOLVED_ADDRESS);
+    }
+    Some(out)
 }
 
 fn serve_egress(settings: &Settings) {
