@@ -14,6 +14,7 @@ use bugbot_shared::http::{ApiError, Service};
 use bugbot_shared::ids::stable_uuid;
 use bugbot_shared::job::Source;
 use bugbot_shared::linear;
+use bugbot_shared::repo_settings;
 use bugbot_shared::thread::Origin;
 
 /// Progress edits for Claude Code's turns come at most this often (each is one API call).
@@ -108,6 +109,32 @@ pub async fn fix(run: &mut Run<'_>, origin: &Origin) -> Result<(), ApiError> {
     reply::finish(run, &decide::outcome_text(&issue, &result, pr.as_ref())).await
 }
 
+/// The repository's settings on its base branch applied to the deployment's (`repo_settings`): an
+/// invalid settings file fails the job, naming the line.
+async fn repository_settings(
+    gh: &github_api::GithubApi,
+    repo: &bugbot_shared::ids::RepoFullName,
+    branch: &str,
+    allowed: &[String],
+) -> Result<repo_settings::Effective, ApiError> {
+    let read = |path: &'static str| {
+        call(
+            gh.file_contents(repo, path, branch),
+            github_api::parse_file_contents,
+        )
+    };
+    let settings = read(repo_settings::SETTINGS_PATH).await?;
+    let mut instructions = Vec::new();
+    for name in repo_settings::INSTRUCTION_FILES {
+        if let Some(text) = read(name).await? {
+            instructions.push((*name, text));
+        }
+    }
+    let files: Vec<(&str, &str)> = instructions.iter().map(|(n, t)| (*n, t.as_str())).collect();
+    repo_settings::apply(settings.as_deref(), &files, allowed, &Limits::default())
+        .map_err(|e| ApiError::permanent(Service::Github, e.to_string()))
+}
+
 /// The files of a branch, for the agent's hints. GitHub cuts recursive listings of very large
 /// trees (`truncated: true`); then the top-level directories the allowed paths lie in are listed
 /// one by one (`decide::subtrees_to_list`). The second value says when the list is incomplete.
@@ -145,7 +172,25 @@ async fn execute(
     token: String,
     context: &Contextualized,
 ) -> Result<FixResult, ApiError> {
-    let allowed = config::allowed_paths(run.env);
+    let settings = repository_settings(
+        gh,
+        repo,
+        &repository.default_branch,
+        &config::allowed_paths(run.env),
+    )
+    .await?;
+    if !settings.applied.is_empty() {
+        run.step(
+            "repository.settings",
+            format!(
+                "{}: {}",
+                repo_settings::SETTINGS_PATH,
+                settings.applied.join("; ")
+            ),
+        )
+        .await?;
+    }
+    let allowed = settings.allowed_paths.clone();
     let (paths, listing_note) = list_files(gh, repo, &repository.default_branch, &allowed).await?;
     let report = format!(
         "{}\n{}",
@@ -201,9 +246,10 @@ async fn execute(
             title: context.issue.title.clone(),
             context: context.packet.clone().unwrap_or(report),
             file_hints: hints,
+            instructions: settings.instructions,
         },
         allowed_paths: allowed,
-        limits: Limits::default(),
+        limits: settings.limits,
         github_token: Some(token),
         // A redelivery of this job follows the run already going (or collects its result).
         run_id: Some(format!("{}-r{}", run.job.id, run.job.replay)),

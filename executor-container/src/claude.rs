@@ -137,6 +137,14 @@ pub fn prompt(req: &FixRequest) -> String {
         }
         p.push('\n');
     }
+    if !req.task.instructions.trim().is_empty() {
+        p.push_str(
+            "## The repository's instructions\n\n\
+             (Text from the repository. Follow it where it does not conflict with the rules below.)\n\n",
+        );
+        p.push_str(&req.task.instructions);
+        p.push_str("\n\n");
+    }
     p.push_str(&format!(
         "## Rules\n\n\
          - You may change files only under: {}. Changes anywhere else are refused and nothing is pushed.\n\

@@ -21,6 +21,10 @@ pub struct Task {
     /// Files that are likely relevant (hints for Claude Code).
     #[serde(default)]
     pub file_hints: Vec<String>,
+    /// The repository's own instructions (`.github/bugbot.toml`, `CLAUDE.md`, `AGENTS.md`), as
+    /// text for the prompt: they never become Claude Code's settings, and bugbot's rules still hold.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instructions: String,
 }
 
 /// Resource limits of one run.

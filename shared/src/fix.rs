@@ -266,8 +266,16 @@ pub mod progress {
     }
 }
 
-/// The final answer of a fix.
+/// The final answer of a fix, with what its model use cost.
 pub fn outcome_text(issue: &Issue, result: &FixResult, pr: Option<&PullRequest>) -> String {
+    format!(
+        "{} · model cost ${:.2}",
+        outcome_line(issue, result, pr),
+        result.cost_usd
+    )
+}
+
+fn outcome_line(issue: &Issue, result: &FixResult, pr: Option<&PullRequest>) -> String {
     let linear = format!("[{}]({})", issue.identifier, issue.url);
     match (result.outcome, pr) {
         (Outcome::Pushed, Some(pr)) => format!(
@@ -495,5 +503,8 @@ mod tests {
             outcome_text(&issue(), &result(Outcome::Rejected), None).contains("`package.json`")
         );
         assert!(outcome_text(&issue(), &result(Outcome::TimedOut), None).contains("out of time"));
+        let mut costly = result(Outcome::Pushed);
+        costly.cost_usd = 0.1234;
+        assert!(outcome_text(&issue(), &costly, Some(&pr)).ends_with(" · model cost $0.12"));
     }
 }

@@ -114,6 +114,19 @@ impl GithubApi {
         )
     }
 
+    /// `GET /repos/{owner}/{repo}/contents/{path}?ref={git_ref}`: a file's content on a branch.
+    pub fn file_contents(&self, repo: &RepoFullName, path: &str, git_ref: &str) -> HttpRequest {
+        let path: Vec<String> = path.split('/').map(crate::http::encode).collect();
+        self.request(
+            Method::Get,
+            &format!(
+                "/repos/{repo}/contents/{}?ref={}",
+                path.join("/"),
+                crate::http::encode(git_ref)
+            ),
+        )
+    }
+
     /// `GET /repos/{owner}/{repo}/branches/{branch}`: whether a branch exists (404: it does not).
     pub fn branch(&self, repo: &RepoFullName, branch: &str) -> HttpRequest {
         self.request(
@@ -230,6 +243,46 @@ pub fn parse_branch_exists(response: &HttpResponse) -> Result<bool, ApiError> {
             .json::<serde_json::Value>(Service::Github)
             .map(|_| true),
     }
+}
+
+/// Parses a file's content (`None`: there is no such file, or the path is not a file). GitHub
+/// sends files up to 1 MB base64-encoded; a larger one or one that is not UTF-8 is an error.
+pub fn parse_file_contents(response: &HttpResponse) -> Result<Option<String>, ApiError> {
+    use base64::Engine as _;
+    #[derive(Deserialize)]
+    struct Contents {
+        #[serde(rename = "type")]
+        kind: String,
+        #[serde(default)]
+        encoding: String,
+        #[serde(default)]
+        content: String,
+    }
+    if response.status == 404 {
+        return Ok(None);
+    }
+    // A directory answers with a list.
+    let value: serde_json::Value = response.json(Service::Github)?;
+    if !value.is_object() {
+        return Ok(None);
+    }
+    let file: Contents = serde_json::from_value(value)
+        .map_err(|e| ApiError::permanent(Service::Github, format!("unreadable contents: {e}")))?;
+    if file.kind != "file" {
+        return Ok(None);
+    }
+    if file.encoding != "base64" {
+        return Err(ApiError::permanent(
+            Service::Github,
+            "the file is too large to read through the contents API",
+        ));
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(file.content.replace(['\n', '\r'], ""))
+        .map_err(|_| ApiError::permanent(Service::Github, "the file's content is not base64"))?;
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| ApiError::permanent(Service::Github, "the file is not UTF-8 text"))
 }
 
 /// A pull request (the fields bugbot uses).
@@ -366,6 +419,44 @@ pub fn parse_comment(response: &HttpResponse) -> Result<Comment, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_contents_are_decoded_and_absent_files_are_none() {
+        let api = GithubApi::new("https://api.github.com", "t");
+        let repo = RepoFullName::parse("acme/web").unwrap();
+        assert_eq!(
+            api.file_contents(&repo, ".github/bugbot.toml", "main").url,
+            "https://api.github.com/repos/acme/web/contents/.github/bugbot.toml?ref=main"
+        );
+        let answer = |status: u16, body: serde_json::Value| HttpResponse {
+            status,
+            body: body.to_string(),
+            ..Default::default()
+        };
+        let file = answer(
+            200,
+            serde_json::json!({"type": "file", "encoding": "base64", "content": "aGVs\nbG8=\n", "path": "x"}),
+        );
+        assert_eq!(
+            parse_file_contents(&file).unwrap().as_deref(),
+            Some("hello")
+        );
+        assert_eq!(
+            parse_file_contents(&answer(404, serde_json::json!({"message": "Not Found"}))).unwrap(),
+            None
+        );
+        assert_eq!(
+            parse_file_contents(&answer(200, serde_json::json!([]))).unwrap(),
+            None
+        );
+        assert!(
+            parse_file_contents(&answer(
+                200,
+                serde_json::json!({"type": "file", "encoding": "none", "content": ""})
+            ))
+            .is_err()
+        );
+    }
 
     #[test]
     fn permissions() {

@@ -27,6 +27,7 @@ pub mod path_policy;
 pub mod posthog;
 pub mod references;
 pub mod replies;
+pub mod repo_settings;
 pub mod runner;
 pub mod signature;
 pub mod thread;

@@ -344,3 +344,108 @@ pub async fn a_cut_tree_listing_is_narrowed_to_the_allowed_directories(
     no_violations(&state)?;
     Ok(())
 }
+
+/// The served repository with these extra files on its base branch, and the scripted cart fix.
+async fn seed_with(ctx: &E2e, extra: &[(&str, &str)]) -> Result<()> {
+    let mut files = web_app_files();
+    for (path, text) in extra {
+        files.insert((*path).to_owned(), (*text).to_owned());
+    }
+    ctx.sandbox_post(
+        "/_sandbox/git/repos",
+        &json!({"repo": ctx.env.get("GITHUB_TEST_REPO"), "files": files}),
+    )
+    .await?;
+    ctx.sandbox_post(
+        "/_sandbox/anthropic/scenario",
+        &read_then_edit("src/cart.js", CART_FIX.0, CART_FIX.1),
+    )
+    .await?;
+    Ok(())
+}
+
+/// A repository's `.github/bugbot.toml` narrows the allowed paths (the cart fix, outside them, is
+/// refused and nothing is pushed) and adds instructions, which reach the model as text with the
+/// repository's `CLAUDE.md`; a settings file that widens the paths fails the job naming its line.
+pub async fn repository_settings_narrow_the_paths_and_a_bad_file_fails_naming_its_line(
+    ctx: Arc<E2e>,
+) -> Result<()> {
+    ctx.wait_idle().await?;
+    seed_with(
+        &ctx,
+        &[
+            (
+                ".github/bugbot.toml",
+                "# bugbot may only touch checkout here\nallowed_paths = [\"src/checkout.js\"]\ninstructions = \"Prices are integers of cents.\"\n\n[limits]\nmax_turns = 8\n",
+            ),
+            ("CLAUDE.md", "Keep functions small and use two-space indents.\n"),
+        ],
+    )
+    .await?;
+    let (_, job) = member_comments_on_a_new_issue(
+        &ctx,
+        "Cart total is one too high",
+        "Three $10 items cost $31 in the cart.",
+        "@bugbot fix",
+    )
+    .await?;
+    let record = crate::contextualize::wait_status(&ctx, &job, "succeeded", 120).await?;
+    let text = record.to_string();
+    ensure!(
+        text.contains("allowed paths narrowed to src/checkout.js")
+            && text.contains("max turns 8")
+            && text.contains("instructions from CLAUDE.md"),
+        "the job's record says what the settings changed: {record}"
+    );
+    let state = ctx.sandbox_state().await?;
+    no_violations(&state)?;
+    ensure_eq!(
+        pulls_of(&state, &job).len(),
+        0,
+        "nothing outside the narrowed paths is pushed"
+    );
+    let prompt = state["anthropic"]["requests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(Value::to_string)
+        .find(|r| r.contains("src/checkout.js") && r.contains("Prices are integers of cents."))
+        .context("the model was asked with the repository's instructions and narrowed paths")?;
+    ensure!(
+        prompt.contains("two-space indents"),
+        "CLAUDE.md reaches the model as text"
+    );
+    let answered = state["github"]["comments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["body"].as_str())
+        .any(|b| b.contains("No pull request") && b.contains("src/cart.js"));
+    ensure!(answered, "the answer names the refused path");
+
+    // A file that widens the paths: the job fails, and says where.
+    seed_with(
+        &ctx,
+        &[(
+            ".github/bugbot.toml",
+            "allowed_paths = [\n  \"src/\",\n  \"scripts/\",\n]\n",
+        )],
+    )
+    .await?;
+    let (_, job) = member_comments_on_a_new_issue(
+        &ctx,
+        "Cart total is one too high",
+        "Three $10 items cost $31 in the cart.",
+        "@bugbot fix",
+    )
+    .await?;
+    let record = crate::contextualize::wait_status(&ctx, &job, "failed", 120).await?;
+    let error = record["last_error"].as_str().unwrap_or_default();
+    ensure!(
+        error.contains(".github/bugbot.toml, line 3") && error.contains("scripts/"),
+        "the failure names the file and the line: {record}"
+    );
+    let state = ctx.sandbox_state().await?;
+    ensure_eq!(pulls_of(&state, &job).len(), 0);
+    Ok(())
+}

@@ -26,7 +26,8 @@ struct Args {
     /// speed varies from minute to minute, and one round can be off by 20 % or more).
     #[arg(long, default_value_t = 3)]
     rounds: u32,
-    /// Which benchmark: `gateway`, `executor` or `all`.
+    /// Which benchmark: `gateway`, `executor`, `container` or `all` (`container` only when Docker
+    /// is ready: `scripts/container-engine`).
     #[arg(long, default_value = "all")]
     only: String,
     /// Size of the generated repository for the executor benchmark, in MB.
@@ -40,6 +41,9 @@ struct Args {
     /// sends). Default: 1,500 per second of the run, plus 1,000.
     #[arg(long)]
     requests: Option<usize>,
+    /// Fixes run through the executor's Container (each its own, started cold).
+    #[arg(long, default_value_t = 3)]
+    container_fixes: u32,
     /// Keep the stack's local state and logs (their folder is printed at the end).
     #[arg(long)]
     keep: bool,
@@ -795,30 +799,180 @@ async fn executor_bench(stack: &Stack, args: &Args, tmp: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Fixes through the executor's Container in `wrangler dev`, each job its own container started
+/// cold: the consumer logs each start's `cold_start_ms` (the container started → the executor
+/// answering on its port), and the request → pull request time is taken from outside.
+async fn container_bench(args: &Args, tmp: &Path) -> Result<()> {
+    println!("\nbugbot executor Container benchmark: cold start and request -> pull request");
+    let stack = Stack::start(StackOptions {
+        ports: Ports::free()?,
+        state_dir: tmp.join("container-state"),
+        log_dir: tmp.join("container-logs"),
+        echo: false,
+        ready_timeout: Duration::from_secs(900),
+        with_consumer: true,
+        inspector: false,
+        containers: true,
+    })
+    .await?;
+    let env = &stack.env;
+    let http = reqwest::Client::new();
+    let sandbox = env.get("SANDBOX_URL");
+    let gateway = env.get("GATEWAY_URL");
+    let post = |path: &str, body: serde_json::Value| {
+        let request = http.post(format!("{sandbox}{path}")).json(&body);
+        async move { request.send().await?.error_for_status().map(drop) }
+    };
+    let mut totals = Vec::new();
+    for i in 0..args.container_fixes {
+        let repo = env.get("GITHUB_TEST_REPO");
+        post(
+            "/_sandbox/git/repos",
+            serde_json::json!({"repo": repo, "files": bugbot_tests::fixtures::web_app_files()}),
+        )
+        .await?;
+        post(
+            "/_sandbox/anthropic/scenario",
+            bugbot_tests::fixtures::read_then_edit("src/cart.js", CART_FIX.0, CART_FIX.1),
+        )
+        .await?;
+        let n = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis()
+            % 10_000_000_000_000
+            + u128::from(i);
+        let (thread, interaction) = (format!("15{n:017}"), format!("16{n:017}"));
+        let token = format!("bench-interaction-token-{n}");
+        post(
+            &format!("/_sandbox/discord/channels/{thread}/messages"),
+            serde_json::json!([
+            {"author_id": "1200000000000000001", "username": "jane",
+             "content": "Checkout charges $31 for three $10 items."}]),
+        )
+        .await?;
+        post(
+            "/_sandbox/discord/interactions",
+            serde_json::json!({"token": token, "interaction_id": interaction}),
+        )
+        .await?;
+        let body = serde_json::to_vec(&serde_json::json!({
+            "id": interaction, "application_id": env.get("DISCORD_APPLICATION_ID"),
+            "type": 2, "token": token, "version": 1,
+            "guild_id": env.get("DISCORD_TEST_GUILD_ID"), "channel_id": thread,
+            "channel": {"id": thread, "type": 11, "parent_id": env.get("DISCORD_TEST_CHANNEL_ID")},
+            "member": {"user": {"id": "1200000000000000002", "username": "sam"},
+                       "roles": [env.get("DISCORD_TEST_FIX_ROLE_ID")]},
+            "data": {"id": "1100000000000000050", "name": "bugbot", "type": 1,
+                     "options": [{"name": "fix", "type": 1, "options": [
+                         {"name": "details", "type": 3, "value": "Cart total is one dollar too high"}]}]}
+        }))?;
+        let (sig, ts) = signing::discord_headers(
+            &env.get("DISCORD_TEST_SIGNING_SEED"),
+            &signing::unix_timestamp(),
+            &body,
+        );
+        let started = std::time::Instant::now();
+        http.post(format!("{gateway}/discord/interactions"))
+            .header("content-type", "application/json")
+            .header("x-signature-ed25519", sig)
+            .header("x-signature-timestamp", ts)
+            .body(body)
+            .send()
+            .await?
+            .error_for_status()?;
+        let job = format!("dc-{interaction}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(180);
+        loop {
+            let record: serde_json::Value = http
+                .get(format!("{gateway}/v1/jobs/{job}"))
+                .bearer_auth(env.get("ADMIN_TOKEN"))
+                .send()
+                .await?
+                .json()
+                .await?;
+            match record["status"].as_str() {
+                Some("succeeded") => break,
+                Some("failed" | "dead") => {
+                    bail!("job {job} did not succeed: {}", record["last_error"])
+                }
+                _ if std::time::Instant::now() > deadline => {
+                    bail!("job {job} did not finish in 180 s")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        totals.push(started.elapsed().as_secs_f64());
+    }
+    let log = std::fs::read_to_string(stack.log_dir.join("workers.log")).unwrap_or_default();
+    let mut cold: Vec<f64> = log
+        .lines()
+        .filter(|l| l.contains("executor container ready"))
+        .filter_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l.get(l.find('{')?..)?).ok()?;
+            v["cold_start_ms"].as_str()?.parse::<f64>().ok()
+        })
+        .collect();
+    cold.sort_by(f64::total_cmp);
+    totals.sort_by(f64::total_cmp);
+    let list = |v: &[f64], unit: f64| {
+        v.iter()
+            .map(|x| format!("{:.2}", x / unit))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "container cold start (started -> executor answering): median {:.2} s  [{}] over {} starts",
+        cold.get(cold.len() / 2).copied().unwrap_or(f64::NAN) / 1000.0,
+        list(&cold, 1000.0),
+        cold.len()
+    );
+    println!(
+        "signed /bugbot fix -> job succeeded (pull request open): median {:.2} s  [{}] over {} fixes",
+        totals.get(totals.len() / 2).copied().unwrap_or(f64::NAN),
+        list(&totals, 1.0),
+        totals.len()
+    );
+    drop(stack);
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
     let tmp = tempfile::tempdir()?;
-    let stack = Stack::start(StackOptions {
-        ports: Ports::free()?,
-        state_dir: tmp.path().join("state"),
-        log_dir: tmp.path().join("logs"),
-        echo: false,
-        ready_timeout: Duration::from_secs(900),
-        // The gateway alone: in production the consumer runs on other machines; here it would
-        // share the two cores with the gateway under load (jobs simply wait on the local queue).
-        with_consumer: false,
-        inspector: args.inspector,
-        containers: false,
-    })
-    .await?;
-    if args.only == "all" || args.only == "gateway" {
-        gateway_bench(&stack, &args, tmp.path()).await?;
+    let wants = |name: &str| args.only == "all" || args.only == name;
+    if wants("gateway") || wants("executor") {
+        let stack = Stack::start(StackOptions {
+            ports: Ports::free()?,
+            state_dir: tmp.path().join("state"),
+            log_dir: tmp.path().join("logs"),
+            echo: false,
+            ready_timeout: Duration::from_secs(900),
+            // The gateway alone: in production the consumer runs on other machines; here it would
+            // share the two cores with the gateway under load (jobs simply wait on the local queue).
+            with_consumer: false,
+            inspector: args.inspector,
+            containers: false,
+        })
+        .await?;
+        if wants("gateway") {
+            gateway_bench(&stack, &args, tmp.path()).await?;
+        }
+        if wants("executor") {
+            executor_bench(&stack, &args, tmp.path()).await?;
+        }
     }
-    if args.only == "all" || args.only == "executor" {
-        executor_bench(&stack, &args, tmp.path()).await?;
+    let docker_ready = std::process::Command::new("docker")
+        .arg("info")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if args.only == "container" || args.only == "all" && docker_ready {
+        container_bench(&args, tmp.path()).await?;
+    } else if args.only == "all" {
+        println!(
+            "\n(container benchmark skipped: no Docker engine; scripts/container-engine starts one)"
+        );
     }
-    drop(stack);
     if args.keep {
         println!(
             "kept the stack's state and logs in {}",

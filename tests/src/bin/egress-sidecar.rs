@@ -61,6 +61,11 @@ fn main() {
         egress_port: AtomicU16::new(egress_port),
         iptables: Once::new(),
     });
+    // Diverted before any connection exists: rules added under an open connection (workerd's
+    // readiness probe) would catch its answers too, and the probe would wait for its timeout.
+    if egress_port != 0 {
+        settings.iptables.call_once(|| divert_egress(egress_port));
+    }
     let egress = {
         let settings = settings.clone();
         std::thread::spawn(move || serve_egress(&settings))
@@ -164,9 +169,9 @@ fn serve_ingress(stream: TcpStream, settings: &Settings) -> std::io::Result<()> 
                 settings.egress_port.store(port, Ordering::SeqCst);
             }
             eprintln!("egress-sidecar: egress settings {config}");
+            out.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")?;
             let port = settings.egress_port.load(Ordering::SeqCst);
             settings.iptables.call_once(|| divert_egress(port));
-            out.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")?;
         }
         ("GET", "/ca") => {
             let answer = format!(
@@ -183,11 +188,7 @@ fn serve_ingress(stream: TcpStream, settings: &Settings) -> std::io::Result<()> 
 /// Redirects the namespace's outgoing TCP, but to loopback and to workerd's egress port on the
 /// host, to the egress listener, and its DNS queries to the DNS listener.
 fn divert_egress(workerd_port: u16) {
-    let host = std::net::ToSocketAddrs::to_socket_addrs(&("host.docker.internal", workerd_port))
-        .ok()
-        .and_then(|mut a| a.next())
-        .map(|a| a.ip().to_string())
-        .unwrap_or_else(|| "172.17.0.1".to_owned());
+    let host = workerd_host();
     let rules = [
         "-t nat -N BUGBOT_EGRESS".to_owned(),
         "-t nat -A BUGBOT_EGRESS -d 127.0.0.0/8 -j RETURN".to_owned(),
@@ -205,6 +206,21 @@ fn divert_egress(workerd_port: u16) {
             other => eprintln!("egress-sidecar: iptables {rule}: {other:?}"),
         }
     }
+}
+
+/// The host's address (`host.docker.internal`, which workerd adds to `/etc/hosts`), read from the
+/// file: a resolver lookup would also ask DNS for an IPv6 address and wait seconds for no answer.
+fn workerd_host() -> std::net::IpAddr {
+    std::fs::read_to_string("/etc/hosts")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| {
+            l.split_whitespace()
+                .skip(1)
+                .any(|n| n == "host.docker.internal")
+        })
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(std::net::IpAddr::from([172, 17, 0, 1]))
 }
 
 /// Answers every DNS query: an `A` question with [`RESOLVED_ADDRESS`], any other with no record.
@@ -290,7 +306,7 @@ fn egress(mut client: TcpStream, workerd_port: u16) -> std::io::Result<()> {
             k.eq_ignore_ascii_case("host").then(|| v.trim().to_owned())
         })
         .map(|h| h.split(':').next().unwrap_or_default().to_owned());
-    let mut upstream = TcpStream::connect(("host.docker.internal", workerd_port))?;
+    let mut upstream = TcpStream::connect((workerd_host(), workerd_port))?;
     let mut connect = format!("CONNECT {destination} HTTP/1.1\r\nHost: {destination}\r\n");
     if let Some(h) = &hostname {
         connect.push_str(&format!("X-Hostname: {h}\r\n"));

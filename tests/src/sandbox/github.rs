@@ -342,6 +342,54 @@ pub async fn api(
                 Err(_) => gh_error(StatusCode::NOT_FOUND, "Not Found"),
             };
         }
+        ("GET", "/repos/{owner}/{repo}/contents/{path}") => {
+            let path = percent_decode(&p("path"));
+            let git_ref = query_value(uri.query(), "ref").unwrap_or_else(|| "main".into());
+            let object = format!("{git_ref}:{path}");
+            return match sb
+                .git_in(&repo_name, &["cat-file", "-t", &object])
+                .as_deref()
+                .map(str::trim)
+            {
+                Ok("blob") => {
+                    let text = sb
+                        .git_in(&repo_name, &["show", &object])
+                        .unwrap_or_default();
+                    let sha = sb
+                        .git_in(&repo_name, &["rev-parse", &object])
+                        .unwrap_or_default();
+                    let sha = sha.trim();
+                    // GitHub wraps the base64 at 60 characters.
+                    let encoded = base64::Engine::encode(
+                        &base64::engine::general_purpose::STANDARD,
+                        text.as_bytes(),
+                    );
+                    let wrapped: Vec<String> = encoded
+                        .as_bytes()
+                        .chunks(60)
+                        .map(|c| String::from_utf8_lossy(c).into_owned())
+                        .collect();
+                    let name = path.rsplit('/').next().unwrap_or_default();
+                    let url = format!(
+                        "https://api.github.com/repos/{repo_name}/contents/{path}?ref={git_ref}"
+                    );
+                    let html = format!("https://github.com/{repo_name}/blob/{git_ref}/{path}");
+                    let git_url =
+                        format!("https://api.github.com/repos/{repo_name}/git/blobs/{sha}");
+                    Json(json!({
+                        "type": "file", "encoding": "base64", "size": text.len(), "name": name,
+                        "path": path, "content": format!("{}\n", wrapped.join("\n")), "sha": sha,
+                        "url": url, "git_url": git_url, "html_url": html,
+                        "download_url": format!("https://raw.githubusercontent.com/{repo_name}/{git_ref}/{path}"),
+                        "_links": {"self": url, "git": git_url, "html": html}
+                    }))
+                    .into_response()
+                }
+                // A directory's listing; bugbot reads files only.
+                Ok("tree") => Json(json!([])).into_response(),
+                _ => gh_error(StatusCode::NOT_FOUND, "Not Found"),
+            };
+        }
         ("GET", "/repos/{owner}/{repo}/collaborators/{username}/permission") => {
             let login = percent_decode(&p("username"));
             let mut s = sb.lock();

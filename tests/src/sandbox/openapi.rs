@@ -64,6 +64,14 @@ impl OpenApi {
         // The most specific template wins (`@original` over `{message_id}`).
         let mut best: Option<(usize, &String, HashMap<String, String>)> = None;
         for (template, parts) in &self.templates {
+            // A trailing `{path}` (GitHub's file paths) takes the rest of the path, slashes and all.
+            let rest_param = parts.last().is_some_and(|p| p == "{path}");
+            let segments: Vec<String> = if rest_param && segments.len() > parts.len() {
+                let (head, tail) = segments.split_at(parts.len() - 1);
+                head.iter().cloned().chain([tail.join("/")]).collect()
+            } else {
+                segments.clone()
+            };
             if parts.len() != segments.len() {
                 continue;
             }
