@@ -811,7 +811,8 @@ async fn container_bench(args: &Args, tmp: &Path) -> Result<()> {
         echo: false,
         ready_timeout: Duration::from_secs(900),
         with_consumer: true,
-        inspector: false,
+        // The whole stack runs under `wrangler dev`, which attaches its inspector.
+        inspector: true,
         containers: true,
     })
     .await?;
