@@ -6,6 +6,7 @@
 use crate::contextualize::{self, Contextualized};
 use crate::http::call;
 use crate::run::{Run, now_ms};
+use crate::spend;
 use crate::{config, executor, github, reply};
 use bugbot_shared::executor::{Event, FixRequest, FixResult, Limits, Outcome, Task};
 use bugbot_shared::fix::{self as decide, progress};
@@ -28,7 +29,17 @@ const TOKEN_MARGIN_SECS: u64 = 300;
 const LEASE_RENEW_EVERY_MS: u64 = 30_000;
 
 /// Runs the fix.
-pub async fn fix(run: &mut Run<'_>, origin: &Origin) -> Result<(), ApiError> {
+/// The requester's key in the daily budgets: their platform and id.
+fn budget_user(run: &Run<'_>) -> String {
+    let platform = match run.job.source {
+        Source::Github { .. } => "github",
+        _ => "discord",
+    };
+    format!("{platform}:{}", run.job.requester.id)
+}
+
+/// Runs a fix; `Some(why)` when the day's budget refused it (the requester was told).
+pub async fn fix(run: &mut Run<'_>, origin: &Origin) -> Result<Option<String>, ApiError> {
     let context = contextualize::gather(run, origin).await?;
     let issue = context.issue.clone();
 
@@ -70,9 +81,20 @@ pub async fn fix(run: &mut Run<'_>, origin: &Origin) -> Result<(), ApiError> {
     let result = match run.record.checkpoints.fix_result.clone() {
         Some(result) => result,
         None => {
+            // The day's budgets: this fix reserves the most it may cost, before it runs.
+            let user = budget_user(run);
+            let most = Limits::default().max_budget_usd;
+            if let Err(why) = spend::reserve(run.env, run.job.id.as_str(), &user, most).await? {
+                let text = format!("💸 No fix: {why}");
+                reply::finish(run, &text).await?;
+                return Ok(Some(why));
+            }
             let repository = call(gh.repository(&repo), github_api::parse_repository).await?;
             base_branch = Some(repository.default_branch.clone());
             let result = execute(run, &gh, &repo, repository, token, &context).await?;
+            if spend::budgets(run.env) != Default::default() {
+                spend::settle(run.env, run.job.id.as_str(), &user, result.cost_usd).await?;
+            }
             run.record.checkpoints.fix_result = Some(result.clone());
             run.step(
                 "executor.done",
@@ -106,7 +128,8 @@ pub async fn fix(run: &mut Run<'_>, origin: &Origin) -> Result<(), ApiError> {
     if let Some(pr) = &pr {
         link_on_linear(run, &issue, pr).await?;
     }
-    reply::finish(run, &decide::outcome_text(&issue, &result, pr.as_ref())).await
+    reply::finish(run, &decide::outcome_text(&issue, &result, pr.as_ref())).await?;
+    Ok(None)
 }
 
 /// The repository's settings on its base branch applied to the deployment's (`repo_settings`): an

@@ -19,7 +19,10 @@ pub use job_state::JobState;
 mod log;
 mod reply;
 mod run;
+mod spend;
 mod store;
+
+pub use spend::SpendLedger;
 
 use bugbot_shared::http::{ApiError, Service};
 use bugbot_shared::job::{Command, JobDecodeError, JobMessage, JobRecord, JobStatus};
@@ -115,6 +118,24 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Respo
                 .map(|r| bugbot_shared::kv::ListedJob::of(&r))
                 .collect();
             Response::from_json(&serde_json::json!({ "jobs": jobs }))
+        }
+        (Method::Get, ["internal", "spend"]) => match spend::totals(&env).await {
+            Ok(totals) => Response::from_json(&totals),
+            Err(e) => Response::error(e.to_string(), 503),
+        },
+        (Method::Post, ["internal", "dev", "spend"]) if config::dev_endpoints(&env) => {
+            #[derive(serde::Deserialize)]
+            struct Add {
+                user: String,
+                usd: f64,
+            }
+            let Ok(add) = req.json::<Add>().await else {
+                return Response::error("expected {\"user\": \"...\", \"usd\": 1.5}", 400);
+            };
+            match spend::add(&env, &add.user, add.usd).await {
+                Ok(totals) => Response::from_json(&totals),
+                Err(e) => Response::error(e.to_string(), 503),
+            }
         }
         (Method::Post, ["internal", "dev", "deliver"]) if config::dev_endpoints(&env) => {
             let Ok(value) = req.json::<serde_json::Value>().await else {
@@ -369,11 +390,14 @@ async fn execute(run: &mut Run<'_>, attempt: u32) -> Result<Ended, ApiError> {
         reply::progress(run, &replies::gathering(run.job.id.as_str())).await;
     }
     match run.job.command {
-        Command::Fix => fix::fix(run, &origin).await,
-        Command::Contextualize => contextualize::contextualize(run, &origin).await,
-        Command::Selftest => Ok(()),
+        Command::Fix => fix::fix(run, &origin)
+            .await
+            .map(|refused| refused.map_or(Ended::Done, Ended::Refused)),
+        Command::Contextualize => contextualize::contextualize(run, &origin)
+            .await
+            .map(|()| Ended::Done),
+        Command::Selftest => Ok(Ended::Done),
     }
-    .map(|()| Ended::Done)
 }
 
 /// Tells a GitHub requester without write access, once per issue, that bugbot will not act.

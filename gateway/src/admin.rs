@@ -119,6 +119,22 @@ pub async fn dev_deliver(req: &mut Request, env: &Env) -> Result<Response, Gatew
     consumer(env, "/internal/dev/deliver", Some(text)).await
 }
 
+/// `GET /v1/spend`: today's model spend (UTC), settled and reserved, per user.
+pub async fn get_spend(req: &Request, env: &Env) -> Result<Response, GatewayError> {
+    authorize(req, env)?;
+    consumer(env, "/internal/spend", None).await
+}
+
+/// `POST /v1/dev/spend` `{"user": "...", "usd": 1.5}`: adds spend to today (dev only: tests of the
+/// daily budgets).
+pub async fn dev_spend(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
+    dev_only(req, env)?;
+    let body = crate::read_body(req.inner()).await?;
+    let text = String::from_utf8(body)
+        .map_err(|_| GatewayError::BadRequest("the body must be JSON".into()))?;
+    consumer(env, "/internal/dev/spend", Some(text)).await
+}
+
 fn query_limit(req: &Request) -> Result<usize, GatewayError> {
     // The raw URL, not `req.url()`: parsing a `Url` links IDNA tables that double the wasm size.
     let url = req.inner().url();

@@ -81,6 +81,7 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
         (["v1", "dev", "enqueue-raw"], Method::Post) => admin::enqueue_raw(req, env).await,
         (["v1", "dev", "panic"], Method::Post) => admin::dev_panic(req, env).await,
         (["v1", "dev", "deliver"], Method::Post) => admin::dev_deliver(req, env).await,
+        (["v1", "dev", "spend"], Method::Post) => admin::dev_spend(req, env).await,
         (["v1", "dev", "queue-outage"], Method::Post) => {
             admin::dev_outage(req, env, admin::Outage::Queue).await
         }
@@ -103,6 +104,7 @@ async fn route(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
         (["v1", "discord", "gateway", "start"], Method::Post) => {
             admin::discord_gateway(req, env, "/start").await
         }
+        (["v1", "spend"], Method::Get) => admin::get_spend(req, env).await,
         (["v1", "dlq"], Method::Get) => admin::list_dlq(req, env).await,
         (["v1", "dlq"], _) => Err(GatewayError::MethodNotAllowed("GET")),
         (["v1", "dlq", id], Method::Get) => admin::get_dead(req, env, id).await,

@@ -6,6 +6,7 @@
 
 pub mod admission;
 pub mod authz;
+pub mod budget;
 pub mod discord;
 pub mod discord_api;
 pub mod discord_gateway;

@@ -39,6 +39,11 @@ pub(crate) async fn github_cart_fix(ctx: &E2e, comment: &str) -> Result<(u64, St
 /// A thread under the configured channel, with a report, and a signed `/bugbot fix` in it.
 /// Returns (job id, interaction id, the interaction JSON).
 async fn discord_fix(ctx: &E2e) -> Result<(String, String, Value)> {
+    discord_fix_by(ctx, "1200000000000000001").await
+}
+
+/// [`discord_fix`] asked by the member with this user id.
+async fn discord_fix_by(ctx: &E2e, user: &str) -> Result<(String, String, Value)> {
     let thread = fresh_id();
     ctx.sandbox_post(
         &format!("/_sandbox/discord/channels/{thread}/messages"),
@@ -62,7 +67,7 @@ async fn discord_fix(ctx: &E2e) -> Result<(String, String, Value)> {
         "guild_id": ctx.env.get("DISCORD_TEST_GUILD_ID"),
         "channel_id": thread,
         "channel": {"id": thread, "type": 11, "parent_id": ctx.env.get("DISCORD_TEST_CHANNEL_ID")},
-        "member": {"user": {"id": "1200000000000000001", "username": "jane"},
+        "member": {"user": {"id": user, "username": "jane"},
                    "roles": [ctx.env.get("DISCORD_TEST_FIX_ROLE_ID")]},
         "data": {"id": "1100000000000000050", "name": "bugbot", "type": 1,
                  "options": [{"name": "fix", "type": 1,
@@ -447,5 +452,57 @@ pub async fn repository_settings_narrow_the_paths_and_a_bad_file_fails_naming_it
     );
     let state = ctx.sandbox_state().await?;
     ensure_eq!(pulls_of(&state, &job).len(), 0);
+    Ok(())
+}
+
+/// A requester whose day's model spend leaves no room for a fix's budget is refused, told what is
+/// spent and when it resets, and nothing runs; today's totals show the spend.
+pub async fn a_fix_past_the_requesters_daily_budget_is_refused_politely(
+    ctx: Arc<E2e>,
+) -> Result<()> {
+    ctx.wait_idle().await?;
+    seed(&ctx, read_then_edit("src/cart.js", CART_FIX.0, CART_FIX.1)).await?;
+    // A user of this case's own (a budget spent stays spent all day), with $39.50 of $40 spent.
+    let user = fresh_id();
+    let r = ctx
+        .http
+        .post(ctx.gateway("/v1/dev/spend"))
+        .bearer_auth(ctx.env.get("ADMIN_TOKEN"))
+        .json(&json!({"user": format!("discord:{user}"), "usd": 39.5}))
+        .send()
+        .await?;
+    ensure_eq!(r.status().as_u16(), 200, "{}", r.text().await?);
+    let models_before = ctx.sandbox_state().await?["anthropic"]["requests"]
+        .as_array()
+        .map_or(0, Vec::len);
+    let (job, interaction, _) = discord_fix_by(&ctx, &user).await?;
+    let record = ctx
+        .wait_for_job(&job, Duration::from_secs(60), |r| r["status"] == "refused")
+        .await?;
+    let state = ctx.sandbox_state().await?;
+    no_violations(&state)?;
+    let answers = answers_for(&state, &interaction);
+    ensure!(
+        answers.iter().any(|a| a.contains("No fix")
+            && a.contains("$39.50 of $40.00")
+            && a.contains("00:00 UTC")),
+        "the requester is told why and until when: {answers:?} {record}"
+    );
+    ensure_eq!(pulls_of(&state, &job).len(), 0);
+    ensure_eq!(
+        state["anthropic"]["requests"]
+            .as_array()
+            .map_or(0, Vec::len),
+        models_before,
+        "the model was not asked"
+    );
+    let spend = ctx.admin_get("/v1/spend").await?;
+    ensure_eq!(spend.status, 200, "{}", spend.text);
+    let mine = spend.json["users"][format!("discord:{user}")].as_f64();
+    ensure!(
+        mine == Some(39.5),
+        "today's totals show the user's spend: {}",
+        spend.text
+    );
     Ok(())
 }

@@ -459,7 +459,7 @@ name = "EXECUTOR"
 class_name = "ExecutorContainer"
 
 [[migrations]]
-tag = "v2"
+tag = "v3"
 new_sqlite_classes = ["ExecutorContainer"]
 "#;
 

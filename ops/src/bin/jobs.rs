@@ -59,6 +59,8 @@ enum Cmd {
         /// Job id.
         id: String,
     },
+    /// Today's model spend (UTC): settled, reserved by running fixes, per user.
+    Spend,
 }
 
 #[tokio::main]
@@ -80,6 +82,7 @@ async fn main() -> Result<()> {
         Cmd::DlqShow { id } => ("GET", format!("/v1/dlq/{id}")),
         Cmd::Replay { id } => ("POST", format!("/v1/dlq/{id}/replay")),
         Cmd::Purge { id } => ("DELETE", format!("/v1/dlq/{id}")),
+        Cmd::Spend => ("GET", "/v1/spend".to_owned()),
     };
     let request = match method {
         "GET" => http.get(format!("{url}{path}")),
@@ -104,6 +107,19 @@ async fn main() -> Result<()> {
         return Ok(());
     }
     match args.command {
+        Cmd::Spend => {
+            let usd = |v: &Value| v.as_f64().unwrap_or(0.0);
+            println!(
+                "{} (UTC): ${:.2} spent, ${:.2} reserved by running fixes, {} job(s)",
+                s(&body["day"]),
+                usd(&body["spent_usd"]),
+                usd(&body["reserved_usd"]),
+                body["jobs"]
+            );
+            for (user, spent) in body["users"].as_object().into_iter().flatten() {
+                println!("  {user:<40} ${:.2}", usd(spent));
+            }
+        }
         Cmd::List { .. } => {
             println!(
                 "{:<44} {:<13} {:<10} {:<17} SOURCE",
