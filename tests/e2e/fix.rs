@@ -350,8 +350,9 @@ pub async fn a_cut_tree_listing_is_narrowed_to_the_allowed_directories(
     Ok(())
 }
 
-/// The served repository with these extra files on its base branch, and the scripted cart fix.
-async fn seed_with(ctx: &E2e, extra: &[(&str, &str)]) -> Result<()> {
+/// [`github_cart_fix`] asked with `@bugbot fix`, the repository's base branch holding these extra
+/// files; returns the job id.
+async fn github_cart_fix_with(ctx: &E2e, extra: &[(&str, &str)]) -> Result<String> {
     let mut files = web_app_files();
     for (path, text) in extra {
         files.insert((*path).to_owned(), (*text).to_owned());
@@ -366,7 +367,14 @@ async fn seed_with(ctx: &E2e, extra: &[(&str, &str)]) -> Result<()> {
         &read_then_edit("src/cart.js", CART_FIX.0, CART_FIX.1),
     )
     .await?;
-    Ok(())
+    let (_, job) = member_comments_on_a_new_issue(
+        ctx,
+        "Cart total is one too high",
+        "Three $10 items cost $31 in the cart.",
+        "@bugbot fix",
+    )
+    .await?;
+    Ok(job)
 }
 
 /// A repository's `.github/bugbot.toml` narrows the allowed paths (the cart fix, outside them, is
@@ -376,7 +384,7 @@ pub async fn repository_settings_narrow_the_paths_and_a_bad_file_fails_naming_it
     ctx: Arc<E2e>,
 ) -> Result<()> {
     ctx.wait_idle().await?;
-    seed_with(
+    let job = github_cart_fix_with(
         &ctx,
         &[
             (
@@ -385,13 +393,6 @@ pub async fn repository_settings_narrow_the_paths_and_a_bad_file_fails_naming_it
             ),
             ("CLAUDE.md", "Keep functions small and use two-space indents.\n"),
         ],
-    )
-    .await?;
-    let (_, job) = member_comments_on_a_new_issue(
-        &ctx,
-        "Cart total is one too high",
-        "Three $10 items cost $31 in the cart.",
-        "@bugbot fix",
     )
     .await?;
     let record = crate::contextualize::wait_status(&ctx, &job, "succeeded", 120).await?;
@@ -429,19 +430,12 @@ pub async fn repository_settings_narrow_the_paths_and_a_bad_file_fails_naming_it
     ensure!(answered, "the answer names the refused path");
 
     // A file that widens the paths: the job fails, and says where.
-    seed_with(
+    let job = github_cart_fix_with(
         &ctx,
         &[(
             ".github/bugbot.toml",
             "allowed_paths = [\n  \"src/\",\n  \"scripts/\",\n]\n",
         )],
-    )
-    .await?;
-    let (_, job) = member_comments_on_a_new_issue(
-        &ctx,
-        "Cart total is one too high",
-        "Three $10 items cost $31 in the cart.",
-        "@bugbot fix",
     )
     .await?;
     let record = crate::contextualize::wait_status(&ctx, &job, "failed", 120).await?;
