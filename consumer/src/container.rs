@@ -124,7 +124,7 @@ impl DurableObject for ExecutorContainer {
             start(&container, &env)?;
         }
         // The sleep timeout: pushed back by every request.
-        self.state.storage().set_alarm(STOP_AFTER).await?;
+        storage.set_alarm(STOP_AFTER).await?;
         // Right after a start the port may not accept yet: retry, often at first (a start takes about
         // a second), for at most READY_WITHIN.
         let port = container.get_tcp_port(EXECUTOR_PORT)?;
@@ -310,11 +310,16 @@ pub async fn egress(req: Request, env: &Env, grant: Grant) -> Result<Response> {
     Ok(answer)
 }
 
-async fn count_refusal(env: &Env, job: &str, host: &str) -> Result<()> {
-    let stub = env
-        .durable_object("EXECUTOR")?
+/// Job `job`'s container object: one per running job, named after it, so concurrent jobs do not
+/// share a machine (nor its agent users) and a redelivery of the job reaches the same one.
+pub fn stub(env: &Env, job: &str) -> Result<worker::Stub> {
+    env.durable_object("EXECUTOR")?
         .id_from_name(job)?
-        .get_stub()?;
+        .get_stub()
+}
+
+async fn count_refusal(env: &Env, job: &str, host: &str) -> Result<()> {
+    let stub = stub(env, job)?;
     let mut init = RequestInit::new();
     init.with_method(Method::Post)
         .with_body(Some(JsValue::from_str(host)));
@@ -325,11 +330,7 @@ async fn count_refusal(env: &Env, job: &str, host: &str) -> Result<()> {
 
 /// The hosts job `job`'s container was refused, with counts.
 pub async fn refused_hosts(env: &Env, job: &str) -> Result<Vec<(String, u32)>> {
-    let stub = env
-        .durable_object("EXECUTOR")?
-        .id_from_name(job)?
-        .get_stub()?;
-    let mut answer = stub
+    let mut answer = stub(env, job)?
         .fetch_with_str(&format!("http://executor{REFUSED_PATH}"))
         .await?;
     answer.json().await

@@ -39,18 +39,13 @@ pub async fn start(env: &Env, job: &str, request: &FixRequest) -> Result<EventSt
                 .map_err(unreachable)?
         }
         None => {
-            // One container per running job, named after it: concurrent jobs do not share a
-            // machine (nor its agent users), and a redelivery of the job reaches the same one.
-            let namespace = env.durable_object("EXECUTOR").map_err(|_| {
-                ApiError::permanent(
+            if env.durable_object("EXECUTOR").is_err() {
+                return Err(ApiError::permanent(
                     Service::Executor,
                     "neither EXECUTOR_URL nor the EXECUTOR binding is configured",
-                )
-            })?;
-            let stub = namespace
-                .id_from_name(job)
-                .and_then(|id| id.get_stub())
-                .map_err(unreachable)?;
+                ));
+            }
+            let stub = crate::container::stub(env, job).map_err(unreachable)?;
             let req =
                 Request::new_with_init("http://executor/v1/fix", &init).map_err(unreachable)?;
             stub.fetch_with_request(req).await.map_err(unreachable)?

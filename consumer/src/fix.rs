@@ -92,9 +92,7 @@ pub async fn fix(run: &mut Run<'_>, origin: &Origin) -> Result<Option<String>, A
             let repository = call(gh.repository(&repo), github_api::parse_repository).await?;
             base_branch = Some(repository.default_branch.clone());
             let result = execute(run, &gh, &repo, repository, token, &context).await?;
-            if spend::budgets(run.env) != Default::default() {
-                spend::settle(run.env, run.job.id.as_str(), &user, result.cost_usd).await?;
-            }
+            spend::settle(run.env, run.job.id.as_str(), &user, result.cost_usd).await?;
             run.record.checkpoints.fix_result = Some(result.clone());
             run.step(
                 "executor.done",

@@ -112,11 +112,16 @@ pub async fn list_jobs(req: &Request, env: &Env) -> Result<Response, GatewayErro
 /// (dev-only, like `enqueue-raw`): the local queue delivers one message at a time, so this is how
 /// tests deliver one job twice at the same moment. Answers how the delivery settled.
 pub async fn dev_deliver(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
+    dev_to_consumer(req, env, "/internal/dev/deliver").await
+}
+
+/// A dev-only route whose JSON body goes to the consumer's matching `path`, answered as it answers.
+async fn dev_to_consumer(req: &Request, env: &Env, path: &str) -> Result<Response, GatewayError> {
     dev_only(req, env)?;
     let body = crate::read_body(req.inner()).await?;
     let text = String::from_utf8(body)
         .map_err(|_| GatewayError::BadRequest("the body must be JSON".into()))?;
-    consumer(env, "/internal/dev/deliver", Some(text)).await
+    consumer(env, path, Some(text)).await
 }
 
 /// `GET /v1/spend`: today's model spend (UTC), settled and reserved, per user.
@@ -128,11 +133,7 @@ pub async fn get_spend(req: &Request, env: &Env) -> Result<Response, GatewayErro
 /// `POST /v1/dev/spend` `{"user": "...", "usd": 1.5}`: adds spend to today (dev only: tests of the
 /// daily budgets).
 pub async fn dev_spend(req: &mut Request, env: &Env) -> Result<Response, GatewayError> {
-    dev_only(req, env)?;
-    let body = crate::read_body(req.inner()).await?;
-    let text = String::from_utf8(body)
-        .map_err(|_| GatewayError::BadRequest("the body must be JSON".into()))?;
-    consumer(env, "/internal/dev/spend", Some(text)).await
+    dev_to_consumer(req, env, "/internal/dev/spend").await
 }
 
 fn query_limit(req: &Request) -> Result<usize, GatewayError> {

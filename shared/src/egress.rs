@@ -161,17 +161,9 @@ pub struct Presented<'a> {
     pub api_key: Option<&'a str>,
 }
 
-/// Constant-time comparison of a presented secret (an empty expected one never matches).
+/// Whether `given` is the expected secret (constant time; nothing presented never matches).
 fn same_secret(given: Option<&str>, expected: &str) -> bool {
-    use sha2::Digest as _;
-    use subtle::ConstantTimeEq as _;
-    let Some(given) = given else { return false };
-    if expected.is_empty() {
-        return false;
-    }
-    let a = sha2::Sha256::digest(given.as_bytes());
-    let b = sha2::Sha256::digest(expected.as_bytes());
-    bool::from(a.as_slice().ct_eq(b.as_slice()))
+    given.is_some_and(|g| crate::signature::secret_matches(g, expected))
 }
 
 /// Decides a request the Container made to `url` (`http://host/path?query`, as the runtime hands

@@ -148,13 +148,18 @@ pub fn verify_github(
 
 /// Constant-time comparison of a bearer token (admin and executor APIs).
 pub fn bearer_matches(authorization: Option<&str>, expected: &str) -> bool {
-    let Some(given) = authorization.and_then(|h| h.strip_prefix("Bearer ")) else {
-        return false;
-    };
+    authorization
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .is_some_and(|given| secret_matches(given, expected))
+}
+
+/// Constant-time comparison of a presented secret with the expected one (an empty expected secret
+/// never matches).
+pub fn secret_matches(given: &str, expected: &str) -> bool {
     if expected.is_empty() {
         return false;
     }
-    // Compare digests so that the length of the expected token is not leaked either.
+    // Compare digests so that the length of the expected secret is not leaked either.
     use sha2::Digest;
     let a = Sha256::digest(given.as_bytes());
     let b = Sha256::digest(expected.as_bytes());
