@@ -137,6 +137,11 @@ pub fn prompt(req: &FixRequest) -> String {
         }
         p.push('\n');
     }
+    if !req.task.follow_up.trim().is_empty() {
+        p.push_str("## What is asked now\n\n");
+        p.push_str(&req.task.follow_up);
+        p.push_str("\n\n");
+    }
     if !req.task.instructions.trim().is_empty() {
         p.push_str(
             "## The repository's instructions\n\n\

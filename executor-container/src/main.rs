@@ -97,6 +97,7 @@ fn app(config: run::Config) -> Router {
             }),
         )
         .route("/v1/fix", post(fix))
+        .route("/v1/runs/{id}/stop", post(stop))
         .with_state(AppState {
             config: Arc::new(config),
             runs: runs::Runs::default(),
@@ -168,6 +169,44 @@ async fn fix(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Re
         run_id,
     ));
     answer
+}
+
+/// `POST /v1/runs/{id}/stop` `{"reason": "stopped by jane"}`: kills the run (its agent and
+/// workspace go, nothing is pushed) and ends its stream with a `stopped` result. A run that has
+/// not started yet ends that way as soon as it is asked for; one already pushing finishes.
+async fn stop(
+    State(app): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !bearer_matches(auth, &app.config.token) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token".into(),
+        );
+    }
+    #[derive(serde::Deserialize)]
+    struct StopRequest {
+        reason: String,
+    }
+    let reason = match serde_json::from_slice::<StopRequest>(&body) {
+        Ok(r) => bugbot_shared::job::truncate(r.reason.trim(), 200).0,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid stop request: {e}")),
+    };
+    let stopping = app
+        .runs
+        .stop(&id, &reason, || run::stopped_line(&reason));
+    tracing::info!(run = %id, ?stopping, "stop requested");
+    let state = match stopping {
+        runs::Stopping::Running => "stopping",
+        runs::Stopping::Finished => "finished",
+        runs::Stopping::BeforeStart => "stopped_before_start",
+    };
+    Json(serde_json::json!({ "run_id": id, "state": state })).into_response()
 }
 
 /// The NDJSON answer that follows a run.

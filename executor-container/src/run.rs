@@ -148,6 +148,15 @@ pub async fn run(
                 ..empty(Outcome::TimedOut)
             },
         },
+        // Stopped: the attempt's future is dropped, so its agent is killed and its workspace
+        // removed before the result goes out.
+        reason = out.hub.stopped() => {
+            tracing::info!(branch = %request.branch, %reason, "run stopped: its agent was killed and its workspace removed");
+            FixResult {
+                error: Some(reason),
+                ..empty(Outcome::Stopped)
+            }
+        },
         () = out.hub.abandoned(config.detached_grace) => {
             heartbeat.abort();
             runs.forget(&run_id);
@@ -166,6 +175,23 @@ pub async fn run(
     })
     .await;
     out.hub.finish();
+}
+
+/// The `done` line of a run stopped before it started.
+pub fn stopped_line(reason: &str) -> String {
+    let done = Event::Done {
+        result: FixResult {
+            error: Some(reason.to_owned()),
+            ..empty(Outcome::Stopped)
+        },
+    };
+    format!("{}\n", serde_json::to_string(&done).unwrap_or_default())
+}
+
+/// The part of the wall time Claude Code gets: the rest is kept for checking and pushing its work.
+fn agent_time(wall: std::time::Duration) -> std::time::Duration {
+    let reserve = (wall / 4).min(std::time::Duration::from_secs(120));
+    wall.saturating_sub(reserve)
 }
 
 fn empty(outcome: Outcome) -> FixResult {
@@ -196,11 +222,11 @@ async fn attempt(
         agent,
     };
     out.emit(&Event::Cloning {
-        base_branch: req.base_branch.clone(),
+        base_branch: req.start_branch().to_owned(),
     })
     .await;
     job.workspace
-        .clone(&req.repo_url, &req.base_branch, token)
+        .clone(&req.repo_url, req.start_branch(), token)
         .await?;
     let ws = &job.workspace;
     ws.write_tree(job.agent.ids).await?;
@@ -214,10 +240,26 @@ async fn attempt(
         model_url: config.forwarder.url(),
         model_key,
     };
-    let claude = crate::claude::run(config, req, &agent_env, out).await;
+    let allowed_time = agent_time(std::time::Duration::from_secs(req.limits.wall_time_secs));
+    let claude = tokio::time::timeout(
+        allowed_time,
+        crate::claude::run(config, req, &agent_env, out),
+    )
+    .await;
     // Nothing the agent started may run while git reads and commits its work.
     job.agent.kill_all();
-    let claude = claude?;
+    let claude = match claude {
+        Ok(claude) => claude?,
+        // Its share of the wall time ran out: what it wrote so far is checked and kept.
+        Err(_) => crate::claude::ClaudeRun {
+            outcome: Outcome::TimedOut,
+            summary: String::new(),
+            turns: 0,
+            cost_usd: 0.0,
+            error: None,
+            denied: Vec::new(),
+        },
+    };
 
     let mut result = FixResult {
         summary: claude.summary.clone(),
@@ -225,11 +267,14 @@ async fn attempt(
         cost_usd: claude.cost_usd,
         ..empty(claude.outcome)
     };
-    if claude.outcome != Outcome::Pushed {
-        // Claude Code did not finish: whatever it left is not pushed.
+    if claude.outcome != Outcome::Pushed && !claude.outcome.hit_limit() {
+        // Claude Code failed: whatever it left is not pushed.
         result.error = claude.error;
         return Ok(result);
     }
+    // Finished, or stopped at a limit: the checked work is pushed either way (at a limit, for a
+    // draft pull request that a `continue` carries on).
+    let finished = claude.outcome == Outcome::Pushed;
 
     out.emit(&Event::CheckingPaths).await;
     if !claude.denied.is_empty() {
@@ -240,7 +285,9 @@ async fn attempt(
     }
     let set = match ws.check(&req.allowed_paths).await? {
         Checked::NoChanges => {
-            result.outcome = Outcome::NoChanges;
+            if finished {
+                result.outcome = Outcome::NoChanges;
+            }
             return Ok(result);
         }
         Checked::Rejected(violations) => {
@@ -252,10 +299,18 @@ async fn attempt(
     };
 
     let message = format!(
-        "fix({}): {}\n\n{}\n\nMade by bugbot with Claude Code.",
+        "{}({}): {}\n\n{}\n\nMade by bugbot with Claude Code.",
+        if finished { "fix" } else { "wip" },
         req.task.issue_id,
         req.task.title,
-        bugbot_shared::job::truncate(&claude.summary, 2000).0
+        if finished {
+            bugbot_shared::job::truncate(&claude.summary, 2000).0
+        } else {
+            format!(
+                "Partial work: Claude Code {} before it finished.",
+                bugbot_shared::fix::limit_reached(&result)
+            )
+        }
     );
     // Nothing secret leaves: a configured secret (in any form) or a token in the added text or
     // the commit message rejects the fix, and the finding names the kind, never the value.
@@ -267,13 +322,19 @@ async fn attempt(
     }
     result.changed_files = set.files.clone();
 
+    let sha = ws.commit(&set, &out.masker.mask(&message)).await?;
+    // From here the run pushes and is no longer stopped; stopped just before, it pushes nothing.
+    if !out.hub.commit() {
+        return Err(Failure("stopped before the push".into()));
+    }
     out.emit(&Event::Pushing {
         branch: req.branch.clone(),
     })
     .await;
-    let sha = ws.commit(&set, &out.masker.mask(&message)).await?;
     ws.push(&req.repo_url, &sha, &req.branch, token).await?;
-    result.outcome = Outcome::Pushed;
+    if finished {
+        result.outcome = Outcome::Pushed;
+    }
     result.branch = Some(req.branch.clone());
     result.commit_sha = Some(sha);
     Ok(result)

@@ -22,18 +22,49 @@ pub struct Hub {
     live: broadcast::Sender<(usize, String)>,
     followers: watch::Sender<usize>,
     finished: Mutex<Option<Instant>>,
+    /// Why the run was asked to stop, once it was.
+    stop: watch::Sender<Option<String>>,
+    /// The run is pushing: past this point a stop comes too late (a push is not cut off halfway).
+    committed: std::sync::atomic::AtomicBool,
 }
 
 impl Hub {
     fn new() -> Arc<Self> {
         let (live, _) = broadcast::channel(256);
         let (followers, _) = watch::channel(0);
+        let (stop, _) = watch::channel(None);
         Arc::new(Self {
             events: Mutex::default(),
             live,
             followers,
             finished: Mutex::default(),
+            stop,
+            committed: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Resolves with the reason once the run is asked to stop, unless it is already pushing.
+    pub async fn stopped(&self) -> String {
+        let mut stop = self.stop.subscribe();
+        loop {
+            let reason = stop.borrow_and_update().clone();
+            if let Some(reason) = reason
+                && !self.committed.load(std::sync::atomic::Ordering::SeqCst)
+            {
+                return reason;
+            }
+            if stop.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    /// Marks the point after which the run is no longer stopped (it is pushing). False when a stop
+    /// was asked for first: then the run must not push.
+    pub fn commit(&self) -> bool {
+        self.committed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stop.borrow().is_none()
     }
 
     /// Records and broadcasts one event line.
@@ -131,6 +162,17 @@ impl Drop for Following {
     }
 }
 
+/// What a stop found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopping {
+    /// The run is going: it is being stopped.
+    Running,
+    /// The run had already finished (or is pushing): nothing to stop.
+    Finished,
+    /// No such run yet: when it is asked for, it ends at once, stopped.
+    BeforeStart,
+}
+
 /// What a request for a run found.
 #[derive(Debug)]
 pub enum Claim {
@@ -160,6 +202,31 @@ impl Runs {
         let hub = Hub::new();
         runs.insert(id.to_owned(), hub.clone());
         Claim::Start(hub)
+    }
+
+    /// Stops run `id` for `reason`. A run not started yet is recorded as stopped, so that the
+    /// request that would start it gets the stopped result instead (`stopped_line`).
+    pub fn stop(&self, id: &str, reason: &str, stopped_line: impl FnOnce() -> String) -> Stopping {
+        let mut runs = self.runs.lock().unwrap_or_else(|p| p.into_inner());
+        match runs.get(id) {
+            Some(hub)
+                if hub.finished_at().is_some()
+                    || hub.committed.load(std::sync::atomic::Ordering::SeqCst) =>
+            {
+                Stopping::Finished
+            }
+            Some(hub) => {
+                hub.stop.send_replace(Some(reason.to_owned()));
+                Stopping::Running
+            }
+            None => {
+                let hub = Hub::new();
+                hub.push(stopped_line());
+                hub.finish();
+                runs.insert(id.to_owned(), hub);
+                Stopping::BeforeStart
+            }
+        }
     }
 
     /// Forgets a run that ended without a result (stopped: nobody followed it), so a later
@@ -205,6 +272,38 @@ mod tests {
             panic!("kept")
         };
         assert_eq!(again.follow().collect::<Vec<_>>().await.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_stop_ends_a_run_or_waits_for_it_and_never_cuts_a_push() {
+        let runs = Runs::default();
+        let Claim::Start(hub) = runs.claim("job-3") else {
+            panic!()
+        };
+        let waiting = tokio::spawn({
+            let hub = hub.clone();
+            async move { hub.stopped().await }
+        });
+        assert_eq!(runs.stop("job-3", "stopped by jane", String::new), Stopping::Running);
+        assert_eq!(waiting.await.unwrap(), "stopped by jane");
+        assert!(!hub.commit(), "a stopped run must not push");
+
+        // Asked before the run exists: the run, when asked for, is already over.
+        let line = || "{\"event\":\"done\"}\n".to_owned();
+        assert_eq!(runs.stop("job-4", "stopped by bob", line), Stopping::BeforeStart);
+        let Claim::Follow(hub) = runs.claim("job-4") else {
+            panic!("the stopped run is followed, not started")
+        };
+        assert_eq!(hub.follow().collect::<Vec<_>>().await.len(), 1);
+
+        // Pushing: too late to stop.
+        let Claim::Start(hub) = runs.claim("job-5") else {
+            panic!()
+        };
+        assert!(hub.commit());
+        assert_eq!(runs.stop("job-5", "x", String::new), Stopping::Finished);
+        let late = tokio::time::timeout(Duration::from_millis(100), hub.stopped()).await;
+        assert!(late.is_err(), "a pushing run is not stopped");
     }
 
     #[tokio::test]

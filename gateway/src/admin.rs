@@ -399,6 +399,7 @@ pub async fn selftest(req: &Request, env: &Env) -> Result<Response, GatewayError
         references: References::default(),
         enqueued_at_ms: now,
         replay: 0,
+        resume: None,
     };
     let policy = config::policy(env)?;
     match crate::admission::admit(env, None, &job, &policy, "admin").await? {

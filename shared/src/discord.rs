@@ -22,6 +22,7 @@ pub const DETAILS_OPTION: &str = "details";
 mod kind {
     pub const PING: u8 = 1;
     pub const APPLICATION_COMMAND: u8 = 2;
+    pub const MESSAGE_COMPONENT: u8 = 3;
     pub const AUTOCOMPLETE: u8 = 4;
 }
 /// Application command types.
@@ -135,8 +136,12 @@ pub struct Resolved {
 /// Application command data.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CommandData {
-    /// Command name.
+    /// Command name (absent for a button press).
+    #[serde(default)]
     pub name: String,
+    /// A pressed button's id (message components).
+    #[serde(default)]
+    pub custom_id: Option<String>,
     /// Command type.
     #[serde(rename = "type", default = "chat_input")]
     pub kind: u8,
@@ -198,6 +203,13 @@ pub enum Decision {
     Reply(String),
     /// Answer an autocomplete with no choices.
     NoChoices,
+    /// A button on a job's message was pressed: steer that job.
+    Steer {
+        /// The job.
+        job: JobId,
+        /// The ask.
+        ask: crate::steer::Ask,
+    },
 }
 
 /// The body is not an interaction bugbot can read.
@@ -216,9 +228,10 @@ pub fn decide(i: &Interaction, policy: &AccessPolicy, now_ms: u64) -> Decision {
         kind::PING => return Decision::Pong,
         kind::APPLICATION_COMMAND => {}
         kind::AUTOCOMPLETE => return Decision::NoChoices,
+        kind::MESSAGE_COMPONENT => return steer(i, policy),
         _ => {
             return Decision::Reply(
-                "bugbot has no buttons or forms; use `/bugbot fix` or `/bugbot contextualize`."
+                "bugbot has no forms; use `/bugbot fix` or `/bugbot contextualize`."
                     .into(),
             );
         }
@@ -288,7 +301,43 @@ pub fn decide(i: &Interaction, policy: &AccessPolicy, now_ms: u64) -> Decision {
         references,
         enqueued_at_ms: now_ms,
         replay: 0,
+        resume: None,
     }))
+}
+
+/// A button press on a job's message: who pressed what, and whether they may run fixes.
+fn steer(i: &Interaction, policy: &AccessPolicy) -> Decision {
+    let Some((action, job)) = i
+        .data
+        .as_ref()
+        .and_then(|d| d.custom_id.as_deref())
+        .and_then(crate::steer::parse_custom_id)
+    else {
+        return Decision::Reply("bugbot does not know this button.".into());
+    };
+    let (Some(guild_id), Some(member)) = (&i.guild_id, &i.member) else {
+        return Decision::Reply("bugbot's buttons work in server channels only.".into());
+    };
+    if member.user.bot {
+        return Decision::Reply("bugbot does not take commands from bots.".into());
+    }
+    Decision::Steer {
+        job,
+        ask: crate::steer::Ask {
+            action,
+            by: Requester {
+                id: member.user.id.to_string(),
+                name: member.user.display_name().to_owned(),
+            },
+            may_fix: policy
+                .discord_allows(guild_id, &member.roles, Command::Fix)
+                .is_ok(),
+            interaction: Some(crate::steer::Interaction {
+                id: i.id.clone(),
+                token: i.token.clone(),
+            }),
+        },
+    }
 }
 
 /// The command, its `details` text and its target message, if the data names a bugbot command.
@@ -430,6 +479,7 @@ pub fn decide_mention(
         references,
         enqueued_at_ms: now_ms,
         replay: 0,
+        resume: None,
     }))
 }
 
@@ -441,6 +491,12 @@ pub fn pong() -> Value {
 /// The deferred answer (type 5): Discord shows "bugbot is thinking…" until the consumer edits it.
 pub fn deferred() -> Value {
     json!({ "type": 5 })
+}
+
+/// The answer to a button press that replaces the pressed message's text and buttons (and makes it
+/// the press's `@original`, which the job then edits with the press's token).
+pub fn update_message(content: &str, components: &Value) -> Value {
+    json!({ "type": 7, "data": { "content": content, "components": components, "allowed_mentions": { "parse": [] } } })
 }
 
 /// An ephemeral message only the requester sees.
@@ -555,6 +611,34 @@ mod tests {
     fn ping() {
         let v = json!({"id": "1", "application_id": "2", "type": 1, "token": "t", "version": 1});
         assert_eq!(decide_json(&v), Decision::Pong);
+    }
+
+    #[test]
+    fn a_button_press_steers_its_job() {
+        let press = |custom_id: &str, roles: &[&str]| {
+            json!({
+                "id": "901", "application_id": "1", "type": 3, "token": "press-tok", "version": 1,
+                "guild_id": "100", "channel_id": "300",
+                "member": {"user": {"id": "43", "username": "bob"}, "roles": roles},
+                "message": {"id": "77", "content": "working"},
+                "data": {"custom_id": custom_id, "component_type": 2}
+            })
+        };
+        let Decision::Steer { job, ask } = decide_json(&press("bugbot:stop:dc-900", &["7"])) else {
+            panic!("a steer")
+        };
+        assert_eq!(job.as_str(), "dc-900");
+        assert_eq!(ask.action, crate::steer::Action::Stop);
+        assert_eq!((ask.by.id.as_str(), ask.may_fix), ("43", true));
+        assert_eq!(ask.interaction.unwrap().token, "press-tok");
+        let Decision::Steer { ask, .. } = decide_json(&press("bugbot:retry:dc-900", &[])) else {
+            panic!("a steer")
+        };
+        assert!(!ask.may_fix, "no fix role");
+        assert!(matches!(
+            decide_json(&press("someone-else:x", &["7"])),
+            Decision::Reply(_)
+        ));
     }
 
     #[test]

@@ -25,6 +25,10 @@ pub struct Task {
     /// text for the prompt: they never become Claude Code's settings, and bugbot's rules still hold.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub instructions: String,
+    /// What this run follows up on: the previous run's summary (a `continue`), or a reviewer's
+    /// instruction and comments (a review). Empty for a first run.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub follow_up: String,
 }
 
 /// Resource limits of one run.
@@ -91,6 +95,21 @@ pub struct FixRequest {
     /// (or collects its result) instead of starting another. Absent: a run of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_id: Option<String>,
+    /// The run carries on the work already on `branch` (a `continue`, a review): it starts from
+    /// `branch` instead of `base_branch` and pushes its commit on top. False: `branch` is new.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub on_branch: bool,
+}
+
+impl FixRequest {
+    /// The branch the run clones and builds on.
+    pub fn start_branch(&self) -> &str {
+        if self.on_branch {
+            &self.branch
+        } else {
+            &self.base_branch
+        }
+    }
 }
 
 impl std::fmt::Debug for FixRequest {
@@ -102,6 +121,7 @@ impl std::fmt::Debug for FixRequest {
             .field("task", &self.task.issue_id)
             .field("allowed_paths", &self.allowed_paths)
             .field("limits", &self.limits)
+            .field("on_branch", &self.on_branch)
             .field(
                 "github_token",
                 &self.github_token.as_ref().map(|_| "[REDACTED]"),
@@ -228,14 +248,23 @@ pub enum Outcome {
     Rejected,
     /// Claude Code changed nothing; nothing was pushed.
     NoChanges,
-    /// Claude Code hit `--max-turns`; nothing was pushed.
+    /// Claude Code hit `--max-turns`; its checked partial work, if any, was pushed (`branch`).
     MaxTurns,
-    /// Claude Code hit `--max-budget-usd`; nothing was pushed.
+    /// Claude Code hit `--max-budget-usd`; its checked partial work, if any, was pushed.
     BudgetExceeded,
-    /// The wall time ran out; everything was killed and nothing was pushed.
+    /// Claude Code's share of the wall time ran out; its checked partial work, if any, was pushed.
     TimedOut,
+    /// Someone stopped the run (`error` says who): everything was killed, nothing was pushed.
+    Stopped,
     /// Something failed (clone, Claude Code, push); see `error`.
     Failed,
+}
+
+impl Outcome {
+    /// True when the run ended at a limit: what it did is kept, and it may be continued.
+    pub fn hit_limit(self) -> bool {
+        matches!(self, Self::MaxTurns | Self::BudgetExceeded | Self::TimedOut)
+    }
 }
 
 /// A changed file of a pushed fix.

@@ -224,6 +224,16 @@ pub fn pr_body(issue: &Issue, context_summary: &str, result: &FixResult, job: &J
             summary
         }
     );
+    if result.outcome.hit_limit() {
+        let _ = writeln!(
+            md,
+            "### What is left\n\nClaude Code {} before it finished: this draft holds its checked \
+             partial work. Ask bugbot to **continue** (the Continue button in Discord, or a comment \
+             `@bugbot continue`): the next run carries on on this branch with a fresh budget and \
+             marks this pull request ready for review.\n",
+            limit_reached(result)
+        );
+    }
     if !result.changed_files.is_empty() {
         let _ = writeln!(md, "### Changed files\n\n| file | + | − |\n|---|---|---|");
         for f in &result.changed_files {
@@ -275,9 +285,35 @@ pub fn outcome_text(issue: &Issue, result: &FixResult, pr: Option<&PullRequest>)
     )
 }
 
+/// Which limit a run reached, as words ("used all its turns (30)").
+pub fn limit_reached(result: &FixResult) -> String {
+    match result.outcome {
+        Outcome::MaxTurns => format!("used all its turns ({})", result.turns),
+        Outcome::BudgetExceeded => format!("reached its cost limit (${:.2})", result.cost_usd),
+        _ => format!(
+            "ran out of time ({:.0} s)",
+            result.duration_ms as f64 / 1000.0
+        ),
+    }
+}
+
 fn outcome_line(issue: &Issue, result: &FixResult, pr: Option<&PullRequest>) -> String {
     let linear = format!("[{}]({})", issue.identifier, issue.url);
     match (result.outcome, pr) {
+        (o, Some(pr)) if o.hit_limit() => format!(
+            "⏸️ Draft pull request: {} — Claude Code {} before it finished; its partial change ({} file(s)) is there. **Continue** carries on with a fresh budget. Linear: {linear}",
+            pr.html_url,
+            limit_reached(result),
+            result.changed_files.len()
+        ),
+        (o, None) if o.hit_limit() => format!(
+            "⏸️ No pull request yet: Claude Code {} before it changed anything. **Continue** carries on with a fresh budget. Linear: {linear}",
+            limit_reached(result)
+        ),
+        (Outcome::Stopped, _) => format!(
+            "⏹️ The fix was {}. Nothing was pushed and its workspace was removed. Linear: {linear}",
+            result.error.as_deref().unwrap_or("stopped")
+        ),
         (Outcome::Pushed, Some(pr)) => format!(
             "✅ Pull request opened: {} — {} file(s) changed, {} turns. Linear: {linear}",
             pr.html_url,
@@ -299,19 +335,8 @@ fn outcome_line(issue: &Issue, result: &FixResult, pr: Option<&PullRequest>) -> 
             "🤷 No pull request: Claude Code made no changes. {} Linear: {linear}",
             one_line(&result.summary)
         ),
-        (Outcome::TimedOut, _) => format!(
-            "⏱️ No pull request: Claude Code ran out of time ({:.0} s). Nothing was pushed. Linear: {linear}",
-            result.duration_ms as f64 / 1000.0
-        ),
-        (Outcome::MaxTurns, _) => format!(
-            "⏱️ No pull request: Claude Code used all its turns ({}) without finishing. Nothing was pushed. Linear: {linear}",
-            result.turns
-        ),
-        (Outcome::BudgetExceeded, _) => format!(
-            "💸 No pull request: Claude Code reached its cost limit (${:.2}). Nothing was pushed. Linear: {linear}",
-            result.cost_usd
-        ),
-        (Outcome::Failed, _) | (Outcome::Pushed, None) => format!(
+        (Outcome::Failed | Outcome::TimedOut | Outcome::MaxTurns | Outcome::BudgetExceeded, _)
+        | (Outcome::Pushed, None) => format!(
             "❌ The fix failed: {}. Nothing was opened. Linear: {linear}",
             result.error.as_deref().unwrap_or("no reason was given")
         ),
@@ -497,12 +522,21 @@ mod tests {
         let pr = PullRequest {
             number: 1,
             html_url: "https://github.com/acme/web-app/pull/1".into(),
+            node_id: "PR_1".into(),
+            draft: false,
         };
         assert!(outcome_text(&issue(), &result(Outcome::Pushed), Some(&pr)).contains("/pull/1"));
         assert!(
             outcome_text(&issue(), &result(Outcome::Rejected), None).contains("`package.json`")
         );
         assert!(outcome_text(&issue(), &result(Outcome::TimedOut), None).contains("out of time"));
+        let partial = result(Outcome::MaxTurns);
+        let draft = outcome_text(&issue(), &partial, Some(&pr));
+        assert!(draft.starts_with("⏸️ Draft pull request") && draft.contains("**Continue**"));
+        assert!(pr_body(&issue(), "s", &partial, &job).contains("### What is left"));
+        let mut stopped = result(Outcome::Stopped);
+        stopped.error = Some("stopped by jane".into());
+        assert!(outcome_text(&issue(), &stopped, None).contains("was stopped by jane. Nothing was pushed"));
         let mut costly = result(Outcome::Pushed);
         costly.cost_usd = 0.1234;
         assert!(outcome_text(&issue(), &costly, Some(&pr)).ends_with(" · model cost $0.12"));

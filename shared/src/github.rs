@@ -165,6 +165,33 @@ pub enum Decision {
     Enqueue(Box<JobMessage>),
     /// Nothing to do; the reason goes in the 2xx answer.
     Ignored(&'static str),
+    /// Steer the latest fix of this issue or pull request.
+    Steer {
+        /// The conversation whose latest fix is meant.
+        thread: GithubThread,
+        /// The ask.
+        ask: crate::steer::Ask,
+    },
+}
+
+/// A GitHub issue or pull request, as the key of its latest fix.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct GithubThread {
+    /// Repository.
+    pub repo: RepoFullName,
+    /// Issue or pull request number.
+    pub number: u64,
+}
+
+impl GithubThread {
+    /// The name of its latest-fix record (case-insensitive repository names).
+    pub fn key(&self) -> String {
+        format!(
+            "github:{}#{}",
+            self.repo.as_str().to_ascii_lowercase(),
+            self.number
+        )
+    }
 }
 
 /// The delivery cannot be read. Answered with 400.
@@ -189,9 +216,26 @@ pub enum InvalidDelivery {
     },
 }
 
+/// What a comment asks of bugbot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    /// A new job (`@bugbot fix`, `@bugbot contextualize`).
+    Command(Command),
+    /// Steer the issue's latest fix (`@bugbot stop|retry|continue`).
+    Steer(crate::steer::Action),
+}
+
 /// Finds `@bugbot fix` / `@bugbot contextualize` in a comment (case-insensitive, the mention at a
 /// word start).
 pub fn command_in_comment(body: &str, mention: &str) -> Option<Command> {
+    match ask_in_comment(body, mention)? {
+        Asked::Command(c) => Some(c),
+        Asked::Steer(_) => None,
+    }
+}
+
+/// Finds what a comment asks of bugbot: the first mention followed by a word bugbot knows.
+pub fn ask_in_comment(body: &str, mention: &str) -> Option<Asked> {
     let lower = body.to_ascii_lowercase();
     let mention = mention.to_ascii_lowercase();
     let mut from = 0;
@@ -215,9 +259,15 @@ pub fn command_in_comment(body: &str, mention: &str) -> Option<Command> {
             .take_while(|c| c.is_ascii_alphabetic())
             .collect();
         match word.as_str() {
-            "fix" => return Some(Command::Fix),
-            "contextualize" | "contextualise" => return Some(Command::Contextualize),
-            _ => {}
+            "fix" => return Some(Asked::Command(Command::Fix)),
+            "contextualize" | "contextualise" => {
+                return Some(Asked::Command(Command::Contextualize));
+            }
+            other => {
+                if let Some(action) = crate::steer::Action::parse(other) {
+                    return Some(Asked::Steer(action));
+                }
+            }
         }
     }
     None
@@ -247,7 +297,7 @@ pub fn decide(
             if e.comment.user.is_bot(policy) {
                 return Ok(Decision::Ignored("comments by bots never trigger bugbot"));
             }
-            let Some(command) = command_in_comment(&e.comment.body, mention) else {
+            let Some(asked) = ask_in_comment(&e.comment.body, mention) else {
                 return Ok(Decision::Ignored(
                     "the comment does not ask bugbot for anything",
                 ));
@@ -255,6 +305,27 @@ pub fn decide(
             if !policy.serves_repo(&e.repository.full_name) {
                 return Ok(Decision::Ignored("this repository is not served by bugbot"));
             }
+            let command = match asked {
+                Asked::Command(command) => command,
+                Asked::Steer(action) => {
+                    return Ok(Decision::Steer {
+                        thread: GithubThread {
+                            repo: e.repository.full_name.clone(),
+                            number: e.issue.number,
+                        },
+                        ask: crate::steer::Ask {
+                            action,
+                            by: Requester {
+                                id: e.comment.user.id.to_string(),
+                                name: e.comment.user.login.clone(),
+                            },
+                            may_fix: policy
+                                .github_association_allowed(&e.comment.author_association),
+                            interaction: None,
+                        },
+                    });
+                }
+            };
             // A trusted association acts at once. Anyone else may still have write access (members
             // of an organization whose membership is private arrive as CONTRIBUTOR or NONE): the
             // consumer asks GitHub before doing anything, and answers a refusal once.
@@ -424,6 +495,7 @@ fn job(id: JobId, command: Command, trigger: Trigger<'_>, text: &str, now_ms: u6
         references,
         enqueued_at_ms: now_ms,
         replay: 0,
+        resume: None,
     }
 }
 
@@ -484,6 +556,15 @@ mod tests {
             Some(Command::Fix)
         );
         assert_eq!(command_in_comment("", "@bugbot"), None);
+        assert_eq!(
+            ask_in_comment("@bugbot stop, please", "@bugbot"),
+            Some(Asked::Steer(crate::steer::Action::Stop))
+        );
+        assert_eq!(
+            ask_in_comment("ok @bugbot Continue", "@bugbot"),
+            Some(Asked::Steer(crate::steer::Action::Continue))
+        );
+        assert_eq!(command_in_comment("@bugbot retry", "@bugbot"), None);
     }
 
     #[test]

@@ -155,9 +155,48 @@ impl GithubApi {
         head: &str,
         base: &str,
         body: &str,
+        draft: bool,
     ) -> HttpRequest {
-        self.request(Method::Post, &format!("/repos/{repo}/pulls"))
-            .json(&json!({ "title": title, "head": head, "base": base, "body": body }))
+        self.request(Method::Post, &format!("/repos/{repo}/pulls")).json(
+            &json!({ "title": title, "head": head, "base": base, "body": body, "draft": draft }),
+        )
+    }
+
+    /// Replaces a pull request's body.
+    pub fn update_pull_body(&self, repo: &RepoFullName, number: u64, body: &str) -> HttpRequest {
+        self.request(Method::Patch, &format!("/repos/{repo}/pulls/{number}"))
+            .json(&json!({ "body": body }))
+    }
+
+    /// Marks a draft pull request ready for review. The REST API cannot; GraphQL's
+    /// `markPullRequestReadyForReview` can (`node_id` is the pull request's GraphQL id).
+    pub fn mark_ready_for_review(&self, node_id: &str) -> HttpRequest {
+        self.request(Method::Post, "/graphql").json(&json!({
+            "query": MARK_READY,
+            "variables": { "id": node_id },
+        }))
+    }
+}
+
+const MARK_READY: &str = "mutation MarkReady($id: ID!) { markPullRequestReadyForReview(input: {pullRequestId: $id}) { pullRequest { isDraft } } }";
+
+/// Parses `markPullRequestReadyForReview`'s answer: GraphQL reports errors with status 200.
+pub fn parse_marked_ready(response: &HttpResponse) -> Result<(), ApiError> {
+    let value: serde_json::Value = response.json(Service::Github)?;
+    if let Some(errors) = value["errors"].as_array().filter(|e| !e.is_empty()) {
+        let message = errors[0]["message"].as_str().unwrap_or("GraphQL error");
+        return Err(ApiError::permanent(
+            Service::Github,
+            format!("marking the pull request ready failed: {message}"),
+        ));
+    }
+    if value["data"]["markPullRequestReadyForReview"]["pullRequest"]["isDraft"] == json!(false) {
+        Ok(())
+    } else {
+        Err(ApiError::permanent(
+            Service::Github,
+            "marking the pull request ready failed: it is still a draft",
+        ))
     }
 }
 
@@ -292,6 +331,12 @@ pub struct PullRequest {
     pub number: u64,
     /// Web URL.
     pub html_url: String,
+    /// GraphQL id (for marking a draft ready).
+    #[serde(default)]
+    pub node_id: String,
+    /// True while it is a draft.
+    #[serde(default)]
+    pub draft: bool,
 }
 
 /// Parses a pull request list: the first one.

@@ -190,6 +190,29 @@ pub struct JobMessage {
     /// A replayed message may run a job whose record says `dead`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub replay: u32,
+    /// Set when someone asked to run an ended job again (`retry`, `continue`): the message's
+    /// `replay` is then one more than the job's, so the consumer runs it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<Resume>,
+}
+
+/// Why an ended job runs again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resume {
+    /// Retry or continue.
+    pub kind: ResumeKind,
+    /// Who asked (display name).
+    pub by: String,
+}
+
+/// How an ended job runs again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResumeKind {
+    /// A new attempt of a failed or stopped job (what it did before is kept where it is sound).
+    Retry,
+    /// Carry on from the work a run left at its turn, budget or time limit, with a fresh budget.
+    Continue,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -242,6 +265,8 @@ pub enum JobStatus {
     Dead,
     /// The requester may not ask for this (told once, nothing done).
     Refused,
+    /// Someone stopped it (nothing was pushed); it may be retried.
+    Stopped,
 }
 
 impl JobStatus {
@@ -249,7 +274,7 @@ impl JobStatus {
     pub fn is_final(self) -> bool {
         matches!(
             self,
-            Self::Succeeded | Self::Failed | Self::Dead | Self::Refused
+            Self::Succeeded | Self::Failed | Self::Dead | Self::Refused | Self::Stopped
         )
     }
 }
@@ -338,6 +363,37 @@ pub struct Checkpoints {
     /// The final answer reached the requester.
     #[serde(default)]
     pub answered: bool,
+    /// The result of the run a `continue` carries on from (its summary goes to the next run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continued_from: Option<crate::executor::FixResult>,
+}
+
+impl Checkpoints {
+    /// Prepares an ended job's checkpoints for running it again: what it did in the world (the
+    /// Linear issue, its comment, the status message, the pull request) is kept, so nothing is
+    /// done twice; the run's result is cleared, so the executor runs again. A retry keeps a
+    /// result that was pushed (what failed came after it); a continue remembers the result it
+    /// carries on from.
+    pub fn resume(&mut self, kind: ResumeKind) {
+        self.answered = false;
+        match kind {
+            ResumeKind::Retry => {
+                if self
+                    .fix_result
+                    .as_ref()
+                    .is_some_and(|r| r.outcome != crate::executor::Outcome::Pushed)
+                {
+                    self.fix_result = None;
+                }
+            }
+            ResumeKind::Continue => {
+                if let Some(result) = self.fix_result.take() {
+                    self.continued_from = Some(result);
+                }
+                self.pull_request_linked = false;
+            }
+        }
+    }
 }
 
 /// A job that ran out of retries (or a message that could not be read), kept under `dead:{id}`
@@ -475,6 +531,7 @@ mod tests {
             references: References::default(),
             enqueued_at_ms: 1_700_000_000_000,
             replay: 0,
+            resume: None,
         }
     }
 

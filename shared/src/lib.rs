@@ -31,4 +31,5 @@ pub mod replies;
 pub mod repo_settings;
 pub mod runner;
 pub mod signature;
+pub mod steer;
 pub mod thread;
