@@ -122,3 +122,8 @@ pub fn retry_policy(env: &Env) -> bugbot_shared::runner::RetryPolicy {
 pub fn dev_endpoints(env: &Env) -> bool {
     var(env, "BUGBOT_DEV_ENDPOINTS").as_deref() == Some("true")
 }
+
+/// The mention that addresses bugbot in GitHub comments (`GITHUB_MENTION`), for hints.
+pub fn github_mention(env: &Env) -> String {
+    var(env, "GITHUB_MENTION").unwrap_or_else(|| bugbot_shared::github::DEFAULT_MENTION.into())
+}

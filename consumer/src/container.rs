@@ -33,6 +33,8 @@ const STOP_AFTER: std::time::Duration =
 const REFUSED_PATH: &str = "/_bugbot/egress-refused";
 /// Where the tally of refused hosts is kept.
 const REFUSED_KEY: &str = "egress_refused";
+/// Where a stop for a run that had not started is kept (the run id follows).
+const STOPPED_PREFIX: &str = "stopped:";
 /// Where the running container's model key is kept.
 const MODEL_KEY: &str = "model_key";
 
@@ -78,6 +80,22 @@ impl DurableObject for ExecutorContainer {
         })?;
         let cold_start = !container.running();
         let storage = self.state.storage();
+        // A stop for a run of a container that is not running: the run has not started. It is
+        // remembered, so the fix request that would start it is answered "stopped" instead, and
+        // no container is started just to be told.
+        if cold_start
+            && req.method() == Method::Post
+            && let Some(run) = stop_path(&req.path())
+        {
+            let ask: serde_json::Value = req.json().await?;
+            let reason = ask["reason"].as_str().unwrap_or("stopped").to_owned();
+            storage
+                .put(&format!("{STOPPED_PREFIX}{run}"), reason)
+                .await?;
+            return Response::from_json(
+                &serde_json::json!({ "run_id": run, "state": "stopped_before_start" }),
+            );
+        }
         // The model key the executor presents, one per container start (the egress swaps it for
         // the real one).
         let model_key = match storage.get::<String>(MODEL_KEY).await? {
@@ -93,6 +111,20 @@ impl DurableObject for ExecutorContainer {
         if req.method() == Method::Post && req.path() == "/v1/fix" {
             let job = self.state.id().name().unwrap_or_default();
             let mut fix: FixRequest = req.json().await?;
+            if let Some(run) = &fix.run_id
+                && let Some(reason) = storage
+                    .get::<String>(&format!("{STOPPED_PREFIX}{run}"))
+                    .await?
+            {
+                let line = bugbot_shared::executor::done_line(
+                    bugbot_shared::executor::FixResult::stopped(&reason),
+                );
+                let mut answer = Response::ok(line)?;
+                answer
+                    .headers_mut()
+                    .set("content-type", "application/x-ndjson")?;
+                return Ok(answer);
+            }
             let (mut grant, container_url) =
                 Grant::for_clone_url(&job, &fix.repo_url, fix.github_token.take())
                     .map_err(|e| worker::Error::RustError(e.to_string()))?;
@@ -160,6 +192,13 @@ impl DurableObject for ExecutorContainer {
         }
         Response::empty()
     }
+}
+
+/// The run id of an executor stop path (`/v1/runs/{id}/stop`).
+fn stop_path(path: &str) -> Option<&str> {
+    path.strip_prefix("/v1/runs/")?
+        .strip_suffix("/stop")
+        .filter(|id| !id.is_empty() && !id.contains('/'))
 }
 
 /// Starts `container` with these environment variables and the internet off. workers-rs 0.8.7's

@@ -13,11 +13,36 @@ const MAX_LINE: usize = 256 * 1024;
 
 /// Starts job `job`'s fix; the returned stream yields the executor's events.
 pub async fn start(env: &Env, job: &str, request: &FixRequest) -> Result<EventStream, ApiError> {
+    let body = serde_json::to_string(request)
+        .map_err(|e| ApiError::permanent(Service::Executor, e.to_string()))?;
+    let response = post(env, job, "/v1/fix", body).await?;
+    EventStream::new(response).await
+}
+
+/// Asks the executor to stop job `job`'s run `run_id` (one not started yet ends as soon as it is
+/// asked for); the run's stream then ends with a `stopped` result.
+pub async fn stop(env: &Env, job: &str, run_id: &str, reason: &str) -> Result<(), ApiError> {
+    let body = serde_json::json!({ "reason": reason }).to_string();
+    let path = format!("/v1/runs/{run_id}/stop");
+    let mut response = post(env, job, &path, body).await?;
+    let status = response.status_code();
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    let answer = bugbot_shared::http::HttpResponse {
+        status,
+        retry_after: None,
+        body: response.text().await.unwrap_or_default(),
+        ..Default::default()
+    };
+    Err(ApiError::from_status(Service::Executor, &answer))
+}
+
+/// POSTs `body` to the executor's `path`, through whichever transport is configured.
+async fn post(env: &Env, job: &str, path: &str, body: String) -> Result<Response, ApiError> {
     let token = var(env, "EXECUTOR_TOKEN").ok_or_else(|| {
         ApiError::permanent(Service::Executor, "EXECUTOR_TOKEN is not configured")
     })?;
-    let body = serde_json::to_string(request)
-        .map_err(|e| ApiError::permanent(Service::Executor, e.to_string()))?;
     let headers = Headers::new();
     let _ = headers.set("authorization", &format!("Bearer {token}"));
     let _ = headers.set("content-type", "application/json");
@@ -26,10 +51,10 @@ pub async fn start(env: &Env, job: &str, request: &FixRequest) -> Result<EventSt
         .with_headers(headers)
         .with_body(Some(body.into()));
     let unreachable = |_| ApiError::network(Service::Executor, "the executor did not answer");
-    let response = match var(env, "EXECUTOR_URL") {
+    Ok(match var(env, "EXECUTOR_URL") {
         Some(url) => {
             let req =
-                Request::new_with_init(&format!("{}/v1/fix", url.trim_end_matches('/')), &init)
+                Request::new_with_init(&format!("{}{path}", url.trim_end_matches('/')), &init)
                     .map_err(|_| {
                         ApiError::permanent(Service::Executor, "EXECUTOR_URL is not a valid URL")
                     })?;
@@ -46,12 +71,11 @@ pub async fn start(env: &Env, job: &str, request: &FixRequest) -> Result<EventSt
                 ));
             }
             let stub = crate::container::stub(env, job).map_err(unreachable)?;
-            let req =
-                Request::new_with_init("http://executor/v1/fix", &init).map_err(unreachable)?;
+            let req = Request::new_with_init(&format!("http://executor{path}"), &init)
+                .map_err(unreachable)?;
             stub.fetch_with_request(req).await.map_err(unreachable)?
         }
-    };
-    EventStream::new(response).await
+    })
 }
 
 /// The note for the report when job `job`'s container was refused network requests; `None` when

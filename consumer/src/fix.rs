@@ -13,9 +13,10 @@ use bugbot_shared::fix::{self as decide, progress};
 use bugbot_shared::github_api::{self, PullRequest};
 use bugbot_shared::http::{ApiError, Service};
 use bugbot_shared::ids::stable_uuid;
-use bugbot_shared::job::Source;
+use bugbot_shared::job::{JobStatus, Source};
 use bugbot_shared::linear;
 use bugbot_shared::repo_settings;
+use bugbot_shared::steer::{self, Action};
 use bugbot_shared::thread::Origin;
 
 /// Progress edits for Claude Code's turns come at most this often (each is one API call).
@@ -28,7 +29,6 @@ const TOKEN_MARGIN_SECS: u64 = 300;
 /// `bugbot_shared::runner::LEASE_MS`).
 const LEASE_RENEW_EVERY_MS: u64 = 30_000;
 
-/// Runs the fix.
 /// The requester's key in the daily budgets: their platform and id.
 fn budget_user(run: &Run<'_>) -> String {
     let platform = match run.job.source {
@@ -38,8 +38,19 @@ fn budget_user(run: &Run<'_>) -> String {
     format!("{platform}:{}", run.job.requester.id)
 }
 
-/// Runs a fix; `Some(why)` when the day's budget refused it (the requester was told).
-pub async fn fix(run: &mut Run<'_>, origin: &Origin) -> Result<Option<String>, ApiError> {
+/// How a fix that did not fail ended.
+#[derive(Debug)]
+pub enum FixEnd {
+    /// It answered (a pull request, a draft at a limit, or why there is none).
+    Done,
+    /// The day's budget refused it (why); the requester was told.
+    Refused(String),
+    /// Someone stopped it (who); the requester was told.
+    Stopped(String),
+}
+
+/// Runs a fix, or carries on one that stopped at a limit (`continued_from`).
+pub async fn fix(run: &mut Run<'_>, origin: &Origin) -> Result<FixEnd, ApiError> {
     let context = contextualize::gather(run, origin).await?;
     let issue = context.issue.clone();
 
@@ -78,6 +89,7 @@ pub async fn fix(run: &mut Run<'_>, origin: &Origin) -> Result<Option<String>, A
     // The base branch, once this delivery has read it (a retry past the executor reads it only
     // if it still has a pull request to open).
     let mut base_branch = None;
+    let continued = run.record.checkpoints.continued_from.clone();
     let result = match run.record.checkpoints.fix_result.clone() {
         Some(result) => result,
         None => {
@@ -87,11 +99,20 @@ pub async fn fix(run: &mut Run<'_>, origin: &Origin) -> Result<Option<String>, A
             if let Err(why) = spend::reserve(run.env, run.job.id.as_str(), &user, most).await? {
                 let text = format!("💸 No fix: {why}");
                 reply::finish(run, &text).await?;
-                return Ok(Some(why));
+                return Ok(FixEnd::Refused(why));
             }
             let repository = call(gh.repository(&repo), github_api::parse_repository).await?;
             base_branch = Some(repository.default_branch.clone());
-            let result = execute(run, &gh, &repo, repository, token, &context).await?;
+            let result = execute(
+                run,
+                &gh,
+                &repo,
+                repository,
+                token,
+                &context,
+                continued.as_ref(),
+            )
+            .await?;
             spend::settle(run.env, run.job.id.as_str(), &user, result.cost_usd).await?;
             run.record.checkpoints.fix_result = Some(result.clone());
             run.step(
@@ -118,16 +139,76 @@ pub async fn fix(run: &mut Run<'_>, origin: &Origin) -> Result<Option<String>, A
                 .unwrap_or_else(|| "the executor failed".into()),
         ));
     }
-    let pr = if result.outcome == Outcome::Pushed {
+    if result.outcome == Outcome::Stopped {
+        let who = result.error.clone().unwrap_or_else(|| "stopped".into());
+        let text = decide::outcome_text(&issue, &result, None);
+        reply::finish_with(run, &text, &[Action::Retry]).await?;
+        return Ok(FixEnd::Stopped(who));
+    }
+    // A continue builds on its draft pull request, even when it had nothing more to push.
+    let result = match &continued {
+        Some(earlier) => decide::carried_on(earlier, &result),
+        None => result,
+    };
+    let pr = if result.branch.is_some() {
         Some(open_pull_request(run, &gh, &repo, base_branch, &issue, &result).await?)
     } else {
         None
     };
     if let Some(pr) = &pr {
+        if pr.draft && !result.outcome.hit_limit() {
+            mark_ready(run, &gh, &repo, &issue, pr, &result).await?;
+        }
         link_on_linear(run, &issue, pr).await?;
     }
-    reply::finish(run, &decide::outcome_text(&issue, &result, pr.as_ref())).await?;
-    Ok(None)
+    let buttons = steer::buttons_after(JobStatus::Succeeded, Some(result.outcome));
+    reply::finish_with(
+        run,
+        &decide::outcome_text(&issue, &result, pr.as_ref()),
+        &buttons,
+    )
+    .await?;
+    Ok(FixEnd::Done)
+}
+
+/// A continue finished what its draft began: the pull request gets the whole fix's description
+/// and is marked ready for review.
+async fn mark_ready(
+    run: &mut Run<'_>,
+    gh: &github_api::GithubApi,
+    repo: &bugbot_shared::ids::RepoFullName,
+    issue: &linear::Issue,
+    pr: &PullRequest,
+    result: &FixResult,
+) -> Result<(), ApiError> {
+    let summary = run
+        .record
+        .checkpoints
+        .summary
+        .clone()
+        .unwrap_or_else(|| issue.title.clone());
+    call(
+        gh.update_pull_body(
+            repo,
+            pr.number,
+            &decide::pr_body(issue, &summary, result, &run.job.id),
+        ),
+        github_api::parse_pull,
+    )
+    .await?;
+    call(
+        gh.mark_ready_for_review(&pr.node_id),
+        github_api::parse_marked_ready,
+    )
+    .await?;
+    if let Some(kept) = run.record.checkpoints.pull_request.as_mut() {
+        kept.draft = false;
+    }
+    run.step(
+        "github.ready_for_review",
+        format!("{} is ready for review", pr.html_url),
+    )
+    .await
 }
 
 /// The repository's settings on its base branch applied to the deployment's (`repo_settings`): an
@@ -192,6 +273,7 @@ async fn execute(
     repository: github_api::Repository,
     token: String,
     context: &Contextualized,
+    continued: Option<&FixResult>,
 ) -> Result<FixResult, ApiError> {
     let settings = repository_settings(
         gh,
@@ -224,11 +306,17 @@ async fn execute(
         &allowed,
     );
     let branch = decide::branch_name(&context.issue, &run.job.id);
+    // A continue carries on on the branch its earlier run pushed (if it pushed anything).
+    let on_branch = continued.is_some_and(|c| c.branch.is_some());
     run.step(
         "executor.start",
         format!(
             "{repo}: branch {branch} from {}, file hints: {}{listing_note}",
-            repository.default_branch,
+            if on_branch {
+                branch.as_str()
+            } else {
+                repository.default_branch.as_str()
+            },
             if hints.is_empty() {
                 "none".to_owned()
             } else {
@@ -238,8 +326,9 @@ async fn execute(
     )
     .await?;
     // A retry after an earlier attempt pushed (but lost its result) must not run Claude Code again:
-    // the branch is this job's own, so its existence means the fix is there.
-    if call(gh.branch(repo, &branch), github_api::parse_branch_exists).await? {
+    // the branch is this job's own, so its existence means the fix is there (a continue's branch
+    // exists by design).
+    if !on_branch && call(gh.branch(repo, &branch), github_api::parse_branch_exists).await? {
         run.step(
             "executor.skipped",
             format!("{branch} was pushed by an earlier attempt"),
@@ -268,12 +357,17 @@ async fn execute(
             context: context.packet.clone().unwrap_or(report),
             file_hints: hints,
             instructions: settings.instructions,
+            follow_up: continued.map_or_else(String::new, |c| {
+                let changed: Vec<String> = c.changed_files.iter().map(|f| f.path.clone()).collect();
+                steer::continue_follow_up(&c.summary, &changed)
+            }),
         },
         allowed_paths: allowed,
         limits: settings.limits,
         github_token: Some(token),
         // A redelivery of this job follows the run already going (or collects its result).
-        run_id: Some(format!("{}-r{}", run.job.id, run.job.replay)),
+        run_id: Some(steer::run_id(run.job)),
+        on_branch,
     };
     let mut events = executor::start(run.env, run.job.id.as_str(), &request).await?;
     let mut last_turn_shown = 0u64;
@@ -309,7 +403,7 @@ async fn execute(
                 return Ok(result);
             }
         };
-        reply::progress(run, &text).await;
+        reply::progress_with(run, &text, &[Action::Stop]).await;
     }
     Err(ApiError::network(
         Service::Executor,
@@ -362,6 +456,8 @@ async fn open_pull_request(
                     &branch,
                     &base,
                     &decide::pr_body(issue, &summary, result, &run.job.id),
+                    // Partial work at a limit: a draft, until a continue finishes it.
+                    result.outcome.hit_limit(),
                 ),
                 github_api::parse_pull,
             )

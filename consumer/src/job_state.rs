@@ -8,10 +8,12 @@
 //! lease (`/save` answers 409 to a delivery that lost it), and a lease whose holder died lapses
 //! ([`LEASE_MS`]) so a later delivery takes over. The decisions are `bugbot_shared::runner`'s.
 
+use bugbot_shared::github::GithubThread;
 use bugbot_shared::http::{ApiError, Service};
 use bugbot_shared::ids::JobId;
-use bugbot_shared::job::JobRecord;
+use bugbot_shared::job::{JobMessage, JobRecord, JobStatus};
 use bugbot_shared::runner::{self, Delivery, LEASE_MS, Lease};
+use bugbot_shared::steer::{self, Ask, Plan};
 use serde::{Deserialize, Serialize};
 use worker::{
     DurableObject, Env, Method, Request, RequestInit, Response, Result, State, Stub, durable_object,
@@ -22,6 +24,10 @@ pub const BINDING: &str = "JOB_STATE";
 
 const RECORD: &str = "record";
 const LEASE: &str = "lease";
+/// The job's latest message (the next run of a retry or continue is built from it).
+const MESSAGE: &str = "message";
+/// In an object named after a GitHub issue ([`GithubThread::key`]): its latest fix's job id.
+const LATEST: &str = "latest";
 
 /// `POST /begin`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -31,6 +37,8 @@ struct Begin {
     replay: u32,
     /// The record to start from when the job has none yet.
     queued: JobRecord,
+    /// The message being delivered (kept, for a later retry or continue).
+    message: JobMessage,
 }
 
 /// `/begin`'s answer.
@@ -85,6 +93,10 @@ impl DurableObject for JobState {
                         .map_err(|e| worker::Error::RustError(e.to_string()))?,
                     None => begin.queued.clone(),
                 };
+                let kept = kept_message(&storage).await?;
+                if kept.is_none_or(|k| k.replay <= begin.message.replay) {
+                    storage.put(MESSAGE, to_text(&begin.message)?).await?;
+                }
                 let lease = storage.get::<Lease>(LEASE).await?;
                 let delivery = runner::decide_delivery(
                     record.status.is_final(),
@@ -140,8 +152,57 @@ impl DurableObject for JobState {
                 }
                 Response::empty()
             }
+            (Method::Post, "/steer") => {
+                // One request at a time: two presses at once cannot both resume the job.
+                let ask: Ask = req.json().await?;
+                let mut record = match storage.get::<String>(RECORD).await? {
+                    Some(text) => Some(
+                        serde_json::from_str::<JobRecord>(&text)
+                            .map_err(|e| worker::Error::RustError(e.to_string()))?,
+                    ),
+                    None => None,
+                };
+                let message = kept_message(&storage).await?;
+                let plan = steer::plan(&ask, message.as_ref(), record.as_ref());
+                if let (Plan::Enqueue { message }, Some(record)) = (&plan, record.as_mut()) {
+                    storage.put(MESSAGE, to_text(message.as_ref())?).await?;
+                    record.record(
+                        now,
+                        JobStatus::Queued,
+                        ask.action.as_str(),
+                        format!("{} asked by {}", ask.action.as_str(), ask.by.name),
+                    );
+                    let text = serde_json::to_string(record)
+                        .map_err(|e| worker::Error::RustError(e.to_string()))?;
+                    storage.put(RECORD, text).await?;
+                }
+                Response::from_json(&plan)
+            }
+            (Method::Put, "/latest") => {
+                let job = req.text().await?;
+                storage.put(LATEST, job.trim()).await?;
+                Response::empty()
+            }
+            (Method::Get, "/latest") => match storage.get::<String>(LATEST).await? {
+                Some(job) => Response::ok(job),
+                None => Response::error("no fix here yet", 404),
+            },
             _ => Response::error("not found", 404),
         }
+    }
+}
+
+/// Kept as JSON text, as the record is (its u64 fields stay exact).
+fn to_text<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| worker::Error::RustError(e.to_string()))
+}
+
+async fn kept_message(storage: &worker::Storage) -> Result<Option<JobMessage>> {
+    match storage.get::<String>(MESSAGE).await? {
+        Some(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| worker::Error::RustError(e.to_string())),
+        None => Ok(None),
     }
 }
 
@@ -163,9 +224,13 @@ fn state_error(e: impl std::fmt::Display) -> ApiError {
 }
 
 fn stub(env: &Env, id: &JobId) -> std::result::Result<Stub, ApiError> {
+    named(env, id.as_str())
+}
+
+fn named(env: &Env, name: &str) -> std::result::Result<Stub, ApiError> {
     let namespace = env.durable_object(BINDING).map_err(state_error)?;
     namespace
-        .id_from_name(id.as_str())
+        .id_from_name(name)
         .and_then(|id| id.get_stub())
         .map_err(state_error)
 }
@@ -216,13 +281,13 @@ impl Holder {
     pub async fn begin(
         &self,
         env: &Env,
-        replay: u32,
-        queued: JobRecord,
+        message: &JobMessage,
     ) -> std::result::Result<Begun, ApiError> {
         let body = serde_json::to_string(&Begin {
             holder: self.holder.clone(),
-            replay,
-            queued,
+            replay: message.replay,
+            queued: JobRecord::queued(message),
+            message: message.clone(),
         })
         .map_err(state_error)?;
         let mut answer = call(&stub(env, &self.id)?, Method::Post, "/begin", Some(body)).await?;
@@ -295,4 +360,49 @@ pub async fn force_save(env: &Env, record: &JobRecord) -> std::result::Result<()
     Holder::new(record.id.clone(), "dead-letter".into())
         .put(env, record, false, true)
         .await
+}
+
+/// Decides an ask about job `id` in its state object (atomically) and answers the plan.
+pub async fn steer(env: &Env, id: &JobId, ask: &Ask) -> std::result::Result<Plan, ApiError> {
+    let body = serde_json::to_string(ask).map_err(state_error)?;
+    let mut answer = call(&stub(env, id)?, Method::Post, "/steer", Some(body)).await?;
+    if answer.status_code() != 200 {
+        return Err(state_error(format!("HTTP {}", answer.status_code())));
+    }
+    answer.json().await.map_err(state_error)
+}
+
+/// Remembers `job` as the latest fix asked for on a GitHub issue or pull request.
+pub async fn remember_latest(
+    env: &Env,
+    thread: &GithubThread,
+    job: &JobId,
+) -> std::result::Result<(), ApiError> {
+    let answer = call(
+        &named(env, &thread.key())?,
+        Method::Put,
+        "/latest",
+        Some(job.to_string()),
+    )
+    .await?;
+    match answer.status_code() {
+        200..=299 => Ok(()),
+        status => Err(state_error(format!("HTTP {status}"))),
+    }
+}
+
+/// The latest fix asked for on a GitHub issue or pull request.
+pub async fn latest(
+    env: &Env,
+    thread: &GithubThread,
+) -> std::result::Result<Option<JobId>, ApiError> {
+    let mut answer = call(&named(env, &thread.key())?, Method::Get, "/latest", None).await?;
+    match answer.status_code() {
+        200 => {
+            let text = answer.text().await.map_err(state_error)?;
+            Ok(JobId::parse(text.trim()).ok())
+        }
+        404 => Ok(None),
+        status => Err(state_error(format!("HTTP {status}"))),
+    }
 }

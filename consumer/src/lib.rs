@@ -20,13 +20,15 @@ mod log;
 mod reply;
 mod run;
 mod spend;
+mod steer;
 mod store;
 
 pub use spend::SpendLedger;
 
 use bugbot_shared::http::{ApiError, Service};
-use bugbot_shared::job::{Command, JobDecodeError, JobMessage, JobRecord, JobStatus};
+use bugbot_shared::job::{Command, JobDecodeError, JobMessage, JobStatus, ResumeKind};
 use bugbot_shared::runner::{self, Settlement};
+use bugbot_shared::steer::Action;
 use bugbot_shared::{replies, thread};
 use job_state::{Begun, Holder};
 use run::{Run, now_ms};
@@ -73,6 +75,7 @@ pub(crate) fn decode(message: &RawMessage) -> Result<JobMessage, (JobDecodeError
 /// binding (the consumer has no public route: `workers_dev = false`):
 /// - `GET /internal/jobs/{id}`: a job's record (404 if the consumer never saw it);
 /// - `POST /internal/jobs` `{"ids": [...]}`: the listing entries of those jobs it has records of;
+/// - `POST /internal/steer`: a Stop, Retry or Continue (`steer`), answered with its plan;
 /// - `POST /internal/dev/deliver` (only with `BUGBOT_DEV_ENDPOINTS=true`): runs a job message
 ///   through the same code as a queue delivery and answers how it settled — so tests can hand
 ///   one job to the consumer twice at the same moment, which the local queue never does.
@@ -118,6 +121,19 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Respo
                 .map(|r| bugbot_shared::kv::ListedJob::of(&r))
                 .collect();
             Response::from_json(&serde_json::json!({ "jobs": jobs }))
+        }
+        (Method::Post, ["internal", "steer"]) => {
+            let request = match req.json::<steer::SteerRequest>().await {
+                Ok(r) => r,
+                Err(e) => return Response::error(format!("not a steer request: {e}"), 400),
+            };
+            match steer::handle(&env, &request).await {
+                Ok(plan) => Response::from_json(&plan),
+                Err(e) => {
+                    log::error("steer failed", &[("error", &e.to_string())]);
+                    Response::error(e.to_string(), 503)
+                }
+            }
         }
         (Method::Get, ["internal", "spend"]) => match spend::totals(&env).await {
             Ok(totals) => Response::from_json(&totals),
@@ -219,7 +235,7 @@ enum Settled {
 async fn process(env: &Env, job: &JobMessage, holder: &str) -> Settled {
     let policy = config::retry_policy(env);
     let holder = Holder::new(job.id.clone(), holder.to_owned());
-    let mut record = match holder.begin(env, job.replay, JobRecord::queued(job)).await {
+    let mut record = match holder.begin(env, job).await {
         Ok(Begun::Run(record)) => record,
         Ok(Begun::Wait(secs)) => {
             // At-least-once delivery: another delivery of this job is running it right now.
@@ -241,17 +257,25 @@ async fn process(env: &Env, job: &JobMessage, holder: &str) -> Settled {
         }
         Err(e) => return retry_after_bookkeeping(job, &e, policy.base_secs),
     };
-    if job.replay > record.replay {
-        // An operator replayed a dead job: run it again, keeping what it already did.
+    let resumed = job.replay > record.replay;
+    if resumed {
+        // Run an ended job again, keeping what it already did: an operator replayed it from the
+        // dead-letter queue, or someone asked to retry or continue it.
         record.replay = job.replay;
         record.last_error = None;
         record.first_failure_at_ms = None;
-        record.record(
-            now_ms(),
-            JobStatus::Queued,
-            "replayed",
-            "replayed from the dead-letter queue",
-        );
+        let (step, detail) = match &job.resume {
+            Some(resume) => {
+                record.checkpoints.resume(resume.kind);
+                let step = match resume.kind {
+                    ResumeKind::Retry => "retry",
+                    ResumeKind::Continue => "continue",
+                };
+                (step, format!("{step} asked by {}", resume.by))
+            }
+            None => ("replayed", "replayed from the dead-letter queue".to_owned()),
+        };
+        record.record(now_ms(), JobStatus::Queued, step, detail);
     }
     record.attempts += 1;
     let attempt = record.attempts;
@@ -260,7 +284,27 @@ async fn process(env: &Env, job: &JobMessage, holder: &str) -> Settled {
         return retry_after_bookkeeping(job, &e, policy.base_secs);
     }
 
+    if let (Some(resume), true) = (&job.resume, resumed) {
+        reply::progress(&mut run, &bugbot_shared::steer::resuming_text(resume)).await;
+    }
+    remember_latest_fix(env, job).await;
+
     let outcome = execute(&mut run, attempt).await;
+    if let Ok(Ended::Stopped(why)) = &outcome {
+        return run
+            .end(JobStatus::Stopped, "stopped", why.clone())
+            .await
+            .map_or_else(
+                |e| {
+                    if job_state::lost_lease(&e) {
+                        Settled::Done
+                    } else {
+                        retry_after_bookkeeping(job, &e, policy.base_secs)
+                    }
+                },
+                |()| Settled::Done,
+            );
+    }
     if let Ok(Ended::Refused(why)) = &outcome {
         return run
             .end(JobStatus::Refused, "refused", why.clone())
@@ -327,8 +371,20 @@ async fn process(env: &Env, job: &JobMessage, holder: &str) -> Settled {
             .map(|()| Settled::Done),
         Settlement::Fail => {
             let text = replies::failed(job.id.as_str(), what(job.command), &error);
-            if let Err(told) =
-                reply::say(env, job, &mut run.record, &text, reply::Urgency::Outcome).await
+            let buttons: &[Action] = if job.command == Command::Fix {
+                &[Action::Retry]
+            } else {
+                &[]
+            };
+            if let Err(told) = reply::say_with(
+                env,
+                job,
+                &mut run.record,
+                &text,
+                buttons,
+                reply::Urgency::Outcome,
+            )
+            .await
             {
                 log::error(
                     "requester not told",
@@ -374,6 +430,29 @@ enum Ended {
     Done,
     /// The requester may not ask for it (why, for the record); they were told once.
     Refused(String),
+    /// Someone stopped it (who, for the record); the requester was told.
+    Stopped(String),
+}
+
+/// A fix asked for on a GitHub issue or pull request is its latest: `@bugbot stop|retry|continue`
+/// there mean this job. A failure is logged (the comment then finds an earlier fix, or none).
+async fn remember_latest_fix(env: &Env, job: &JobMessage) {
+    let bugbot_shared::job::Source::Github { repo, number, .. } = &job.source else {
+        return;
+    };
+    if job.command != Command::Fix {
+        return;
+    }
+    let thread = bugbot_shared::github::GithubThread {
+        repo: repo.clone(),
+        number: *number,
+    };
+    if let Err(e) = job_state::remember_latest(env, &thread, &job.id).await {
+        log::error(
+            "latest fix not remembered",
+            &[("job", job.id.as_str()), ("error", &e.to_string())],
+        );
+    }
 }
 
 async fn execute(run: &mut Run<'_>, attempt: u32) -> Result<Ended, ApiError> {
@@ -390,9 +469,11 @@ async fn execute(run: &mut Run<'_>, attempt: u32) -> Result<Ended, ApiError> {
         reply::progress(run, &replies::gathering(run.job.id.as_str())).await;
     }
     match run.job.command {
-        Command::Fix => fix::fix(run, &origin)
-            .await
-            .map(|refused| refused.map_or(Ended::Done, Ended::Refused)),
+        Command::Fix => fix::fix(run, &origin).await.map(|end| match end {
+            fix::FixEnd::Done => Ended::Done,
+            fix::FixEnd::Refused(why) => Ended::Refused(why),
+            fix::FixEnd::Stopped(who) => Ended::Stopped(who),
+        }),
         Command::Contextualize => contextualize::contextualize(run, &origin)
             .await
             .map(|()| Ended::Done),

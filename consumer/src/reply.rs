@@ -9,12 +9,27 @@ use bugbot_shared::discord_api::{self, is_expired_interaction};
 use bugbot_shared::github_api;
 use bugbot_shared::http::ApiError;
 use bugbot_shared::job::{JobMessage, JobRecord, Source};
+use bugbot_shared::steer::{self, Action};
 use worker::Env;
 
 /// Shows progress. Progress is a courtesy: a failure is logged, never fails the job.
 pub async fn progress(run: &mut Run<'_>, text: &str) {
+    progress_with(run, text, &[]).await;
+}
+
+/// Shows progress with these buttons (Discord) or their hint (GitHub).
+pub async fn progress_with(run: &mut Run<'_>, text: &str, buttons: &[Action]) {
     let before = message_ids(&run.record);
-    if let Err(e) = say(run.env, run.job, &mut run.record, text, Urgency::Progress).await {
+    if let Err(e) = say_with(
+        run.env,
+        run.job,
+        &mut run.record,
+        text,
+        buttons,
+        Urgency::Progress,
+    )
+    .await
+    {
         log::info(
             "progress not shown",
             &[("job", run.job.id.as_str()), ("error", &e.to_string())],
@@ -42,10 +57,27 @@ fn message_ids(record: &JobRecord) -> (Option<u64>, Option<String>) {
 
 /// Gives the final answer (once: a redelivery after it was given says nothing more).
 pub async fn finish(run: &mut Run<'_>, text: &str) -> Result<(), ApiError> {
+    finish_with(run, text, &[]).await
+}
+
+/// Gives the final answer with these buttons (Discord) or their hint (GitHub).
+pub async fn finish_with(
+    run: &mut Run<'_>,
+    text: &str,
+    buttons: &[Action],
+) -> Result<(), ApiError> {
     if run.record.checkpoints.answered {
         return Ok(());
     }
-    say(run.env, run.job, &mut run.record, text, Urgency::Outcome).await?;
+    say_with(
+        run.env,
+        run.job,
+        &mut run.record,
+        text,
+        buttons,
+        Urgency::Outcome,
+    )
+    .await?;
     run.record.checkpoints.answered = true;
     run.step("answered", "the requester was told").await
 }
@@ -59,7 +91,8 @@ pub enum Urgency {
     Outcome,
 }
 
-/// Says `text` where the job was asked, keeping the GitHub status comment's id on the record.
+/// Says `text` where the job was asked, keeping the GitHub status comment's id on the record. A
+/// Discord message loses its buttons.
 pub async fn say(
     env: &Env,
     job: &JobMessage,
@@ -67,6 +100,21 @@ pub async fn say(
     text: &str,
     urgency: Urgency,
 ) -> Result<(), ApiError> {
+    say_with(env, job, record, text, &[], urgency).await
+}
+
+/// Says `text` with these buttons: on the Discord message (they replace its earlier ones), as a
+/// hint on GitHub.
+pub async fn say_with(
+    env: &Env,
+    job: &JobMessage,
+    record: &mut JobRecord,
+    text: &str,
+    buttons: &[Action],
+    urgency: Urgency,
+) -> Result<(), ApiError> {
+    let components = steer::components(&job.id, buttons);
+    let components = Some(&components);
     match &job.source {
         Source::Discord {
             channel_id,
@@ -76,7 +124,7 @@ pub async fn say(
         } => {
             let api = config::discord(env)?;
             match call(
-                api.edit_original(application_id, interaction_token, text),
+                api.edit_original(application_id, interaction_token, text, components),
                 discord_api::parse_ok,
             )
             .await
@@ -84,7 +132,7 @@ pub async fn say(
                 Err(e) if is_expired_interaction(&e) && urgency == Urgency::Outcome => {
                     let nonce = discord_api::nonce(job.id.as_str(), "outcome");
                     call(
-                        api.create_message(channel_id, text, &nonce),
+                        api.create_message(channel_id, text, components, &nonce),
                         discord_api::parse_ok,
                     )
                     .await
@@ -102,7 +150,7 @@ pub async fn say(
             match &record.checkpoints.discord_reply {
                 Some(reply) => {
                     call(
-                        api.edit_message(channel_id, reply, text),
+                        api.edit_message(channel_id, reply, text, components),
                         discord_api::parse_ok,
                     )
                     .await
@@ -113,6 +161,7 @@ pub async fn say(
                             channel_id,
                             message_id,
                             text,
+                            components,
                             &discord_api::nonce(job.id.as_str(), "reply"),
                         ),
                         discord_api::parse_created_id,
@@ -131,7 +180,12 @@ pub async fn say(
         } => {
             let (api, _) = crate::github::client(env, repo, *installation_id).await?;
             let marker = github_api::status_marker(job.id.as_str());
-            let body = format!("{text}\n\n{marker}");
+            let hint = steer::github_hint(buttons, &config::github_mention(env));
+            let body = if hint.is_empty() {
+                format!("{text}\n\n{marker}")
+            } else {
+                format!("{text}\n\n{hint}\n\n{marker}")
+            };
             if record.checkpoints.github_status_comment.is_none() {
                 // A create whose answer was lost left a comment behind: find it by its marker.
                 let since = github_api::iso_seconds(job.enqueued_at_ms.saturating_sub(60_000));

@@ -195,11 +195,14 @@ async fn stop(
     }
     let reason = match serde_json::from_slice::<StopRequest>(&body) {
         Ok(r) => bugbot_shared::job::truncate(r.reason.trim(), 200).0,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid stop request: {e}")),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid stop request: {e}"),
+            );
+        }
     };
-    let stopping = app
-        .runs
-        .stop(&id, &reason, || run::stopped_line(&reason));
+    let stopping = app.runs.stop(&id, &reason, || run::stopped_line(&reason));
     tracing::info!(run = %id, ?stopping, "stop requested");
     let state = match stopping {
         runs::Stopping::Running => "stopping",

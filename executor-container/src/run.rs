@@ -152,10 +152,7 @@ pub async fn run(
         // removed before the result goes out.
         reason = out.hub.stopped() => {
             tracing::info!(branch = %request.branch, %reason, "run stopped: its agent was killed and its workspace removed");
-            FixResult {
-                error: Some(reason),
-                ..empty(Outcome::Stopped)
-            }
+            FixResult::stopped(&reason)
         },
         () = out.hub.abandoned(config.detached_grace) => {
             heartbeat.abort();
@@ -179,13 +176,7 @@ pub async fn run(
 
 /// The `done` line of a run stopped before it started.
 pub fn stopped_line(reason: &str) -> String {
-    let done = Event::Done {
-        result: FixResult {
-            error: Some(reason.to_owned()),
-            ..empty(Outcome::Stopped)
-        },
-    };
-    format!("{}\n", serde_json::to_string(&done).unwrap_or_default())
+    bugbot_shared::executor::done_line(FixResult::stopped(reason))
 }
 
 /// The part of the wall time Claude Code gets: the rest is kept for checking and pushing its work.

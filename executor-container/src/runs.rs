@@ -284,13 +284,19 @@ mod tests {
             let hub = hub.clone();
             async move { hub.stopped().await }
         });
-        assert_eq!(runs.stop("job-3", "stopped by jane", String::new), Stopping::Running);
+        assert_eq!(
+            runs.stop("job-3", "stopped by jane", String::new),
+            Stopping::Running
+        );
         assert_eq!(waiting.await.unwrap(), "stopped by jane");
         assert!(!hub.commit(), "a stopped run must not push");
 
         // Asked before the run exists: the run, when asked for, is already over.
         let line = || "{\"event\":\"done\"}\n".to_owned();
-        assert_eq!(runs.stop("job-4", "stopped by bob", line), Stopping::BeforeStart);
+        assert_eq!(
+            runs.stop("job-4", "stopped by bob", line),
+            Stopping::BeforeStart
+        );
         let Claim::Follow(hub) = runs.claim("job-4") else {
             panic!("the stopped run is followed, not started")
         };

@@ -26,7 +26,11 @@ fn authorize(req: &Request, env: &Env) -> Result<(), GatewayError> {
 const CONSUMER: &str = "CONSUMER";
 
 /// Asks the consumer (service binding) for `path`, with an optional JSON body.
-async fn consumer(env: &Env, path: &str, body: Option<String>) -> Result<Response, GatewayError> {
+pub(crate) async fn consumer(
+    env: &Env,
+    path: &str,
+    body: Option<String>,
+) -> Result<Response, GatewayError> {
     let mut init = worker::RequestInit::new();
     init.with_method(if body.is_some() {
         worker::Method::Post

@@ -5,6 +5,7 @@ use crate::config;
 use crate::error::{GatewayError, json_response};
 use bugbot_shared::discord::{self, Decision};
 use bugbot_shared::signature::verify_discord;
+use bugbot_shared::steer::{self, Plan};
 use worker::{Context, Env, Response, web_sys};
 
 /// Verifies the signature before anything else, then decides and acts.
@@ -26,6 +27,33 @@ pub async fn handle(
         Decision::Pong => discord::pong(),
         Decision::NoChoices => discord::no_choices(),
         Decision::Reply(text) => discord::ephemeral(&text),
+        Decision::Steer { job, ask } => {
+            match crate::steer::steer(env, Some(&job), None, &ask).await {
+                // The pressed message says what happens at once; the job edits it from then on.
+                Ok(Plan::Stop { .. }) => discord::update_message(
+                    &format!("⏹️ Stopping the fix (asked by {})…", ask.by.name),
+                    &steer::components(&job, &[]),
+                ),
+                Ok(Plan::Enqueue { message }) => discord::update_message(
+                    &message
+                        .resume
+                        .as_ref()
+                        .map(steer::resuming_text)
+                        .unwrap_or_default(),
+                    &steer::components(&job, &[]),
+                ),
+                Ok(Plan::Refuse { text }) => discord::ephemeral(&text),
+                Err(e) => {
+                    crate::log::error(
+                        "steer failed",
+                        &[("job", job.as_str()), ("error", &e.detail())],
+                    );
+                    discord::ephemeral(
+                        "bugbot could not reach this job just now; please try again.",
+                    )
+                }
+            }
+        }
         Decision::Enqueue(job) => match admit(env, Some(ctx), &job, &policy, "discord").await? {
             // A redelivered interaction gets the same answer; its job is already on the queue.
             Admission::Admitted | Admission::Duplicate => discord::deferred(),

@@ -5,6 +5,7 @@ use crate::config;
 use crate::error::{GatewayError, json_response};
 use bugbot_shared::github::{self, Decision};
 use bugbot_shared::signature::verify_github;
+use bugbot_shared::steer::Plan;
 use serde_json::json;
 use worker::{Context, Env, Response, web_sys};
 
@@ -36,6 +37,21 @@ pub async fn handle(
     let (status, answer) = match decision {
         Decision::Pong => (200, json!({ "ok": true, "message": "pong" })),
         Decision::Ignored(reason) => (202, json!({ "ignored": reason })),
+        Decision::Steer {
+            thread,
+            installation_id,
+            ask,
+        } => {
+            let plan =
+                crate::steer::steer(env, None, Some((&thread, installation_id)), &ask).await?;
+            let answer = match plan {
+                Plan::Stop { .. } => json!({ "steer": "stopping" }),
+                Plan::Enqueue { message } => json!({ "steer": "queued", "job_id": message.id }),
+                // The refusal was answered on the issue.
+                Plan::Refuse { text } => json!({ "steer": "refused", "reason": text }),
+            };
+            (202, answer)
+        }
         Decision::Enqueue(job) => match admit(env, Some(ctx), &job, &policy, "github").await? {
             Admission::Admitted => (202, json!({ "job_id": job.id })),
             Admission::Duplicate => (202, json!({ "job_id": job.id, "duplicate": true })),

@@ -18,6 +18,7 @@ mod github;
 mod ledger;
 mod log;
 mod mentions;
+mod steer;
 
 pub use ledger::AdmissionLedger;
 pub use mentions::DiscordGateway;

@@ -470,6 +470,7 @@ async fn on_message(
         &message.channel_id,
         &message.id,
         &answer,
+        None,
         &bugbot_shared::discord_api::nonce(message.id.as_str(), "refusal"),
     );
     match bugbot_edge::send(&reply).await {

@@ -231,8 +231,7 @@ pub fn decide(i: &Interaction, policy: &AccessPolicy, now_ms: u64) -> Decision {
         kind::MESSAGE_COMPONENT => return steer(i, policy),
         _ => {
             return Decision::Reply(
-                "bugbot has no forms; use `/bugbot fix` or `/bugbot contextualize`."
-                    .into(),
+                "bugbot has no forms; use `/bugbot fix` or `/bugbot contextualize`.".into(),
             );
         }
     }

@@ -52,6 +52,7 @@ impl DiscordApi {
         application: &Snowflake,
         token: &str,
         content: &str,
+        components: Option<&serde_json::Value>,
     ) -> HttpRequest {
         HttpRequest::new(
             Service::Discord,
@@ -62,14 +63,20 @@ impl DiscordApi {
                 encode(token)
             ),
         )
-        .json(&message_body(content))
+        .json(&message_body(content, components))
     }
 
     /// Posts a message to a channel with the bot token. `nonce` (see [`nonce`]) with
     /// `enforce_nonce` makes a repeated post within a few minutes return the first message instead
     /// of a second one, so a post whose answer was lost can be sent again.
-    pub fn create_message(&self, channel: &Snowflake, content: &str, nonce: &str) -> HttpRequest {
-        let mut body = message_body(content);
+    pub fn create_message(
+        &self,
+        channel: &Snowflake,
+        content: &str,
+        components: Option<&serde_json::Value>,
+        nonce: &str,
+    ) -> HttpRequest {
+        let mut body = message_body(content, components);
         body["nonce"] = nonce.into();
         body["enforce_nonce"] = true.into();
         self.bot(Method::Post, &format!("/channels/{channel}/messages"))
@@ -92,9 +99,10 @@ impl DiscordApi {
         channel: &Snowflake,
         reply_to: &Snowflake,
         content: &str,
+        components: Option<&serde_json::Value>,
         nonce: &str,
     ) -> HttpRequest {
-        let mut body = message_body(content);
+        let mut body = message_body(content, components);
         body["message_reference"] = json!({ "message_id": reply_to, "fail_if_not_exists": false });
         body["nonce"] = nonce.into();
         body["enforce_nonce"] = true.into();
@@ -103,12 +111,18 @@ impl DiscordApi {
     }
 
     /// Edits one of bugbot's messages.
-    pub fn edit_message(&self, channel: &Snowflake, message: &str, content: &str) -> HttpRequest {
+    pub fn edit_message(
+        &self,
+        channel: &Snowflake,
+        message: &str,
+        content: &str,
+        components: Option<&serde_json::Value>,
+    ) -> HttpRequest {
         self.bot(
             Method::Patch,
             &format!("/channels/{channel}/messages/{}", encode(message)),
         )
-        .json(&message_body(content))
+        .json(&message_body(content, components))
     }
 
     fn commands_path(application: &Snowflake, guild: Option<&Snowflake>) -> String {
@@ -197,8 +211,14 @@ pub fn commands_match(registered: &serde_json::Value, wanted: &serde_json::Value
 }
 
 /// A message body that pings nobody (a report may quote `@everyone`).
-fn message_body(content: &str) -> serde_json::Value {
-    json!({ "content": fit(content), "allowed_mentions": { "parse": [] } })
+/// A message's body; `components` (buttons) replace the message's own when given (an empty list
+/// removes them).
+fn message_body(content: &str, components: Option<&serde_json::Value>) -> serde_json::Value {
+    let mut body = json!({ "content": fit(content), "allowed_mentions": { "parse": [] } });
+    if let Some(c) = components {
+        body["components"] = c.clone();
+    }
+    body
 }
 
 /// Cuts content to Discord's limit.
@@ -332,7 +352,7 @@ mod tests {
             r.headers
                 .contains(&("authorization".into(), "Bot bot-tok".into()))
         );
-        let e = api.edit_original(&Snowflake::parse("3").unwrap(), "tok", "hi @everyone");
+        let e = api.edit_original(&Snowflake::parse("3").unwrap(), "tok", "hi @everyone", None);
         assert_eq!(
             e.url,
             "http://sb/discord/api/v10/webhooks/3/tok/messages/@original"

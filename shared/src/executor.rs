@@ -311,6 +311,33 @@ pub struct FixResult {
     pub error: Option<String>,
 }
 
+impl FixResult {
+    /// The result of a run stopped on request (`reason` says by whom).
+    pub fn stopped(reason: &str) -> Self {
+        Self {
+            outcome: Outcome::Stopped,
+            branch: None,
+            commit_sha: None,
+            changed_files: Vec::new(),
+            rejected_paths: Vec::new(),
+            summary: String::new(),
+            turns: 0,
+            cost_usd: 0.0,
+            duration_ms: 0,
+            error: Some(reason.to_owned()),
+        }
+    }
+}
+
+/// The stream line that ends a run with `result`.
+pub fn done_line(result: FixResult) -> String {
+    let done = Event::Done { result };
+    format!(
+        "{}\n",
+        serde_json::to_string(&done).unwrap_or_else(|e| unreachable!("an event serializes: {e}"))
+    )
+}
+
 /// One line of the response stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]

@@ -285,6 +285,41 @@ pub fn outcome_text(issue: &Issue, result: &FixResult, pr: Option<&PullRequest>)
     )
 }
 
+/// A continue's result as the whole fix: it builds on the earlier run's branch (kept when this
+/// run had nothing more to push, which then means the work was complete), with both runs' files,
+/// turns and cost. A run that went wrong (rejected, failed, stopped) is left as it is.
+pub fn carried_on(earlier: &FixResult, now: &FixResult) -> FixResult {
+    let mut whole = now.clone();
+    let builds_on = now.outcome == Outcome::Pushed
+        || now.outcome == Outcome::NoChanges
+        || now.outcome.hit_limit();
+    if !builds_on || earlier.branch.is_none() {
+        return whole;
+    }
+    if whole.branch.is_none() {
+        whole.branch.clone_from(&earlier.branch);
+        whole.commit_sha.clone_from(&earlier.commit_sha);
+        if whole.outcome == Outcome::NoChanges {
+            whole.outcome = Outcome::Pushed;
+        }
+    }
+    let mut files = earlier.changed_files.clone();
+    for f in &now.changed_files {
+        match files.iter_mut().find(|e| e.path == f.path) {
+            Some(e) => {
+                e.added += f.added;
+                e.removed += f.removed;
+            }
+            None => files.push(f.clone()),
+        }
+    }
+    whole.changed_files = files;
+    whole.turns += earlier.turns;
+    whole.cost_usd += earlier.cost_usd;
+    whole.duration_ms += earlier.duration_ms;
+    whole
+}
+
 /// Which limit a run reached, as words ("used all its turns (30)").
 pub fn limit_reached(result: &FixResult) -> String {
     match result.outcome {
@@ -536,7 +571,29 @@ mod tests {
         assert!(pr_body(&issue(), "s", &partial, &job).contains("### What is left"));
         let mut stopped = result(Outcome::Stopped);
         stopped.error = Some("stopped by jane".into());
-        assert!(outcome_text(&issue(), &stopped, None).contains("was stopped by jane. Nothing was pushed"));
+        assert!(
+            outcome_text(&issue(), &stopped, None)
+                .contains("was stopped by jane. Nothing was pushed")
+        );
+        let mut rest = result(Outcome::Pushed);
+        rest.changed_files[0].path = "src/total.js".into();
+        let mut partial_pushed = partial.clone();
+        partial_pushed.branch = Some("bugbot/bug-7-dc-123".into());
+        let whole = carried_on(&partial_pushed, &rest);
+        assert_eq!(whole.changed_files.len(), 2);
+        assert_eq!(whole.turns, 6);
+        let unpushed = |o| FixResult {
+            branch: None,
+            commit_sha: None,
+            ..result(o)
+        };
+        let nothing_more = carried_on(&partial_pushed, &unpushed(Outcome::NoChanges));
+        assert_eq!(nothing_more.outcome, Outcome::Pushed);
+        assert_eq!(nothing_more.branch, partial_pushed.branch);
+        assert_eq!(
+            carried_on(&partial_pushed, &unpushed(Outcome::Rejected)).branch,
+            None
+        );
         let mut costly = result(Outcome::Pushed);
         costly.cost_usd = 0.1234;
         assert!(outcome_text(&issue(), &costly, Some(&pr)).ends_with(" · model cost $0.12"));

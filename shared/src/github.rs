@@ -169,6 +169,8 @@ pub enum Decision {
     Steer {
         /// The conversation whose latest fix is meant.
         thread: GithubThread,
+        /// The App installation that delivered the comment (for the answer).
+        installation_id: Option<u64>,
         /// The ask.
         ask: crate::steer::Ask,
     },
@@ -313,6 +315,7 @@ pub fn decide(
                             repo: e.repository.full_name.clone(),
                             number: e.issue.number,
                         },
+                        installation_id: e.installation.as_ref().map(|i| i.id),
                         ask: crate::steer::Ask {
                             action,
                             by: Requester {

@@ -390,7 +390,6 @@ impl Checkpoints {
                 if let Some(result) = self.fix_result.take() {
                     self.continued_from = Some(result);
                 }
-                self.pull_request_linked = false;
             }
         }
     }

@@ -104,6 +104,26 @@ pub fn buttons_after(status: JobStatus, outcome: Option<Outcome>) -> Vec<Action>
     }
 }
 
+/// On GitHub, where there are no buttons: how to ask for the same (`mention` is `@bugbot`).
+pub fn github_hint(actions: &[Action], mention: &str) -> String {
+    let asks: Vec<String> = actions
+        .iter()
+        .map(|a| {
+            let what = match a {
+                Action::Stop => "stop this fix",
+                Action::Retry => "try again",
+                Action::Continue => "carry on with a fresh budget",
+            };
+            format!("`{mention} {}` to {what}", a.as_str())
+        })
+        .collect();
+    if asks.is_empty() {
+        String::new()
+    } else {
+        format!("_Comment {}._", asks.join(", or "))
+    }
+}
+
 /// The executor's run id of a job's current attempt generation: a redelivery follows the same run.
 pub fn run_id(job: &JobMessage) -> String {
     format!("{}-r{}", job.id, job.replay)
@@ -208,7 +228,9 @@ pub fn plan(ask: &Ask, message: Option<&JobMessage>, record: Option<&JobRecord>)
             (JobStatus::Succeeded, Some(o)) if o.hit_limit() => {
                 resumed(message, ask, ResumeKind::Continue)
             }
-            _ => refuse("Only a fix that stopped at its turn, budget or time limit can be continued."),
+            _ => refuse(
+                "Only a fix that stopped at its turn, budget or time limit can be continued.",
+            ),
         },
     }
 }
@@ -350,7 +372,10 @@ mod tests {
         assert_eq!(parse_custom_id("other:stop:dc-1"), None);
         assert_eq!(parse_custom_id("bugbot:stop:not a job"), None);
         let row = components(&id, &[Action::Stop]);
-        assert_eq!(row[0]["components"][0]["custom_id"], custom_id(Action::Stop, &id));
+        assert_eq!(
+            row[0]["components"][0]["custom_id"],
+            custom_id(Action::Stop, &id)
+        );
         assert_eq!(components(&id, &[]), json!([]));
     }
 
@@ -378,18 +403,30 @@ mod tests {
         let me = |a| ask(a, "42", false);
         let done = record(JobStatus::Succeeded, Some(Outcome::Pushed));
         for a in [Action::Stop, Action::Retry, Action::Continue] {
-            assert!(matches!(plan(&me(a), Some(&job()), Some(&done)), Plan::Refuse { .. }), "{a:?}");
+            assert!(
+                matches!(plan(&me(a), Some(&job()), Some(&done)), Plan::Refuse { .. }),
+                "{a:?}"
+            );
         }
         let stopped = record(JobStatus::Stopped, Some(Outcome::Stopped));
-        let Plan::Enqueue { message } = plan(&me(Action::Retry), Some(&job()), Some(&stopped)) else {
+        let Plan::Enqueue { message } = plan(&me(Action::Retry), Some(&job()), Some(&stopped))
+        else {
             panic!("a stopped fix is retried")
         };
         assert_eq!(message.replay, 1);
         assert_eq!(message.resume.as_ref().unwrap().kind, ResumeKind::Retry);
-        let Source::Discord { interaction_token, interaction_id, .. } = &message.source else {
+        let Source::Discord {
+            interaction_token,
+            interaction_id,
+            ..
+        } = &message.source
+        else {
             panic!()
         };
-        assert_eq!((interaction_token.as_str(), interaction_id.as_str()), ("fresh-token", "555"));
+        assert_eq!(
+            (interaction_token.as_str(), interaction_id.as_str()),
+            ("fresh-token", "555")
+        );
         assert_eq!(message.id, job().id, "the same job, its history kept");
 
         let limited = record(JobStatus::Succeeded, Some(Outcome::MaxTurns));
@@ -397,15 +434,27 @@ mod tests {
             plan(&me(Action::Continue), Some(&job()), Some(&limited)),
             Plan::Enqueue { message } if message.resume.as_ref().unwrap().kind == ResumeKind::Continue
         ));
-        assert!(matches!(plan(&me(Action::Retry), Some(&job()), Some(&limited)), Plan::Refuse { .. }));
+        assert!(matches!(
+            plan(&me(Action::Retry), Some(&job()), Some(&limited)),
+            Plan::Refuse { .. }
+        ));
         let failed = record(JobStatus::Failed, None);
-        assert!(matches!(plan(&me(Action::Continue), Some(&job()), Some(&failed)), Plan::Refuse { .. }));
+        assert!(matches!(
+            plan(&me(Action::Continue), Some(&job()), Some(&failed)),
+            Plan::Refuse { .. }
+        ));
     }
 
     #[test]
     fn buttons_follow_the_ending() {
-        assert_eq!(buttons_after(JobStatus::Succeeded, Some(Outcome::MaxTurns)), vec![Action::Continue]);
-        assert_eq!(buttons_after(JobStatus::Stopped, Some(Outcome::Stopped)), vec![Action::Retry]);
+        assert_eq!(
+            buttons_after(JobStatus::Succeeded, Some(Outcome::MaxTurns)),
+            vec![Action::Continue]
+        );
+        assert_eq!(
+            buttons_after(JobStatus::Stopped, Some(Outcome::Stopped)),
+            vec![Action::Retry]
+        );
         assert_eq!(buttons_after(JobStatus::Failed, None), vec![Action::Retry]);
         assert!(buttons_after(JobStatus::Succeeded, Some(Outcome::Pushed)).is_empty());
     }

@@ -24,6 +24,8 @@ pub enum Spec {
     GitHubOpenApi,
     /// GitHub's example webhook deliveries, from the pinned npm package `@octokit/webhooks-examples`.
     GitHubWebhookExamples,
+    /// GitHub's GraphQL schema, from the pinned npm package `@octokit/graphql-schema`.
+    GitHubGraphqlSchema,
 }
 
 impl Spec {
@@ -38,6 +40,9 @@ impl Spec {
             }
             Self::GitHubWebhookExamples => {
                 root.join("node_modules/@octokit/webhooks-examples/api.github.com/index.json")
+            }
+            Self::GitHubGraphqlSchema => {
+                root.join("node_modules/@octokit/graphql-schema/schema.graphql")
             }
         }
     }

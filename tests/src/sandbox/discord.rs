@@ -97,6 +97,8 @@ pub struct AnswerEdit {
     pub interaction: String,
     /// The new content.
     pub content: String,
+    /// The buttons the edit set (`null` when it left them as they were).
+    pub components: Value,
 }
 
 impl DiscordState {
@@ -320,10 +322,14 @@ pub async fn api(
                 .get(&token)
                 .cloned()
                 .unwrap_or_else(|| "unregistered".into());
+            let components = body
+                .as_ref()
+                .map_or(Value::Null, |b| b["components"].clone());
             s.discord.answer_edits.push(AnswerEdit {
                 application_id: p("webhook_id"),
                 interaction,
                 content: content.clone(),
+                components,
             });
             let id = s.discord.id();
             Json(message_json(

@@ -5,6 +5,8 @@
 
 use super::Sandbox;
 use super::openapi::{self, OpenApi, Refusal, query_value};
+use apollo_compiler::validation::Valid;
+use apollo_compiler::{ExecutableDocument, Schema};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -74,6 +76,8 @@ pub struct GhPull {
     pub diff: String,
     /// Web URL.
     pub html_url: String,
+    /// Opened as a draft, and not yet marked ready for review.
+    pub draft: bool,
 }
 
 /// An issue.
@@ -252,6 +256,9 @@ pub async fn api(
         .strip_prefix("/github")
         .unwrap_or_default()
         .to_owned();
+    if path == "/graphql" && method == Method::POST {
+        return graphql(&sb, &headers, &body);
+    }
     let (matched, body) =
         match openapi::admit(&sb, spec(), method.as_str(), &path, uri.query(), &body) {
             Ok(ok) => ok,
@@ -489,7 +496,12 @@ pub async fn api(
                 );
             }
             let number = 100 + s.github.pulls.len() as u64 + 1;
+            let draft = body
+                .as_ref()
+                .and_then(|b| b["draft"].as_bool())
+                .unwrap_or(false);
             let pr = GhPull {
+                draft,
                 html_url: format!("{WEB}/{repo_name}/pull/{number}"),
                 repo: repo_name,
                 number,
@@ -503,6 +515,25 @@ pub async fn api(
             let json = pull_json(&pr);
             s.github.pulls.push(pr);
             return (StatusCode::CREATED, Json(json)).into_response();
+        }
+        ("PATCH", "/repos/{owner}/{repo}/pulls/{pull_number}") => {
+            let number: u64 = p("pull_number").parse().unwrap_or(0);
+            let mut s = sb.lock();
+            let Some(pr) = s
+                .github
+                .pulls
+                .iter_mut()
+                .find(|pr| pr.repo == repo_name && pr.number == number)
+            else {
+                return gh_error(StatusCode::NOT_FOUND, "Not Found");
+            };
+            if let Some(text) = body.as_ref().and_then(|b| b["body"].as_str()) {
+                pr.body = text.to_owned();
+            }
+            if let Some(text) = body.as_ref().and_then(|b| b["title"].as_str()) {
+                pr.title = text.to_owned();
+            }
+            return Json(pull_json(pr)).into_response();
         }
         _ => {}
     }
@@ -653,9 +684,92 @@ fn pull_json(pr: &GhPull) -> Value {
         "html_url": pr.html_url, "url": format!("https://api.github.com/repos/{}/pulls/{}", pr.repo, pr.number),
         "head": {"ref": pr.head, "sha": pr.head_sha, "label": format!("{}:{}", pr.repo.split('/').next().unwrap_or_default(), pr.head)},
         "base": {"ref": pr.base},
-        "user": user(Some("bugbot[bot]")), "draft": false, "merged": false,
+        "node_id": pull_node_id(pr.number),
+        "user": user(Some("bugbot[bot]")), "draft": pr.draft, "merged": false,
         "created_at": CREATED, "updated_at": CREATED,
     })
+}
+
+/// A pull request's GraphQL id in the stand-in.
+fn pull_node_id(number: u64) -> String {
+    format!("PR_sandbox{number}")
+}
+
+fn graphql_schema() -> Result<&'static Valid<Schema>, String> {
+    static SCHEMA: OnceLock<Result<Valid<Schema>, String>> = OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            let sdl = crate::localenv::Spec::GitHubGraphqlSchema
+                .read()
+                .map_err(|e| format!("{e:#}"))?;
+            // GitHub's published schema is taken as GitHub serves it: it repeats a few fields
+            // (the first definition holds), which a strict build would refuse.
+            let schema = Schema::parse(sdl, "github-schema.graphql").unwrap_or_else(|e| e.partial);
+            Ok(Valid::assume_valid(schema))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// `POST /github/graphql`: GitHub's GraphQL API. Every operation is validated against GitHub's
+/// published schema; the one mutation bugbot uses (`markPullRequestReadyForReview`; the REST API
+/// cannot undraft a pull request) is carried out, anything else is a violation.
+fn graphql(sb: &Sandbox, headers: &HeaderMap, body: &Bytes) -> Response {
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_owned();
+    let authorized = !bearer.is_empty()
+        && ((!sb.credentials.github_token.is_empty() && bearer == sb.credentials.github_token)
+            || sb.lock().github.tokens.contains(&bearer));
+    if !authorized {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"message": "Bad credentials", "documentation_url": "https://docs.github.com/graphql"})),
+        )
+            .into_response();
+    }
+    let Ok(request) = serde_json::from_slice::<Value>(body) else {
+        return gh_error(StatusCode::BAD_REQUEST, "Problems parsing JSON");
+    };
+    let query = request["query"].as_str().unwrap_or_default();
+    let gql_errors =
+        |message: String| Json(json!({ "errors": [{ "message": message }] })).into_response();
+    let schema = match graphql_schema() {
+        Ok(schema) => schema,
+        Err(e) => return super::error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+    };
+    if let Err(e) = ExecutableDocument::parse_and_validate(schema, query, "operation.graphql") {
+        let why = format!("github graphql: invalid operation: {}", e.errors);
+        sb.lock().violations.push(why.clone());
+        return gql_errors(why);
+    }
+    if !query.contains("markPullRequestReadyForReview") {
+        let why =
+            "github graphql: the stand-in implements markPullRequestReadyForReview only".to_owned();
+        sb.lock().violations.push(why.clone());
+        return gql_errors(why);
+    }
+    let id = request["variables"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let mut s = sb.lock();
+    let Some(pr) = s
+        .github
+        .pulls
+        .iter_mut()
+        .find(|pr| pull_node_id(pr.number) == id)
+    else {
+        return gql_errors(format!(
+            "Could not resolve to a node with the global id of '{id}'"
+        ));
+    };
+    pr.draft = false;
+    Json(json!({ "data": { "markPullRequestReadyForReview": { "pullRequest": { "isDraft": false } } } }))
+        .into_response()
 }
 
 /// The App's endpoints: a valid JWT (RS256 with the App's key, `iss` = the App id, at most 10
@@ -795,4 +909,32 @@ fn now_iso() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     bugbot_shared::github_api::iso_seconds(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_ready_for_review_mutation_bugbot_sends_fits_githubs_schema() {
+        let api = bugbot_shared::github_api::GithubApi::new("https://api.github.com", "t");
+        let request = api.mark_ready_for_review("PR_1");
+        assert!(request.url.ends_with("/graphql"));
+        let body: serde_json::Value =
+            serde_json::from_str(request.body.as_deref().unwrap()).unwrap();
+        let schema = super::graphql_schema().unwrap();
+        apollo_compiler::ExecutableDocument::parse_and_validate(
+            schema,
+            body["query"].as_str().unwrap(),
+            "operation.graphql",
+        )
+        .unwrap();
+        // A wrong field is caught: the check is real.
+        assert!(
+            apollo_compiler::ExecutableDocument::parse_and_validate(
+                schema,
+                "mutation { markPullRequestReadyForReview(input: {pullRequestId: \"x\"}) { isDraft } }",
+                "bad.graphql",
+            )
+            .is_err()
+        );
+    }
 }
