@@ -43,7 +43,7 @@ async fn discord_fix(ctx: &E2e) -> Result<(String, String, Value)> {
 }
 
 /// [`discord_fix`] asked by the member with this user id.
-async fn discord_fix_by(ctx: &E2e, user: &str) -> Result<(String, String, Value)> {
+pub(crate) async fn discord_fix_by(ctx: &E2e, user: &str) -> Result<(String, String, Value)> {
     let thread = fresh_id();
     ctx.sandbox_post(
         &format!("/_sandbox/discord/channels/{thread}/messages"),

@@ -15,6 +15,7 @@ mod gateway;
 mod hostile;
 mod mentions;
 mod operations;
+mod steer;
 
 use bugbot_tests::stack::{Ports, Stack, StackOptions};
 use context::E2e;

@@ -114,6 +114,30 @@ impl Sandbox {
     }
 }
 
+/// `POST /_sandbox/git/show` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Show {
+    /// `owner/name`.
+    pub repo: String,
+    /// A branch (or any revision).
+    pub rev: String,
+}
+
+/// What a branch holds, for assertions: its commits' subjects (newest first) and its files.
+pub async fn show(State(sb): State<Sandbox>, Json(show): Json<Show>) -> Response {
+    let log = sb.git_in(&show.repo, &["log", "--format=%s", &show.rev, "--"]);
+    let files = sb.git_in(&show.repo, &["ls-tree", "-r", "--name-only", &show.rev]);
+    match (log, files) {
+        (Ok(log), Ok(files)) => axum::Json(serde_json::json!({
+            "subjects": log.lines().collect::<Vec<_>>(),
+            "files": files.lines().collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        (Err(e), _) | (_, Err(e)) => error(StatusCode::NOT_FOUND, &e),
+    }
+}
+
 /// Creates a repository with one commit on `main`.
 pub async fn create_repo(State(sb): State<Sandbox>, Json(new): Json<NewRepo>) -> Response {
     let Ok(repo) = bugbot_shared::ids::RepoFullName::parse(&new.repo) else {

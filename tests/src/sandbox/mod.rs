@@ -284,6 +284,7 @@ impl Sandbox {
                 post(github::seed_permissions),
             )
             .route("/_sandbox/git/repos", post(git::create_repo))
+            .route("/_sandbox/git/show", post(git::show))
             .route(
                 "/_sandbox/anthropic/scenario",
                 post(anthropic::set_scenario),
