@@ -169,7 +169,7 @@ impl DurableObject for JobState {
                     record.record(
                         now,
                         JobStatus::Queued,
-                        ask.action.as_str(),
+                        &format!("{}.asked", ask.action.as_str()),
                         format!("{} asked by {}", ask.action.as_str(), ask.by.name),
                     );
                     let text = serde_json::to_string(record)

@@ -278,7 +278,234 @@ impl Demo {
              HTTP round trips); anthropic = one request per model turn."
         );
         println!("\nThe job's record: scripts/jobs show {job}");
+        self.steering().await
+    }
+
+    /// 9. Stop, Retry and Continue with the buttons on the job's message.
+    async fn steering(&self) -> Result<()> {
+        println!("\n9. Steering a fix with the buttons on its message");
+        let n = unique();
+        let repo = self.env.get("GITHUB_TEST_REPO");
+        let mut files = web_app_files();
+        // The repository limits its fixes to 3 model turns (its own .github/bugbot.toml).
+        files.insert(
+            ".github/bugbot.toml".into(),
+            "[limits]\nmax_turns = 3\n".into(),
+        );
+        self.sandbox_post(
+            "/_sandbox/git/repos",
+            &json!({"repo": repo, "files": files}),
+        )
+        .await?;
+        // A model that never finishes: it reads the same file again and again.
+        self.sandbox_post(
+            "/_sandbox/anthropic/scenario",
+            &json!({"repeat_last": true, "steps": [
+                {"tool_use": {"name": "Read", "input": {"file_path": "src/cart.js"}}}]}),
+        )
+        .await?;
+        let thread = format!("14{n:017}");
+        self.sandbox_post(
+            &format!("/_sandbox/discord/channels/{thread}/messages"),
+            &json!([{"author_id": "1200000000000000001", "username": "jane",
+                     "content": "The cart total is one dollar too high."}]),
+        )
+        .await?;
+        let id = format!("13{n:017}");
+        let token = format!("demo-steer-token-{n}");
+        self.sandbox_post(
+            "/_sandbox/discord/interactions",
+            &json!({"token": token, "interaction_id": id}),
+        )
+        .await?;
+        let interaction = json!({
+            "id": id, "application_id": self.env.get("DISCORD_APPLICATION_ID"),
+            "type": 2, "token": token, "version": 1,
+            "guild_id": self.env.get("DISCORD_TEST_GUILD_ID"), "channel_id": thread,
+            "channel": {"id": thread, "type": 11, "parent_id": self.env.get("DISCORD_TEST_CHANNEL_ID")},
+            "member": {"user": {"id": "1200000000000000002", "username": "sam", "global_name": "Sam"},
+                       "roles": [self.env.get("DISCORD_TEST_FIX_ROLE_ID")]},
+            "data": {"id": "1100000000000000050", "name": "bugbot", "type": 1,
+                     "options": [{"name": "fix", "type": 1, "options": [
+                         {"name": "details", "type": 3, "value": "Cart total is one dollar too high"}]}]}
+        });
+        self.signed_interaction(&interaction).await?;
+        let job = format!("dc-{id}");
+        let mut interactions = vec![id.clone()];
+        let stop = format!("bugbot:stop:{job}");
+        let (text, _) = self.wait_for_button(&interactions, &stop).await?;
+        println!("   a) `/bugbot fix` (job {job}); its message shows [Stop]: {text}");
+        let (pressed, answer) = self.press(&thread, &stop).await?;
+        interactions.push(pressed);
+        println!("      Sam presses Stop -> {answer}");
+        self.wait_status(&job, &["stopped"]).await?;
+        let (text, buttons) = self.last_answer(&interactions).await?;
+        println!("      the message now: {text}  {buttons:?}");
+
+        // Retry with a model that fixes the cart, then reads on until the 3-turn limit stops it.
+        self.sandbox_post(
+            "/_sandbox/anthropic/scenario",
+            &json!({"repeat_last": true, "steps": [
+                {"tool_use": {"name": "Read", "input": {"file_path": "src/cart.js"}}},
+                {"tool_use": {"name": "Edit", "input": {"file_path": "src/cart.js", "old_string": CART_FIX.0, "new_string": CART_FIX.1}}},
+                {"tool_use": {"name": "Read", "input": {"file_path": "src/checkout.js"}}}]}),
+        )
+        .await?;
+        let (pressed, answer) = self.press(&thread, &format!("bugbot:retry:{job}")).await?;
+        interactions.push(pressed);
+        println!("   b) Sam presses Retry -> {answer}");
+        let continue_id = format!("bugbot:continue:{job}");
+        let (text, buttons) = self.wait_for_button(&interactions, &continue_id).await?;
+        let pr = self.pull_of(&job).await?;
+        println!(
+            "      the turn limit stopped it; its work is kept: {text}  {buttons:?}\n      pull request #{} draft={}",
+            pr["number"], pr["draft"]
+        );
+
+        // Continue with a fresh budget: the model adds a test and finishes.
+        self.sandbox_post(
+            "/_sandbox/anthropic/scenario",
+            &json!({"steps": [
+                {"tool_use": {"name": "Write", "input": {"file_path": "src/cart.test.js", "content": "import { total } from './cart.js';\n"}}},
+                {"text": "Added a test for the cart total; the fix is complete."}]}),
+        )
+        .await?;
+        let (pressed, answer) = self.press(&thread, &continue_id).await?;
+        interactions.push(pressed);
+        println!("   c) Sam presses Continue -> {answer}");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let pr = loop {
+            let pr = self.pull_of(&job).await?;
+            if pr["draft"] == false {
+                break pr;
+            }
+            if Instant::now() > deadline {
+                bail!("the continued fix did not finish: {pr}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        self.wait_status(&job, &["succeeded"]).await?;
+        let (text, _) = self.last_answer(&interactions).await?;
+        println!(
+            "      the same pull request #{} is now ready for review (draft={}): {text}",
+            pr["number"], pr["draft"]
+        );
+        let record = self.admin_get(&format!("/v1/jobs/{job}")).await?;
+        let steps: Vec<&str> = record["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["step"].as_str())
+            .filter(|s| {
+                matches!(
+                    *s,
+                    "stop"
+                        | "stopped"
+                        | "retry"
+                        | "continue"
+                        | "github.pull_request"
+                        | "github.ready_for_review"
+                )
+            })
+            .collect();
+        println!("      one job, one history: {}", steps.join(" -> "));
         Ok(())
+    }
+
+    /// A signed press of button `custom_id` by Sam (who has the fix role); the press's interaction
+    /// id and Discord's answer.
+    async fn press(&self, thread: &str, custom_id: &str) -> Result<(String, String)> {
+        let n = unique();
+        let id = format!("15{n:017}");
+        let token = format!("demo-press-token-{n}");
+        self.sandbox_post(
+            "/_sandbox/discord/interactions",
+            &json!({"token": token, "interaction_id": id}),
+        )
+        .await?;
+        let press = json!({
+            "id": id, "application_id": self.env.get("DISCORD_APPLICATION_ID"),
+            "type": 3, "token": token, "version": 1,
+            "guild_id": self.env.get("DISCORD_TEST_GUILD_ID"), "channel_id": thread,
+            "member": {"user": {"id": "1200000000000000002", "username": "sam", "global_name": "Sam"},
+                       "roles": [self.env.get("DISCORD_TEST_FIX_ROLE_ID")]},
+            "data": {"custom_id": custom_id, "component_type": 2}
+        });
+        let (_, answer) = self.signed_interaction(&press).await?;
+        // Distinct ids for presses in the same millisecond.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        Ok((id, answer))
+    }
+
+    /// The latest edit of the job's message (through any of its interactions): text and buttons.
+    async fn last_answer(&self, interactions: &[String]) -> Result<(String, Vec<String>)> {
+        let state = self.sandbox_state().await?;
+        let edit = state["discord"]["answer_edits"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .rfind(|e| interactions.iter().any(|i| e["interaction"] == i.as_str()))
+            .cloned()
+            .context("the message was never edited")?;
+        let buttons = edit["components"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|row| row["components"].as_array().cloned().unwrap_or_default())
+            .filter_map(|b| b["label"].as_str().map(|l| format!("[{l}]")))
+            .collect();
+        Ok((
+            edit["content"].as_str().unwrap_or_default().to_owned(),
+            buttons,
+        ))
+    }
+
+    async fn wait_for_button(
+        &self,
+        interactions: &[String],
+        custom_id: &str,
+    ) -> Result<(String, Vec<String>)> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let state = self.sandbox_state().await?;
+            let shown = state["discord"]["answer_edits"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| interactions.iter().any(|i| e["interaction"] == i.as_str()))
+                .any(|e| e["components"].to_string().contains(custom_id));
+            if shown {
+                return self.last_answer(interactions).await;
+            }
+            if Instant::now() > deadline {
+                bail!("no {custom_id} button appeared");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn wait_status(&self, job: &str, wanted: &[&str]) -> Result<Value> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let rec = self.admin_get(&format!("/v1/jobs/{job}")).await?;
+            if wanted.iter().any(|w| rec["status"] == *w) {
+                return Ok(rec);
+            }
+            if Instant::now() > deadline {
+                bail!("job {job} did not reach {wanted:?}: {rec}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn pull_of(&self, job: &str) -> Result<Value> {
+        self.sandbox_state().await?["github"]["pulls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["head"].as_str().is_some_and(|h| h.ends_with(job)))
+            .cloned()
+            .context("no pull request for the job")
     }
 
     async fn signed_interaction(&self, body: &Value) -> Result<(u16, String)> {
