@@ -23,14 +23,14 @@ use bugbot_shared::thread::Origin;
 const TURN_PROGRESS_EVERY_MS: u64 = 2000;
 
 /// A token handed to the executor stays valid this long after the run's wall time.
-const TOKEN_MARGIN_SECS: u64 = 300;
+pub(crate) const TOKEN_MARGIN_SECS: u64 = 300;
 
 /// While the executor runs, the job's lease is renewed at least this often (well within
 /// `bugbot_shared::runner::LEASE_MS`).
 const LEASE_RENEW_EVERY_MS: u64 = 30_000;
 
 /// The requester's key in the daily budgets: their platform and id.
-fn budget_user(run: &Run<'_>) -> String {
+pub(crate) fn budget_user(run: &Run<'_>) -> String {
     let platform = match run.job.source {
         Source::Github { .. } => "github",
         _ => "discord",
@@ -213,7 +213,7 @@ async fn mark_ready(
 
 /// The repository's settings on its base branch applied to the deployment's (`repo_settings`): an
 /// invalid settings file fails the job, naming the line.
-async fn repository_settings(
+pub(crate) async fn repository_settings(
     gh: &github_api::GithubApi,
     repo: &bugbot_shared::ids::RepoFullName,
     branch: &str,
@@ -369,7 +369,17 @@ async fn execute(
         run_id: Some(steer::run_id(run.job)),
         on_branch,
     };
-    let mut events = executor::start(run.env, run.job.id.as_str(), &request).await?;
+    follow(run, repo, &request).await
+}
+
+/// Runs `request` on the executor and follows it: its progress shown (with a Stop button), the
+/// job's lease renewed on its heartbeats, and its result (with refused network requests noted).
+pub(crate) async fn follow(
+    run: &mut Run<'_>,
+    repo: &bugbot_shared::ids::RepoFullName,
+    request: &FixRequest,
+) -> Result<FixResult, ApiError> {
+    let mut events = executor::start(run.env, run.job.id.as_str(), request).await?;
     let mut last_turn_shown = 0u64;
     let mut last_saved = now_ms();
     while let Some(event) = events.next().await? {

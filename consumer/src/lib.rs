@@ -18,6 +18,7 @@ mod job_state;
 pub use job_state::JobState;
 mod log;
 mod reply;
+mod review;
 mod run;
 mod spend;
 mod steer;
@@ -371,7 +372,7 @@ async fn process(env: &Env, job: &JobMessage, holder: &str) -> Settled {
             .map(|()| Settled::Done),
         Settlement::Fail => {
             let text = replies::failed(job.id.as_str(), what(job.command), &error);
-            let buttons: &[Action] = if job.command == Command::Fix {
+            let buttons: &[Action] = if matches!(job.command, Command::Fix | Command::Review) {
                 &[Action::Retry]
             } else {
                 &[]
@@ -419,6 +420,7 @@ fn what(command: Command) -> &'static str {
     match command {
         Command::Contextualize => "contextualize this report",
         Command::Fix => "fix this report",
+        Command::Review => "apply this review",
         Command::Selftest => "run the self-test",
     }
 }
@@ -440,7 +442,7 @@ async fn remember_latest_fix(env: &Env, job: &JobMessage) {
     let bugbot_shared::job::Source::Github { repo, number, .. } = &job.source else {
         return;
     };
-    if job.command != Command::Fix {
+    if !matches!(job.command, Command::Fix | Command::Review) {
         return;
     }
     let thread = bugbot_shared::github::GithubThread {
@@ -462,6 +464,16 @@ async fn execute(run: &mut Run<'_>, attempt: u32) -> Result<Ended, ApiError> {
     if let Some(permission) = github::refused_permission(run.env, run.job).await? {
         return refuse(run, &permission).await.map(Ended::Refused);
     }
+    if run.job.command == Command::Review {
+        if attempt == 1 {
+            reply::progress(
+                run,
+                &format!("👀 Working on the review… (job `{}`)", run.job.id),
+            )
+            .await;
+        }
+        return review::review(run).await.map(ended);
+    }
     let origin = thread::origin(run.job).ok_or_else(|| {
         ApiError::permanent(Service::Linear, "this job belongs to no conversation")
     })?;
@@ -469,15 +481,19 @@ async fn execute(run: &mut Run<'_>, attempt: u32) -> Result<Ended, ApiError> {
         reply::progress(run, &replies::gathering(run.job.id.as_str())).await;
     }
     match run.job.command {
-        Command::Fix => fix::fix(run, &origin).await.map(|end| match end {
-            fix::FixEnd::Done => Ended::Done,
-            fix::FixEnd::Refused(why) => Ended::Refused(why),
-            fix::FixEnd::Stopped(who) => Ended::Stopped(who),
-        }),
+        Command::Fix => fix::fix(run, &origin).await.map(ended),
         Command::Contextualize => contextualize::contextualize(run, &origin)
             .await
             .map(|()| Ended::Done),
-        Command::Selftest => Ok(Ended::Done),
+        Command::Selftest | Command::Review => Ok(Ended::Done),
+    }
+}
+
+fn ended(end: fix::FixEnd) -> Ended {
+    match end {
+        fix::FixEnd::Done => Ended::Done,
+        fix::FixEnd::Refused(why) => Ended::Refused(why),
+        fix::FixEnd::Stopped(who) => Ended::Stopped(who),
     }
 }
 

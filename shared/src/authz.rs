@@ -147,7 +147,7 @@ impl AccessPolicy {
             return Err(Refusal::NotServed);
         }
         let needed = match command {
-            Command::Fix => &self.discord_fix_roles,
+            Command::Fix | Command::Review => &self.discord_fix_roles,
             Command::Contextualize if self.discord_contextualize_roles.is_empty() => return Ok(()),
             Command::Contextualize => &self.discord_contextualize_roles,
             Command::Selftest => return Err(Refusal::MissingRole(command)),

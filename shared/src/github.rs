@@ -26,6 +26,14 @@ pub struct Account {
 }
 
 impl Account {
+    /// bugbot itself (`GITHUB_BOT_LOGIN`).
+    fn is_bugbot(&self, policy: &AccessPolicy) -> bool {
+        policy
+            .github_bot_login
+            .as_deref()
+            .is_some_and(|b| b.eq_ignore_ascii_case(&self.login))
+    }
+
     fn is_bot(&self, policy: &AccessPolicy) -> bool {
         self.kind.eq_ignore_ascii_case("bot")
             || self.login.ends_with("[bot]")
@@ -51,6 +59,9 @@ pub struct Issue {
     /// Present when the issue is a pull request.
     #[serde(default)]
     pub pull_request: Option<serde_json::Value>,
+    /// Its author (for a pull request: who opened it).
+    #[serde(default)]
+    pub user: Option<Account>,
 }
 
 /// A comment.
@@ -135,6 +146,41 @@ pub struct PullRequest {
     pub body: Option<String>,
     /// Web URL.
     pub html_url: String,
+    /// Who opened it.
+    #[serde(default)]
+    pub user: Option<Account>,
+}
+
+/// A review, as `pull_request_review` events carry it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Review {
+    /// Its summary text.
+    #[serde(default)]
+    pub body: Option<String>,
+    /// `approved`, `changes_requested`, `commented`, ...
+    #[serde(default)]
+    pub state: String,
+    /// Who reviewed.
+    pub user: Account,
+    /// Their relation to the repository.
+    #[serde(default)]
+    pub author_association: String,
+}
+
+/// `pull_request_review` payload.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PullRequestReviewEvent {
+    /// `submitted`, `edited`, `dismissed`.
+    pub action: String,
+    /// The review.
+    pub review: Review,
+    /// The pull request.
+    pub pull_request: PullRequest,
+    /// The repository.
+    pub repository: Repository,
+    /// The installation.
+    #[serde(default)]
+    pub installation: Option<Installation>,
 }
 
 /// `pull_request` payload (for `labeled`).
@@ -225,6 +271,9 @@ pub enum Asked {
     Command(Command),
     /// Steer the issue's latest fix (`@bugbot stop|retry|continue`).
     Steer(crate::steer::Action),
+    /// bugbot is addressed with words it has no command for (on bugbot's own pull request, an
+    /// instruction for a review).
+    Instruction,
 }
 
 /// Finds `@bugbot fix` / `@bugbot contextualize` in a comment (case-insensitive, the mention at a
@@ -232,14 +281,16 @@ pub enum Asked {
 pub fn command_in_comment(body: &str, mention: &str) -> Option<Command> {
     match ask_in_comment(body, mention)? {
         Asked::Command(c) => Some(c),
-        Asked::Steer(_) => None,
+        Asked::Steer(_) | Asked::Instruction => None,
     }
 }
 
-/// Finds what a comment asks of bugbot: the first mention followed by a word bugbot knows.
+/// Finds what a comment asks of bugbot: the first mention followed by a word bugbot knows, else
+/// [`Asked::Instruction`] when bugbot is addressed at all.
 pub fn ask_in_comment(body: &str, mention: &str) -> Option<Asked> {
     let lower = body.to_ascii_lowercase();
     let mention = mention.to_ascii_lowercase();
+    let mut addressed = false;
     let mut from = 0;
     while let Some(pos) = lower[from..].find(&mention) {
         let start = from + pos;
@@ -256,6 +307,7 @@ pub fn ask_in_comment(body: &str, mention: &str) -> Option<Asked> {
         if rest.len() == lower[end..].len() && !rest.is_empty() {
             continue; // `@bugbotx`: another name
         }
+        addressed = true;
         let word: String = rest
             .chars()
             .take_while(|c| c.is_ascii_alphabetic())
@@ -272,7 +324,7 @@ pub fn ask_in_comment(body: &str, mention: &str) -> Option<Asked> {
             }
         }
     }
-    None
+    addressed.then_some(Asked::Instruction)
 }
 
 /// Decides what to do with a delivery whose signature was verified.
@@ -307,7 +359,16 @@ pub fn decide(
             if !policy.serves_repo(&e.repository.full_name) {
                 return Ok(Decision::Ignored("this repository is not served by bugbot"));
             }
+            // On bugbot's own pull request, anything but stop/retry/continue is an instruction.
+            let on_bugbots_pull = e.issue.pull_request.is_some()
+                && e.issue.user.as_ref().is_some_and(|u| u.is_bugbot(policy));
             let command = match asked {
+                Asked::Command(_) | Asked::Instruction if on_bugbots_pull => Command::Review,
+                Asked::Instruction => {
+                    return Ok(Decision::Ignored(
+                        "the comment does not ask bugbot for anything it does",
+                    ));
+                }
                 Asked::Command(command) => command,
                 Asked::Steer(action) => {
                     return Ok(Decision::Steer {
@@ -385,9 +446,59 @@ pub fn decide(
                 body: e.pull_request.body,
                 html_url: e.pull_request.html_url,
                 pull_request: Some(serde_json::Value::Bool(true)),
+                user: e.pull_request.user,
             };
             let trigger = Trigger::label(&e.sender, &e.repository, &issue, e.installation.as_ref());
             labeled(policy, command, trigger, job_id, now_ms)
+        }
+        "pull_request_review" => {
+            let e: PullRequestReviewEvent = payload("pull_request_review", value)?;
+            if e.action != "submitted" || !e.review.state.eq_ignore_ascii_case("changes_requested")
+            {
+                return Ok(Decision::Ignored(
+                    "only reviews requesting changes ask bugbot for work",
+                ));
+            }
+            if e.review.user.is_bot(policy) {
+                return Ok(Decision::Ignored("reviews by bots never trigger bugbot"));
+            }
+            if !e
+                .pull_request
+                .user
+                .as_ref()
+                .is_some_and(|u| u.is_bugbot(policy))
+            {
+                return Ok(Decision::Ignored(
+                    "bugbot works only on the pull requests it opened",
+                ));
+            }
+            if !policy.serves_repo(&e.repository.full_name) {
+                return Ok(Decision::Ignored("this repository is not served by bugbot"));
+            }
+            let issue = Issue {
+                number: e.pull_request.number,
+                title: e.pull_request.title,
+                body: e.pull_request.body,
+                html_url: e.pull_request.html_url,
+                pull_request: Some(serde_json::Value::Bool(true)),
+                user: e.pull_request.user,
+            };
+            let verify = !policy.github_association_allowed(&e.review.author_association);
+            let text = e.review.body.unwrap_or_default();
+            Ok(Decision::Enqueue(Box::new(job(
+                job_id()?,
+                Command::Review,
+                Trigger {
+                    requester: &e.review.user,
+                    repository: &e.repository,
+                    issue: &issue,
+                    comment_id: None,
+                    installation: e.installation.as_ref(),
+                    verify_permission: verify,
+                },
+                &text,
+                now_ms,
+            ))))
         }
         _ => Ok(Decision::Ignored("bugbot does not act on this event")),
     }
@@ -539,6 +650,77 @@ mod tests {
             DEFAULT_MENTION,
             1,
         )
+    }
+
+    #[test]
+    fn reviews_of_bugbots_pull_requests_become_review_jobs() {
+        let on_pull = |author: &str, body: &str| {
+            let mut v = comment(body, "MEMBER", "User");
+            v["issue"]["pull_request"] =
+                json!({"url": "https://api.github.com/repos/acme/web-app/pulls/7"});
+            v["issue"]["user"] = json!({"login": author, "id": 9, "type": "Bot"});
+            run("issue_comment", &v).unwrap()
+        };
+        let Decision::Enqueue(job) = on_pull("bugbot-app[bot]", "@bugbot name it `subtotal`")
+        else {
+            panic!("an instruction on bugbot's pull request is a review")
+        };
+        assert_eq!(job.command, Command::Review);
+        assert!(job.report.text.contains("name it `subtotal`"));
+        assert!(matches!(
+            on_pull("bugbot-app[bot]", "@bugbot fix the naming"),
+            Decision::Enqueue(j) if j.command == Command::Review
+        ));
+        assert!(matches!(
+            on_pull("bugbot-app[bot]", "@bugbot stop"),
+            Decision::Steer { .. }
+        ));
+        assert!(matches!(
+            on_pull("octocat", "@bugbot name it `subtotal`"),
+            Decision::Ignored(_)
+        ));
+
+        let review = |state: &str, reviewer_type: &str, author: &str| {
+            json!({
+                "action": "submitted",
+                "review": {"body": "Cover empty carts.", "state": state, "author_association": "MEMBER",
+                           "user": {"login": "lead", "id": 8, "type": reviewer_type}},
+                "pull_request": {"number": 101, "title": "BUG-7: Cart", "html_url": "https://github.com/acme/web-app/pull/101",
+                                 "user": {"login": author, "id": 9, "type": "Bot"}},
+                "repository": {"full_name": "acme/web-app"},
+                "installation": {"id": 1234}
+            })
+        };
+        let Decision::Enqueue(job) = run(
+            "pull_request_review",
+            &review("changes_requested", "User", "bugbot-app[bot]"),
+        )
+        .unwrap() else {
+            panic!("changes requested on bugbot's pull request")
+        };
+        assert_eq!(job.command, Command::Review);
+        assert!(matches!(
+            &job.source,
+            Source::Github {
+                number: 101,
+                is_pull_request: true,
+                verify_permission: false,
+                ..
+            }
+        ));
+        for (state, kind, author) in [
+            ("commented", "User", "bugbot-app[bot]"),
+            ("changes_requested", "Bot", "bugbot-app[bot]"),
+            ("changes_requested", "User", "octocat"),
+        ] {
+            assert!(
+                matches!(
+                    run("pull_request_review", &review(state, kind, author)).unwrap(),
+                    Decision::Ignored(_)
+                ),
+                "{state} {kind} {author}"
+            );
+        }
     }
 
     #[test]

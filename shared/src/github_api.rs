@@ -162,6 +162,28 @@ impl GithubApi {
         )
     }
 
+    /// `GET /repos/{owner}/{repo}/pulls/{number}`.
+    pub fn pull(&self, repo: &RepoFullName, number: u64) -> HttpRequest {
+        self.request(Method::Get, &format!("/repos/{repo}/pulls/{number}"))
+    }
+
+    /// `GET /repos/{owner}/{repo}/pulls/{number}/comments` (review comments on lines; the first
+    /// 100, oldest first).
+    pub fn pull_review_comments(&self, repo: &RepoFullName, number: u64) -> HttpRequest {
+        self.request(
+            Method::Get,
+            &format!("/repos/{repo}/pulls/{number}/comments?per_page=100"),
+        )
+    }
+
+    /// `GET /repos/{owner}/{repo}/pulls/{number}/reviews` (the first 100, oldest first).
+    pub fn pull_reviews(&self, repo: &RepoFullName, number: u64) -> HttpRequest {
+        self.request(
+            Method::Get,
+            &format!("/repos/{repo}/pulls/{number}/reviews?per_page=100"),
+        )
+    }
+
     /// Replaces a pull request's body.
     pub fn update_pull_body(&self, repo: &RepoFullName, number: u64, body: &str) -> HttpRequest {
         self.request(Method::Patch, &format!("/repos/{repo}/pulls/{number}"))

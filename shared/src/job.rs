@@ -27,6 +27,9 @@ pub enum Command {
     Contextualize,
     /// Contextualize, then run the executor and open a pull request.
     Fix,
+    /// Apply a reviewer's instruction (and the review so far) to a pull request bugbot opened:
+    /// run the executor on its branch and push new commits to it.
+    Review,
     /// An operator's check that the queue reaches the consumer; touches no outside service.
     Selftest,
 }
@@ -37,6 +40,7 @@ impl Command {
         match self {
             Self::Contextualize => "contextualize",
             Self::Fix => "fix",
+            Self::Review => "review",
             Self::Selftest => "selftest",
         }
     }

@@ -29,6 +29,7 @@ pub mod posthog;
 pub mod references;
 pub mod replies;
 pub mod repo_settings;
+pub mod review;
 pub mod runner;
 pub mod signature;
 pub mod steer;

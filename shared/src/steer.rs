@@ -196,7 +196,7 @@ pub fn plan(ask: &Ask, message: Option<&JobMessage>, record: Option<&JobRecord>)
     let (Some(message), Some(record)) = (message, record) else {
         return refuse("This job has not started yet; try again in a moment.");
     };
-    if message.command != Command::Fix {
+    if !matches!(message.command, Command::Fix | Command::Review) {
         return refuse("Only a fix can be stopped, retried or continued.");
     }
     if ask.by.id != message.requester.id && !ask.may_fix {

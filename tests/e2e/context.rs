@@ -85,6 +85,7 @@ pub fn all_cases() -> Vec<(&'static str, Case)> {
         fix::a_fix_past_the_requesters_daily_budget_is_refused_politely,
         steer::a_fix_is_stopped_and_retried_with_discords_buttons,
         steer::a_fix_at_its_turn_limit_opens_a_draft_that_continue_finishes,
+        steer::a_review_comment_on_bugbots_pull_request_adds_a_commit_to_it,
         container::a_fix_runs_in_the_executor_container_with_its_agent_unprivileged_and_no_secret_in_reach,
         container::the_container_reaches_only_the_git_host_and_the_model_api_and_reports_the_rest,
         delivery::one_job_delivered_twice_at_once_runs_once,

@@ -390,3 +390,109 @@ fn status_comment(state: &Value, number: u64) -> Result<String> {
         .map(str::to_owned)
         .context("bugbot's status comment")
 }
+
+/// A reviewer's `@bugbot <instruction>` on the pull request bugbot opened runs a fix on its
+/// branch with the instruction and the review's comments, pushes a new commit to the same pull
+/// request, and answers there; a bot's comment there triggers nothing.
+pub async fn a_review_comment_on_bugbots_pull_request_adds_a_commit_to_it(
+    ctx: Arc<E2e>,
+) -> Result<()> {
+    ctx.wait_idle().await?;
+    let repo = ctx.env.get("GITHUB_TEST_REPO");
+    let (_, fix_job) = crate::fix::github_cart_fix(&ctx, "@bugbot fix").await?;
+    crate::contextualize::wait_status(&ctx, &fix_job, "succeeded", 120).await?;
+    let state = ctx.sandbox_state().await?;
+    let pr = pulls_of(&state, &fix_job)
+        .first()
+        .cloned()
+        .context("the fix opened a pull request")?;
+    let number = pr["number"].as_u64().context("a number")?;
+    let branch = pr["head"].as_str().unwrap_or_default().to_owned();
+    ctx.sandbox_post(
+        "/_sandbox/github/reviews",
+        &json!({"repo": repo, "number": number,
+                "reviews": [{"body": "Looks right, but cover an empty cart.", "state": "CHANGES_REQUESTED", "user": {"login": "lead"}}],
+                "comments": [{"path": "src/cart.js", "line": 2, "body": "Add a test next to this file.", "user": {"login": "lead"}}]}),
+    )
+    .await?;
+    ctx.sandbox_post(
+        "/_sandbox/anthropic/scenario",
+        &json!({"steps": [
+            {"tool_use": {"name": "Write", "input": {"file_path": "src/cart.test.js", "content": "import { total } from './cart.js';\nconsole.assert(total([]) === 0);\n"}}},
+            {"text": "Added a test for an empty cart next to src/cart.js."}
+        ]}),
+    )
+    .await?;
+    let models_before = state["anthropic"]["requests"]
+        .as_array()
+        .map_or(0, Vec::len);
+
+    // The reviewer's comment on the pull request (GitHub delivers it as an issue comment).
+    let (_, _, mut payload) = member_comment_on_a_new_issue(&ctx, "unused", "unused", "").await?;
+    payload["issue"]["number"] = number.into();
+    payload["issue"]["title"] = pr["title"].clone();
+    payload["issue"]["html_url"] = pr["html_url"].clone();
+    payload["issue"]["pull_request"] =
+        json!({"url": format!("https://api.github.com/repos/{repo}/pulls/{number}")});
+    payload["issue"]["user"] =
+        json!({"login": ctx.env.get("GITHUB_BOT_LOGIN"), "id": 41898282, "type": "Bot"});
+    payload["comment"]["body"] = "@bugbot please add a test for an empty cart".into();
+    let delivery = format!("9a1f0a2c-{}", fresh_id());
+    let a = ctx
+        .github_delivery("issue_comment", &delivery, &serde_json::to_vec(&payload)?)
+        .await?;
+    ensure_eq!(a.status, 202, "{}", a.text);
+    let job = format!("gh-{delivery}");
+    ensure_eq!(a.json["job_id"], job.as_str(), "{}", a.text);
+    crate::contextualize::wait_status(&ctx, &job, "succeeded", 120).await?;
+
+    let state = ctx.sandbox_state().await?;
+    no_violations(&state)?;
+    ensure_eq!(pulls_of(&state, &fix_job).len(), 1, "the same pull request");
+    let shown = ctx
+        .sandbox_post("/_sandbox/git/show", &json!({"repo": repo, "rev": branch}))
+        .await?;
+    ensure!(
+        shown.json["subjects"].as_array().map_or(0, Vec::len) == 3
+            && shown.json["files"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f == "src/cart.test.js")),
+        "a new commit on the pull request's branch: {}",
+        shown.text
+    );
+    let asked = state["anthropic"]["requests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .skip(models_before)
+        .map(Value::to_string)
+        .find(|r| r.contains("What is asked now"))
+        .context("the review's run was asked")?;
+    ensure!(
+        asked.contains("please add a test for an empty cart")
+            && asked.contains("cover an empty cart")
+            && asked.contains("src/cart.js:2"),
+        "the model got the instruction and the review's comments"
+    );
+    let answered = state["github"]["comments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["number"] == number)
+        .filter_map(|c| c["body"].as_str())
+        .any(|b| b.contains("✅ Pushed") && b.contains(&job));
+    ensure!(answered, "the answer is on the pull request");
+
+    // A bot's comment on the same pull request triggers nothing.
+    payload["comment"]["user"] = json!({"login": "ci-helper[bot]", "id": 7, "type": "Bot"});
+    let a = ctx
+        .github_delivery(
+            "issue_comment",
+            &format!("9a1f0a2c-{}", fresh_id()),
+            &serde_json::to_vec(&payload)?,
+        )
+        .await?;
+    ensure_eq!(a.status, 202, "{}", a.text);
+    ensure!(a.json.get("ignored").is_some(), "{}", a.text);
+    Ok(())
+}

@@ -37,6 +37,101 @@ pub struct GithubState {
     pub permissions: BTreeMap<String, String>,
     /// Permission lookups answered.
     pub permission_lookups: u32,
+    /// Reviews per pull request (`owner/name#number`), oldest first.
+    pub reviews: BTreeMap<String, Vec<Value>>,
+    /// Line comments per pull request (`owner/name#number`), oldest first.
+    pub review_comments: BTreeMap<String, Vec<Value>>,
+}
+
+impl GithubState {
+    /// Whether `number` is an issue of `repo` — or a pull request, which GitHub treats as an issue
+    /// too (its conversation is the issue's comments).
+    fn is_issue(&self, repo: &str, number: u64) -> bool {
+        self.issues
+            .iter()
+            .any(|i| i.repo == repo && i.number == number)
+            || self
+                .pulls
+                .iter()
+                .any(|p| p.repo == repo && p.number == number)
+    }
+}
+
+/// `POST /_sandbox/github/reviews`: a pull request's reviews and line comments, as reviewers left
+/// them (GitHub's shapes: `{"body", "state", "user": {"login"}}` and `{"path", "line", "body",
+/// "user": {"login"}}`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewSeed {
+    /// `owner/name`.
+    pub repo: String,
+    /// Pull request number.
+    pub number: u64,
+    /// Reviews.
+    #[serde(default)]
+    pub reviews: Vec<Value>,
+    /// Line comments.
+    #[serde(default)]
+    pub comments: Vec<Value>,
+}
+
+/// Adds reviews and line comments to a pull request.
+pub async fn seed_reviews(State(sb): State<Sandbox>, Json(seed): Json<ReviewSeed>) -> StatusCode {
+    let key = format!("{}#{}", seed.repo, seed.number);
+    let mut s = sb.lock();
+    let next = s.github.reviews.len() as u64;
+    for (i, mut r) in seed.reviews.into_iter().enumerate() {
+        r["id"] = (80_000 + next + i as u64).into();
+        r["node_id"] = "PRR_x".into();
+        r["user"] = user(r["user"]["login"].as_str());
+        r["html_url"] =
+            format!("{WEB}/{}/pull/{}#pullrequestreview", seed.repo, seed.number).into();
+        r["pull_request_url"] = format!(
+            "https://api.github.com/repos/{}/pulls/{}",
+            seed.repo, seed.number
+        )
+        .into();
+        r["commit_id"] = "0000000000000000000000000000000000000000".into();
+        r["author_association"] = "MEMBER".into();
+        r["_links"] = json!({"html": {"href": ""}, "pull_request": {"href": ""}});
+        if r.get("body").is_none() {
+            r["body"] = "".into();
+        }
+        s.github.reviews.entry(key.clone()).or_default().push(r);
+    }
+    let next = s.github.review_comments.len() as u64;
+    for (i, mut c) in seed.comments.into_iter().enumerate() {
+        let id = 90_000 + next + i as u64;
+        c["id"] = id.into();
+        c["node_id"] = "PRRC_x".into();
+        c["user"] = user(c["user"]["login"].as_str());
+        c["pull_request_review_id"] = Value::Null;
+        c["diff_hunk"] = "@@ -1,3 +1,3 @@".into();
+        c["commit_id"] = "0000000000000000000000000000000000000000".into();
+        c["original_commit_id"] = "0000000000000000000000000000000000000000".into();
+        c["url"] = format!(
+            "https://api.github.com/repos/{}/pulls/comments/{id}",
+            seed.repo
+        )
+        .into();
+        c["html_url"] = format!("{WEB}/{}/pull/{}#discussion_r{id}", seed.repo, seed.number).into();
+        c["pull_request_url"] = format!(
+            "https://api.github.com/repos/{}/pulls/{}",
+            seed.repo, seed.number
+        )
+        .into();
+        c["author_association"] = "MEMBER".into();
+        c["created_at"] = CREATED.into();
+        c["updated_at"] = CREATED.into();
+        c["_links"] =
+            json!({"self": {"href": ""}, "html": {"href": ""}, "pull_request": {"href": ""}});
+        s.github
+            .review_comments
+            .entry(key.clone())
+            .or_default()
+            .push(c);
+    }
+    StatusCode::NO_CONTENT
 }
 
 /// `POST /_sandbox/github/config`: how the GitHub stand-in behaves (each call replaces it all).
@@ -78,6 +173,8 @@ pub struct GhPull {
     pub html_url: String,
     /// Opened as a draft, and not yet marked ready for review.
     pub draft: bool,
+    /// Who opened it (bugbot's App).
+    pub author: String,
 }
 
 /// An issue.
@@ -501,6 +598,7 @@ pub async fn api(
                 .and_then(|b| b["draft"].as_bool())
                 .unwrap_or(false);
             let pr = GhPull {
+                author: sb.credentials.github_bot_login.clone(),
                 draft,
                 html_url: format!("{WEB}/{repo_name}/pull/{number}"),
                 repo: repo_name,
@@ -515,6 +613,42 @@ pub async fn api(
             let json = pull_json(&pr);
             s.github.pulls.push(pr);
             return (StatusCode::CREATED, Json(json)).into_response();
+        }
+        ("GET", "/repos/{owner}/{repo}/pulls/{pull_number}") => {
+            let number: u64 = p("pull_number").parse().unwrap_or(0);
+            let s = sb.lock();
+            return match s
+                .github
+                .pulls
+                .iter()
+                .find(|pr| pr.repo == repo_name && pr.number == number)
+            {
+                Some(pr) => Json(pull_json(pr)).into_response(),
+                None => gh_error(StatusCode::NOT_FOUND, "Not Found"),
+            };
+        }
+        (
+            "GET",
+            "/repos/{owner}/{repo}/pulls/{pull_number}/reviews"
+            | "/repos/{owner}/{repo}/pulls/{pull_number}/comments",
+        ) => {
+            let number: u64 = p("pull_number").parse().unwrap_or(0);
+            let s = sb.lock();
+            if !s
+                .github
+                .pulls
+                .iter()
+                .any(|pr| pr.repo == repo_name && pr.number == number)
+            {
+                return gh_error(StatusCode::NOT_FOUND, "Not Found");
+            }
+            let key = format!("{repo_name}#{number}");
+            let list = if matched.template.ends_with("/reviews") {
+                s.github.reviews.get(&key)
+            } else {
+                s.github.review_comments.get(&key)
+            };
+            return Json(list.cloned().unwrap_or_default()).into_response();
         }
         ("PATCH", "/repos/{owner}/{repo}/pulls/{pull_number}") => {
             let number: u64 = p("pull_number").parse().unwrap_or(0);
@@ -558,11 +692,7 @@ pub async fn api(
             }
         }
         ("GET", "/repos/{owner}/{repo}/issues/{issue_number}/comments") => {
-            if !gh
-                .issues
-                .iter()
-                .any(|i| i.repo == repo && i.number == number)
-            {
+            if !gh.is_issue(&repo, number) {
                 return gh_error(StatusCode::NOT_FOUND, "Not Found");
             }
             // As GitHub: `since` keeps comments updated at or after it; `per_page` (default 30,
@@ -595,11 +725,7 @@ pub async fn api(
             Json(list).into_response()
         }
         ("POST", "/repos/{owner}/{repo}/issues/{issue_number}/comments") => {
-            if !gh
-                .issues
-                .iter()
-                .any(|i| i.repo == repo && i.number == number)
-            {
+            if !gh.is_issue(&repo, number) {
                 return gh_error(StatusCode::NOT_FOUND, "Not Found");
             }
             let c = GhComment {
@@ -682,12 +808,20 @@ fn pull_json(pr: &GhPull) -> Value {
     json!({
         "id": 3_000_000 + pr.number, "number": pr.number, "state": "open", "title": pr.title, "body": pr.body,
         "html_url": pr.html_url, "url": format!("https://api.github.com/repos/{}/pulls/{}", pr.repo, pr.number),
-        "head": {"ref": pr.head, "sha": pr.head_sha, "label": format!("{}:{}", pr.repo.split('/').next().unwrap_or_default(), pr.head)},
-        "base": {"ref": pr.base},
+        "head": {"ref": pr.head, "sha": pr.head_sha, "label": format!("{}:{}", pr.repo.split('/').next().unwrap_or_default(), pr.head),
+                 "repo": {"full_name": pr.repo}},
+        "base": {"ref": pr.base, "repo": {"full_name": pr.repo}},
         "node_id": pull_node_id(pr.number),
-        "user": user(Some("bugbot[bot]")), "draft": pr.draft, "merged": false,
+        "user": bot_user(&pr.author), "draft": pr.draft, "merged": false,
         "created_at": CREATED, "updated_at": CREATED,
     })
+}
+
+/// bugbot's App as GitHub shows it.
+fn bot_user(login: &str) -> Value {
+    let mut u = user(Some(login));
+    u["type"] = "Bot".into();
+    u
 }
 
 /// A pull request's GraphQL id in the stand-in.

@@ -279,6 +279,7 @@ impl Sandbox {
             .route("/_sandbox/posthog/seed", post(posthog::seed))
             .route("/_sandbox/github/issues", post(github::seed_issues))
             .route("/_sandbox/github/config", post(github::configure))
+            .route("/_sandbox/github/reviews", post(github::seed_reviews))
             .route(
                 "/_sandbox/github/permissions",
                 post(github::seed_permissions),
