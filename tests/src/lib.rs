@@ -14,8 +14,8 @@ mod deploy_files {
     use crate::localenv::repo_root;
 
     /// The GitHub App manifest asks for exactly what bugbot uses: reading and writing contents
-    /// (pushing a branch), issues (reading them, status comments) and pull requests; and the two
-    /// events the gateway acts on.
+    /// (pushing a branch), issues (reading them, status comments) and pull requests; and the
+    /// events the gateway acts on (comments, labels on issues and pull requests, reviews).
     #[test]
     fn github_app_manifest_has_exactly_the_needed_permissions_and_events() {
         let text =
@@ -27,7 +27,7 @@ mod deploy_files {
         );
         assert_eq!(
             m["default_events"],
-            serde_json::json!(["issue_comment", "issues"])
+            serde_json::json!(["issue_comment", "issues", "pull_request", "pull_request_review"])
         );
         assert!(
             m["hook_attributes"]["url"]
