@@ -61,6 +61,7 @@ pub fn all_cases() -> Vec<(&'static str, Case)> {
         hostile::two_fixes_at_once_cannot_read_each_others_workspace,
         hostile::git_tricks_in_the_tree_push_nothing_and_run_nothing,
         hostile::a_caller_that_goes_away_stops_the_run,
+        hostile::a_stopped_run_leaves_no_process_no_workspace_and_pushes_nothing,
         hostile::outside_local_development_only_https_remotes,
         hostile::a_request_for_a_running_job_follows_it_instead_of_starting_another,
         contextualize::contextualize_in_a_thread_makes_one_issue_one_packet_and_answers,

@@ -565,6 +565,75 @@ pub async fn a_caller_that_goes_away_stops_the_run(ctx: Arc<E2e>) -> Result<()> 
     Ok(())
 }
 
+/// Stop: the run's agent, and everything it started, is killed, its workspace removed, nothing is
+/// pushed, and its stream ends `stopped` with who stopped it. A stop for a run not started yet
+/// ends that run as soon as it is asked for, without an agent; a stop needs the executor's token.
+pub async fn a_stopped_run_leaves_no_process_no_workspace_and_pushes_nothing(
+    ctx: Arc<E2e>,
+) -> Result<()> {
+    let executor = HostileExecutor::start(&ctx, true).await?;
+    let remote = Remote::new()?;
+    let mut body = request(&remote, "bugbot/stopped");
+    body["run_id"] = "job-stopped-r0".into();
+    body["task"]["context"] = "HOSTILE hold 60\nHOSTILE fix-cart\n".into();
+    let response = start_until_running(&ctx, &executor, &body).await?;
+    ensure!(
+        !agent_processes(HOSTILE_UID_BASE).is_empty(),
+        "the agent is running"
+    );
+    let stop = |run: &str, token: String| {
+        ctx.http
+            .post(format!("{}/v1/runs/{run}/stop", executor.url))
+            .bearer_auth(token)
+            .json(&json!({"reason": "stopped by jane"}))
+            .send()
+    };
+    let r = stop("job-stopped-r0", "not-the-token".into()).await?;
+    ensure_eq!(r.status().as_u16(), 401);
+    let r = stop("job-stopped-r0", ctx.env.get("EXECUTOR_TOKEN")).await?;
+    ensure_eq!(r.status().as_u16(), 200);
+    let answer: Value = r.json().await?;
+    ensure_eq!(answer["state"], "stopping", "{answer}");
+    let text = tokio::time::timeout(Duration::from_secs(20), response.text())
+        .await
+        .context("the stopped run's stream did not end")??;
+    let done: Value = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|e| e["event"] == "done")
+        .context("the stream ends with a result")?;
+    ensure_eq!(done["result"]["outcome"], "stopped", "{done}");
+    ensure_eq!(done["result"]["error"], "stopped by jane");
+    ensure!(
+        agent_processes(HOSTILE_UID_BASE).is_empty(),
+        "every process of the agent is gone: {:?}",
+        agent_processes(HOSTILE_UID_BASE)
+    );
+    let left: Vec<String> = entries(&executor.work)
+        .into_iter()
+        .filter(|e| e.starts_with("bugbot-fix-"))
+        .collect();
+    ensure!(left.is_empty(), "the workspace is removed: {left:?}");
+    ensure_eq!(
+        remote.branches()?,
+        vec!["main".to_owned()],
+        "nothing was pushed"
+    );
+
+    // Before it starts: the run, when asked for, is already over.
+    let r = stop("job-early-r0", ctx.env.get("EXECUTOR_TOKEN")).await?;
+    let answer: Value = r.json().await?;
+    ensure_eq!(answer["state"], "stopped_before_start", "{answer}");
+    body["run_id"] = "job-early-r0".into();
+    let (status, events, text) =
+        fix_at(&ctx, &executor.url, &body, &ctx.env.get("EXECUTOR_TOKEN")).await?;
+    ensure_eq!(status, 200, "{text}");
+    ensure_eq!(events.len(), 1, "no clone, no agent: {text}");
+    ensure_eq!(events[0]["result"]["outcome"], "stopped", "{text}");
+    ensure_eq!(remote.branches()?, vec!["main".to_owned()]);
+    Ok(())
+}
+
 /// Outside local development the executor clones from and pushes to `https://` remotes only.
 pub async fn outside_local_development_only_https_remotes(ctx: Arc<E2e>) -> Result<()> {
     let executor = HostileExecutor::start(&ctx, false).await?;

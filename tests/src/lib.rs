@@ -27,7 +27,12 @@ mod deploy_files {
         );
         assert_eq!(
             m["default_events"],
-            serde_json::json!(["issue_comment", "issues", "pull_request", "pull_request_review"])
+            serde_json::json!([
+                "issue_comment",
+                "issues",
+                "pull_request",
+                "pull_request_review"
+            ])
         );
         assert!(
             m["hook_attributes"]["url"]
