@@ -4,7 +4,7 @@ use crate::admission::{Admission, admit};
 use crate::config;
 use crate::error::{GatewayError, json_response};
 use bugbot_shared::discord::{self, Decision};
-use bugbot_shared::signature::verify_discord;
+use bugbot_shared::signature::prepare_discord;
 use bugbot_shared::steer::{self, Plan};
 use worker::{Context, Env, Response, web_sys};
 
@@ -18,8 +18,11 @@ pub async fn handle(
     let keys = config::discord_keys(env)?;
     let signature = crate::header(req, "x-signature-ed25519");
     let timestamp = crate::header(req, "x-signature-timestamp");
-    verify_discord(&keys, signature.as_deref(), timestamp.as_deref(), &body)
+    let signed = prepare_discord(signature.as_deref(), timestamp.as_deref(), &body)
         .map_err(|_| GatewayError::Unauthorized)?;
+    if !crate::ed25519::verify_any(&keys, &signed).await? {
+        return Err(GatewayError::Unauthorized);
+    }
 
     let interaction = discord::parse(&body).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
     let policy = config::policy(env)?;

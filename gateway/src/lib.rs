@@ -13,6 +13,7 @@ mod admin;
 mod admission;
 mod config;
 mod discord;
+mod ed25519;
 mod error;
 mod github;
 mod ledger;

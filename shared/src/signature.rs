@@ -41,8 +41,12 @@ impl DiscordKeys {
                     .map_err(|_| KeyError("Discord public key is not hex"))?
                     .try_into()
                     .map_err(|_| KeyError("Discord public key must be 32 bytes"))?;
-                VerifyingKey::from_bytes(&bytes)
-                    .map_err(|_| KeyError("Discord public key is not a valid Ed25519 point"))
+                let key = VerifyingKey::from_bytes(&bytes)
+                    .map_err(|_| KeyError("Discord public key is not a valid Ed25519 point"))?;
+                if key.is_weak() {
+                    return Err(KeyError("Discord public key is a weak (small-order) point"));
+                }
+                Ok(key)
             })
             .collect::<Result<Vec<_>, _>>()?;
         if keys.is_empty() {
@@ -50,6 +54,117 @@ impl DiscordKeys {
         }
         Ok(Self(keys))
     }
+
+    /// The keys' 32-byte encodings, for an Ed25519 backend of the runtime's (WebCrypto).
+    pub fn raw(&self) -> Vec<[u8; 32]> {
+        self.0.iter().map(VerifyingKey::to_bytes).collect()
+    }
+}
+
+/// What Ed25519 verifies for a Discord interaction — `signature` over `message`
+/// (`timestamp || body`) — once [`prepare_discord`] made the checks strict verification makes
+/// besides the curve arithmetic.
+#[derive(Debug, Clone)]
+pub struct DiscordSigned {
+    /// `R || S`.
+    pub signature: [u8; 64],
+    /// `timestamp || body`.
+    pub message: Vec<u8>,
+}
+
+/// The group order ℓ = 2^252 + 27742317777372353535851937790883648493, little-endian.
+const GROUP_ORDER: [u8; 32] = [
+    0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+
+/// Every encoding of a point of small order (the eight canonical ones and the six non-canonical
+/// ones), as listed in "Taming the many EdDSAs" (Chalkias et al., 2020).
+const SMALL_ORDER_ENCODINGS: [[u8; 32]; 14] = {
+    const fn enc(first: [u8; 2], fill: u8, last: u8) -> [u8; 32] {
+        let mut e = [fill; 32];
+        e[0] = first[0];
+        e[1] = first[1];
+        e[31] = last;
+        e
+    }
+    const fn hex32(s: &[u8; 64]) -> [u8; 32] {
+        const fn nib(c: u8) -> u8 {
+            match c {
+                b'0'..=b'9' => c - b'0',
+                _ => c - b'a' + 10,
+            }
+        }
+        let mut out = [0u8; 32];
+        let mut i = 0;
+        while i < 32 {
+            out[i] = nib(s[2 * i]) << 4 | nib(s[2 * i + 1]);
+            i += 1;
+        }
+        out
+    }
+    [
+        enc([0x01, 0x00], 0x00, 0x00),
+        enc([0x01, 0x00], 0x00, 0x80),
+        enc([0x00, 0x00], 0x00, 0x00),
+        enc([0x00, 0x00], 0x00, 0x80),
+        enc([0xec, 0xff], 0xff, 0x7f),
+        enc([0xec, 0xff], 0xff, 0xff),
+        enc([0xed, 0xff], 0xff, 0x7f),
+        enc([0xed, 0xff], 0xff, 0xff),
+        enc([0xee, 0xff], 0xff, 0x7f),
+        enc([0xee, 0xff], 0xff, 0xff),
+        hex32(b"c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"),
+        hex32(b"c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa"),
+        hex32(b"26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"),
+        hex32(b"26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85"),
+    ]
+};
+
+/// Whether a little-endian scalar is below the group order (a canonical `S`).
+fn is_canonical_scalar(s: &[u8]) -> bool {
+    for i in (0..32).rev() {
+        match s[i].cmp(&GROUP_ORDER[i]) {
+            std::cmp::Ordering::Less => return true,
+            std::cmp::Ordering::Greater => return false,
+            std::cmp::Ordering::Equal => {}
+        }
+    }
+    false
+}
+
+/// Reads a Discord interaction's signature headers and makes the checks of strict verification
+/// that need no curve arithmetic: hex of the right length, `S` canonical, `R` not of small order.
+/// A backend that then checks `R == [S]B − [k]A` on the encodings (ed25519-dalek's `verify`,
+/// BoringSSL's — the runtime's WebCrypto) accepts exactly what `verify_strict` accepts, for keys
+/// that are not weak (rejected by [`DiscordKeys::from_hex_list`]).
+pub fn prepare_discord(
+    signature_hex: Option<&str>,
+    timestamp: Option<&str>,
+    body: &[u8],
+) -> Result<DiscordSigned, SignatureError> {
+    let (Some(signature_hex), Some(timestamp)) = (signature_hex, timestamp) else {
+        return Err(SignatureError::Malformed);
+    };
+    if timestamp.is_empty() {
+        return Err(SignatureError::Malformed);
+    }
+    let mut signature = [0u8; 64];
+    hex::decode_to_slice(signature_hex.trim(), &mut signature)
+        .map_err(|_| SignatureError::Malformed)?;
+    if !is_canonical_scalar(&signature[32..]) {
+        return Err(SignatureError::Mismatch);
+    }
+    if SMALL_ORDER_ENCODINGS
+        .iter()
+        .any(|e| e[..] == signature[..32])
+    {
+        return Err(SignatureError::Mismatch);
+    }
+    let mut message = Vec::with_capacity(timestamp.len() + body.len());
+    message.extend_from_slice(timestamp.as_bytes());
+    message.extend_from_slice(body);
+    Ok(DiscordSigned { signature, message })
 }
 
 /// Verifies a Discord interaction: Ed25519 over `timestamp || body`, strict verification
@@ -60,22 +175,11 @@ pub fn verify_discord(
     timestamp: Option<&str>,
     body: &[u8],
 ) -> Result<(), SignatureError> {
-    let (Some(signature_hex), Some(timestamp)) = (signature_hex, timestamp) else {
-        return Err(SignatureError::Malformed);
-    };
-    if timestamp.is_empty() {
-        return Err(SignatureError::Malformed);
-    }
-    let mut sig_bytes = [0u8; 64];
-    hex::decode_to_slice(signature_hex.trim(), &mut sig_bytes)
-        .map_err(|_| SignatureError::Malformed)?;
-    let signature = Signature::from_bytes(&sig_bytes);
-    let mut message = Vec::with_capacity(timestamp.len() + body.len());
-    message.extend_from_slice(timestamp.as_bytes());
-    message.extend_from_slice(body);
+    let signed = prepare_discord(signature_hex, timestamp, body)?;
+    let signature = Signature::from_bytes(&signed.signature);
     // Try every key without stopping early, so timing does not reveal which key matched.
     let matched = keys.0.iter().fold(false, |acc, key| {
-        key.verify_strict(&message, &signature).is_ok() | acc
+        key.verify_strict(&signed.message, &signature).is_ok() | acc
     });
     if matched {
         Ok(())
@@ -190,6 +294,67 @@ mod tests {
     }
 
     const PING: &[u8] = br#"{"application_id":"1","id":"2","token":"t","type":1,"version":1}"#;
+
+    #[test]
+    fn the_small_order_list_is_every_small_order_encoding_dalek_knows() {
+        use curve25519_dalek::edwards::CompressedEdwardsY;
+        for point in curve25519_dalek::constants::EIGHT_TORSION {
+            let e = point.compress().to_bytes();
+            assert!(SMALL_ORDER_ENCODINGS.contains(&e), "{}", hex::encode(e));
+        }
+        for e in SMALL_ORDER_ENCODINGS {
+            if let Some(p) = CompressedEdwardsY(e).decompress() {
+                assert!(p.is_small_order(), "{}", hex::encode(e));
+            }
+        }
+        let mut l = GROUP_ORDER;
+        assert!(!is_canonical_scalar(&l));
+        l[0] -= 1;
+        assert!(is_canonical_scalar(&l));
+        assert!(is_canonical_scalar(&[0u8; 32]));
+    }
+
+    /// What `prepare_discord` lets through, a plain (cofactorless) check accepts exactly when
+    /// `verify_strict` does: for valid signatures, non-canonical `S`, and small-order `R`.
+    #[test]
+    fn prepare_then_a_plain_check_is_as_strict_as_verify_strict() {
+        let key = test_key(9);
+        let vk = key.verifying_key();
+        let ts = "1700000000";
+        let good = sign(&key, ts, PING);
+        let both = |sig: &str| {
+            let strict = verify_discord(&keys_of(&[&key]), Some(sig), Some(ts), PING).is_ok();
+            let plain = prepare_discord(Some(sig), Some(ts), PING).is_ok_and(|s| {
+                ed25519_dalek::Verifier::verify(
+                    &vk,
+                    &s.message,
+                    &Signature::from_bytes(&s.signature),
+                )
+                .is_ok()
+            });
+            (strict, plain)
+        };
+        assert_eq!(both(&good), (true, true));
+        // S + ℓ: the same point, a non-canonical scalar.
+        let mut raw = hex::decode(&good).unwrap();
+        let mut carry = 0u16;
+        for i in 0..32 {
+            let sum = u16::from(raw[32 + i]) + u16::from(GROUP_ORDER[i]) + carry;
+            raw[32 + i] = sum as u8;
+            carry = sum >> 8;
+        }
+        assert_eq!(both(&hex::encode(&raw)), (false, false));
+        // A small-order R.
+        for e in SMALL_ORDER_ENCODINGS {
+            let mut raw = hex::decode(&good).unwrap();
+            raw[..32].copy_from_slice(&e);
+            assert_eq!(both(&hex::encode(&raw)), (false, false));
+        }
+        // A weak key is refused when configured.
+        let weak = hex::encode(SMALL_ORDER_ENCODINGS[0]);
+        assert!(DiscordKeys::from_hex_list(&weak).is_err());
+        assert_eq!(keys_of(&[&key]).raw(), vec![vk.to_bytes()]);
+    }
 
     #[test]
     fn discord_accepts_a_valid_signature() {
