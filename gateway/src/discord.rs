@@ -2,18 +2,18 @@
 
 use crate::admission::{Admission, admit};
 use crate::config;
-use crate::error::{GatewayError, json_response};
+use crate::error::{GatewayError, json_answer};
 use bugbot_shared::discord::{self, Decision};
 use bugbot_shared::signature::prepare_discord;
 use bugbot_shared::steer::{self, Plan};
-use worker::{Context, Env, Response, web_sys};
+use worker::{Context, Env, web_sys};
 
 /// Verifies the signature before anything else, then decides and acts.
 pub async fn handle(
     req: &web_sys::Request,
     env: &Env,
     ctx: &Context,
-) -> Result<Response, GatewayError> {
+) -> Result<web_sys::Response, GatewayError> {
     let body = crate::read_body(req).await?;
     let keys = config::discord_keys(env)?;
     let signature = crate::header(req, "x-signature-ed25519");
@@ -63,5 +63,5 @@ pub async fn handle(
             Admission::Refused(refusal) => discord::ephemeral(&refusal.to_string()),
         },
     };
-    Ok(json_response(200, &answer)?)
+    json_answer(200, &answer)
 }

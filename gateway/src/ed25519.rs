@@ -14,6 +14,19 @@ use worker::wasm_bindgen_futures::JsFuture;
 thread_local! {
     /// Keys imported into WebCrypto, by their encoding.
     static IMPORTED: RefCell<Vec<([u8; 32], JsValue)>> = const { RefCell::new(Vec::new()) };
+    /// `crypto.subtle`, its `verify`, and the algorithm, looked up once per isolate.
+    static WEBCRYPTO: RefCell<Option<(JsValue, Function, JsValue)>> = const { RefCell::new(None) };
+}
+
+fn webcrypto() -> Result<(JsValue, Function, JsValue), GatewayError> {
+    if let Some(known) = WEBCRYPTO.with(|w| w.borrow().clone()) {
+        return Ok(known);
+    }
+    let subtle = subtle()?;
+    let verify = method(&subtle, "verify")?;
+    let found = (subtle, verify, JsValue::from(algorithm()?));
+    WEBCRYPTO.with(|w| *w.borrow_mut() = Some(found.clone()));
+    Ok(found)
 }
 
 fn js_error(what: &str) -> impl Fn(JsValue) -> GatewayError + '_ {
@@ -73,11 +86,9 @@ async fn imported(subtle: &JsValue, raw: &[u8; 32]) -> Result<JsValue, GatewayEr
 
 /// Whether `signed` verifies under any of `keys` (each is tried, so the time does not say which).
 pub async fn verify_any(keys: &DiscordKeys, signed: &DiscordSigned) -> Result<bool, GatewayError> {
-    let subtle = subtle()?;
-    let verify = method(&subtle, "verify")?;
+    let (subtle, verify, algorithm) = webcrypto()?;
     let signature = Uint8Array::from(&signed.signature[..]);
     let message = Uint8Array::from(&signed.message[..]);
-    let algorithm = algorithm()?;
     let mut matched = false;
     for raw in keys.raw() {
         let key = imported(&subtle, &raw).await?;

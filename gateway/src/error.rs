@@ -64,6 +64,32 @@ impl From<worker::kv::KvError> for GatewayError {
     }
 }
 
+thread_local! {
+    /// The headers of every fast JSON answer (the runtime copies them into each response).
+    static JSON_HEADERS: worker::wasm_bindgen::JsValue = {
+        let headers = worker::js_sys::Object::new();
+        let _ = worker::js_sys::Reflect::set(
+            &headers,
+            &"content-type".into(),
+            &"application/json".into(),
+        );
+        headers.into()
+    };
+}
+
+/// A JSON answer built straight as the runtime's `Response` (one call: no `Headers` object, no
+/// intermediate `worker::Response`): the webhooks' and `/health`'s answers, on the hot path.
+pub fn json_answer(
+    status: u16,
+    body: &serde_json::Value,
+) -> Result<worker::web_sys::Response, GatewayError> {
+    let init = worker::web_sys::ResponseInit::new();
+    init.set_status(status);
+    JSON_HEADERS.with(|h| init.set_headers(h));
+    worker::web_sys::Response::new_with_opt_str_and_init(Some(&body.to_string()), &init)
+        .map_err(|e| GatewayError::Unavailable(format!("building a response: {e:?}")))
+}
+
 /// A JSON answer with a status.
 pub fn json_response(status: u16, body: &serde_json::Value) -> worker::Result<Response> {
     let headers = Headers::new();

@@ -2,19 +2,19 @@
 
 use crate::admission::{Admission, admit};
 use crate::config;
-use crate::error::{GatewayError, json_response};
+use crate::error::{GatewayError, json_answer};
 use bugbot_shared::github::{self, Decision};
 use bugbot_shared::signature::verify_github;
 use bugbot_shared::steer::Plan;
 use serde_json::json;
-use worker::{Context, Env, Response, web_sys};
+use worker::{Context, Env, web_sys};
 
 /// Verifies the signature before anything else, then decides and acts.
 pub async fn handle(
     req: &web_sys::Request,
     env: &Env,
     ctx: &Context,
-) -> Result<Response, GatewayError> {
+) -> Result<web_sys::Response, GatewayError> {
     let body = crate::read_body(req).await?;
     let secrets = config::github_secrets(env)?;
     let signature = crate::header(req, "x-hub-signature-256");
@@ -58,5 +58,5 @@ pub async fn handle(
             Admission::Refused(refusal) => (202, json!({ "refused": refusal.to_string() })),
         },
     };
-    Ok(json_response(status, &answer)?)
+    json_answer(status, &answer)
 }

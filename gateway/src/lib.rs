@@ -24,7 +24,7 @@ mod steer;
 pub use ledger::AdmissionLedger;
 pub use mentions::DiscordGateway;
 
-use error::{GatewayError, json_response};
+use error::GatewayError;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::{Context, Env, Method, Request, Response, event, js_sys, web_sys};
@@ -46,15 +46,13 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<
     let url = req.url();
     let answered = match (req.method().as_str(), path_of(&url).trim_matches('/')) {
         ("GET" | "HEAD", "health") => {
-            json_response(200, &serde_json::json!({ "status": "ok" })).map_err(GatewayError::from)
+            error::json_answer(200, &serde_json::json!({ "status": "ok" }))
         }
         ("POST", "discord/interactions") => discord::handle(&req, &env, &ctx).await,
         ("POST", "github/webhook") => github::handle(&req, &env, &ctx).await,
-        _ => route(&mut Request::from(req), &env).await,
+        _ => route(&mut Request::from(req), &env).await.map(Into::into),
     };
-    answered
-        .or_else(GatewayError::into_response)
-        .map(Into::into)
+    answered.or_else(|e| e.into_response().map(Into::into))
 }
 
 /// The path of an absolute URL as the runtime serializes it (`scheme://host/path?query`).
