@@ -542,7 +542,7 @@ async fn gateway_bench(stack: &Stack, args: &Args, tmp: &Path) -> Result<()> {
         }
         println!("\n{}", scenario.label());
         println!(
-            "  {:<20} {:>6} {:>10} {:>9} {:>9} {:>8} {:>16} {:>14}",
+            "  {:<20} {:>6} {:>10} {:>9} {:>9} {:>8} {:>16} {:>14}   CPU ms/req by process: {}",
             "target",
             "round",
             "req/s",
@@ -550,14 +550,15 @@ async fn gateway_bench(stack: &Stack, args: &Args, tmp: &Path) -> Result<()> {
             "p99 ms",
             "non-2xx",
             "Worker CPU ms/req",
-            "all CPU ms/req"
+            "all CPU ms/req",
+            CPU_GROUPS.join(" / ")
         );
         for (t, (name, _)) in targets.iter().enumerate() {
             for (i, r) in runs[t].iter().enumerate() {
                 let f = &r.figures;
                 let total: f64 = f.cpu_ms.iter().map(|(_, ms)| ms).sum();
                 println!(
-                    "  {:<20} {:>6} {:>10.0} {:>9.2} {:>9.2} {:>8} {:>16.3} {:>14.3}",
+                    "  {:<20} {:>6} {:>10.0} {:>9.2} {:>9.2} {:>8} {:>16.3} {:>14.3}   {} (busy {:.2} cores, steal {:.2})",
                     name,
                     i + 1,
                     f.rps,
@@ -565,7 +566,14 @@ async fn gateway_bench(stack: &Stack, args: &Args, tmp: &Path) -> Result<()> {
                     f.p99_ms,
                     f.non_2xx,
                     f.cpu_ms[0].1,
-                    total
+                    total,
+                    f.cpu_ms
+                        .iter()
+                        .map(|(_, ms)| format!("{ms:.3}"))
+                        .collect::<Vec<_>>()
+                        .join(" / "),
+                    f.busy_cores,
+                    f.steal_cores
                 );
             }
         }
