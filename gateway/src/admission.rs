@@ -26,10 +26,10 @@ use crate::error::GatewayError;
 use crate::{ledger, log};
 use bugbot_shared::admission::{AdmitOutcome, AdmitRequest};
 use bugbot_shared::authz::{AccessPolicy, Refusal};
+use bugbot_shared::group_commit::{GroupCommit, Ticket};
 use bugbot_shared::job::JobMessage;
 use futures_util::future::select;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::time::Duration;
 use worker::wasm_bindgen::JsValue;
 use worker::wasm_bindgen_futures::JsFuture;
@@ -45,21 +45,11 @@ pub enum Admission {
     Refused(Refusal),
 }
 
-/// At most this many admissions go in one ledger request.
-const MAX_BATCH: usize = 100;
 /// How often a waiting admission looks for its outcome.
 const POLL: Duration = Duration::from_millis(1);
 /// An admission waits this long at most, then is answered 503 (the sender may retry; a retry of
 /// a job that was recorded after all is a duplicate). Under Discord's 3-second deadline.
 const WAIT_LIMIT_MS: u64 = 2_500;
-/// A leader sends batches for at most this long, well within the runtime's `waitUntil` allowance;
-/// admissions still waiting then lead in turn.
-const LEAD_AT_MOST_MS: u64 = 5_000;
-/// A ledger request in flight longer than this is taken for lost (the runtime ended the task that
-/// sent it), so that it cannot stop every later admission of this isolate.
-const BATCH_LOST_AFTER_MS: u64 = 10_000;
-/// Outcomes nobody took (their request ended) are forgotten after this long.
-const OUTCOME_KEPT_MS: u64 = 10_000;
 
 /// Asks the ledger to admit `job`. The job id derives from the trigger's own id (interaction id,
 /// `X-GitHub-Delivery`, message id), so a known id means a redelivery.
@@ -101,18 +91,10 @@ pub async fn admit(
     })
 }
 
-/// This isolate's admissions: those waiting to be sent, the outcomes not yet taken, and when the
-/// ledger request in flight was sent.
-#[derive(Default)]
-struct Batches {
-    waiting: Vec<(u64, String)>,
-    outcomes: HashMap<u64, (Result<AdmitOutcome, String>, u64)>,
-    in_flight_since_ms: Option<u64>,
-    tickets: u64,
-}
-
 thread_local! {
-    static BATCHES: RefCell<Batches> = RefCell::default();
+    /// This isolate's group commit (its decisions: `bugbot_shared::group_commit`).
+    static BATCHES: RefCell<GroupCommit<String, Result<AdmitOutcome, String>>> =
+        RefCell::default();
 }
 
 async fn admit_in_batch(
@@ -120,24 +102,20 @@ async fn admit_in_batch(
     ctx: &Context,
     request: String,
 ) -> Result<AdmitOutcome, GatewayError> {
-    let ticket = BATCHES.with_borrow_mut(|b| {
-        b.tickets += 1;
-        b.waiting.push((b.tickets, request));
-        b.tickets
-    });
+    let ticket = BATCHES.with_borrow_mut(|b| b.enqueue(request));
     let deadline = crate::now_ms() + WAIT_LIMIT_MS;
     loop {
-        if let Some(outcome) = take_outcome(ticket) {
+        if let Some(outcome) = BATCHES.with_borrow_mut(|b| b.take(ticket)) {
             return outcome.map_err(GatewayError::Unavailable);
         }
         let now = crate::now_ms();
         if now >= deadline {
-            BATCHES.with_borrow_mut(|b| b.waiting.retain(|(t, _)| *t != ticket));
+            BATCHES.with_borrow_mut(|b| b.abandon(ticket));
             return Err(GatewayError::Unavailable(
                 "no answer from the admission ledger in time".into(),
             ));
         }
-        if start_sending(now) {
+        if BATCHES.with_borrow_mut(|b| b.lead(now)) {
             // Lead: the task sends in this request and wakes it once this admission's batch is
             // recorded (or the wait limit passes).
             let mut wake = None;
@@ -154,40 +132,14 @@ async fn admit_in_batch(
     }
 }
 
-fn take_outcome(ticket: u64) -> Option<Result<AdmitOutcome, String>> {
-    BATCHES.with_borrow_mut(|b| b.outcomes.remove(&ticket).map(|(outcome, _)| outcome))
-}
-
-/// Whether the caller should lead: no ledger request is in flight (or the one in flight is lost).
-fn start_sending(now: u64) -> bool {
-    BATCHES.with_borrow_mut(|b| match b.in_flight_since_ms {
-        Some(since) if now.saturating_sub(since) < BATCH_LOST_AFTER_MS => false,
-        _ => {
-            b.in_flight_since_ms = Some(now);
-            true
-        }
-    })
-}
-
-/// Sends the waiting admissions in batches of up to [`MAX_BATCH`], one ledger request at a time,
-/// and files each outcome for its admission, until none waits (or for at most
-/// [`LEAD_AT_MOST_MS`]). Wakes the leader (`wake`) once its own outcome is filed.
-async fn send_batches(env: Env, leader: u64, wake: js_sys::Function) {
+/// Sends the waiting admissions in batches, one ledger request at a time, and files each outcome
+/// for its admission, until none waits (or the lead has lasted long enough; see
+/// `bugbot_shared::group_commit`). Wakes the leader (`wake`) once its own outcome is filed.
+async fn send_batches(env: Env, leader: Ticket, wake: js_sys::Function) {
     let started = crate::now_ms();
     let mut leader_waiting = true;
     loop {
-        let batch: Vec<(u64, String)> = BATCHES.with_borrow_mut(|b| {
-            let now = crate::now_ms();
-            if b.waiting.is_empty() || now.saturating_sub(started) > LEAD_AT_MOST_MS {
-                b.in_flight_since_ms = None;
-                return Vec::new();
-            }
-            b.in_flight_since_ms = Some(now);
-            b.outcomes
-                .retain(|_, (_, filed)| now.saturating_sub(*filed) < OUTCOME_KEPT_MS);
-            let n = b.waiting.len().min(MAX_BATCH);
-            b.waiting.drain(..n).collect()
-        });
+        let batch = BATCHES.with_borrow_mut(|b| b.next_batch(crate::now_ms(), started));
         if batch.is_empty() {
             break;
         }
@@ -205,11 +157,11 @@ async fn send_batches(env: Env, leader: u64, wake: js_sys::Function) {
             ],
             Err(e) => vec![Err(e.detail()); batch.len()],
         };
-        let filed = crate::now_ms();
         BATCHES.with_borrow_mut(|b| {
-            for ((ticket, _), outcome) in batch.iter().zip(outcomes) {
-                b.outcomes.insert(*ticket, (outcome, filed));
-            }
+            b.file(
+                crate::now_ms(),
+                batch.iter().map(|(ticket, _)| *ticket).zip(outcomes),
+            );
         });
         if leader_waiting && batch.iter().any(|(t, _)| *t == leader) {
             leader_waiting = false;
