@@ -412,8 +412,21 @@ fn wasm_size(crate_dir: &str) -> Result<(u64, u64)> {
 /// The JavaScript twin (`bench/js-twin/`), under the same runtime as the gateway: wrangler's dev
 /// server without the inspector, its own port and state.
 struct Twin {
-    _child: tokio::process::Child,
+    child: tokio::process::Child,
     url: String,
+}
+
+impl Drop for Twin {
+    /// wrangler's dev server starts two workerd processes of its own: the whole process group
+    /// goes, or they would outlive the benchmark (and load the next one).
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
+            let group = nix::unistd::Pid::from_raw(pid);
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
+            std::thread::sleep(Duration::from_millis(500));
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
 }
 
 async fn start_twin(stack: &Stack, tmp: &Path) -> Result<Twin> {
@@ -445,13 +458,17 @@ async fn start_twin(stack: &Stack, tmp: &Path) -> Result<Twin> {
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
-        .kill_on_drop(true)
+        .process_group(0)
         .spawn()
         .context("starting the JavaScript twin")?;
-    let url = format!("http://127.0.0.1:{port}");
+    // Owned at once: a start that fails stops the twin's processes too.
+    let twin = Twin {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
-        let up = reqwest::get(format!("{url}/health"))
+        let up = reqwest::get(format!("{}/health", twin.url))
             .await
             .is_ok_and(|r| r.status().is_success());
         if up {
@@ -465,7 +482,7 @@ async fn start_twin(stack: &Stack, tmp: &Path) -> Result<Twin> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    Ok(Twin { _child: child, url })
+    Ok(twin)
 }
 
 /// One measured run of one target.
