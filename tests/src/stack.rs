@@ -322,13 +322,20 @@ impl Stack {
         mut cmd: Command,
         opts: &StackOptions,
     ) -> Result<()> {
-        cmd.process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().with_context(|| format!("starting {name}"))?;
         let log_path = opts.log_dir.join(format!("{name}.log"));
+        cmd.process_group(0).stdin(Stdio::null()).kill_on_drop(true);
+        if !opts.echo {
+            // Straight into the log file: the part writes it itself. (Piping it through this
+            // process costs a read and an async file write per line — a line per request under
+            // load, on the same cores as the part, which skewed the benchmark.)
+            let log = std::fs::File::create(&log_path)?;
+            cmd.stdout(log.try_clone()?).stderr(log);
+            let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+            self.children.push((name, child));
+            return Ok(());
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().with_context(|| format!("starting {name}"))?;
         let log = tokio::fs::File::create(&log_path).await?;
         let log = std::sync::Arc::new(tokio::sync::Mutex::new(log));
         for stream in [
