@@ -113,19 +113,7 @@ pub async fn fix(run: &mut Run<'_>, origin: &Origin) -> Result<FixEnd, ApiError>
                 continued.as_ref(),
             )
             .await?;
-            spend::settle(run.env, run.job.id.as_str(), &user, result.cost_usd).await?;
-            run.record.checkpoints.fix_result = Some(result.clone());
-            run.step(
-                "executor.done",
-                format!(
-                    "{:?}: {} file(s), {} turns, ${:.2}",
-                    result.outcome,
-                    result.changed_files.len(),
-                    result.turns,
-                    result.cost_usd
-                ),
-            )
-            .await?;
+            record_result(run, &user, &result).await?;
             result
         }
     };
@@ -169,6 +157,28 @@ pub async fn fix(run: &mut Run<'_>, origin: &Origin) -> Result<FixEnd, ApiError>
     )
     .await?;
     Ok(FixEnd::Done)
+}
+
+/// Settles the run's cost on the day's budgets and checkpoints its result, so a retry never runs
+/// the executor again for it.
+pub(crate) async fn record_result(
+    run: &mut Run<'_>,
+    user: &str,
+    result: &FixResult,
+) -> Result<(), ApiError> {
+    spend::settle(run.env, run.job.id.as_str(), user, result.cost_usd).await?;
+    run.record.checkpoints.fix_result = Some(result.clone());
+    run.step(
+        "executor.done",
+        format!(
+            "{:?}: {} file(s), {} turns, ${:.2}",
+            result.outcome,
+            result.changed_files.len(),
+            result.turns,
+            result.cost_usd
+        ),
+    )
+    .await
 }
 
 /// A continue finished what its draft began: the pull request gets the whole fix's description

@@ -291,35 +291,23 @@ async fn process(env: &Env, job: &JobMessage, holder: &str) -> Settled {
     remember_latest_fix(env, job).await;
 
     let outcome = execute(&mut run, attempt).await;
-    if let Ok(Ended::Stopped(why)) = &outcome {
-        return run
-            .end(JobStatus::Stopped, "stopped", why.clone())
-            .await
-            .map_or_else(
-                |e| {
-                    if job_state::lost_lease(&e) {
-                        Settled::Done
-                    } else {
-                        retry_after_bookkeeping(job, &e, policy.base_secs)
-                    }
-                },
-                |()| Settled::Done,
-            );
-    }
-    if let Ok(Ended::Refused(why)) = &outcome {
-        return run
-            .end(JobStatus::Refused, "refused", why.clone())
-            .await
-            .map_or_else(
-                |e| {
-                    if job_state::lost_lease(&e) {
-                        Settled::Done
-                    } else {
-                        retry_after_bookkeeping(job, &e, policy.base_secs)
-                    }
-                },
-                |()| Settled::Done,
-            );
+    // Ended without failing, and not done: refused, or stopped by someone.
+    let ended = match &outcome {
+        Ok(Ended::Stopped(why)) => Some((JobStatus::Stopped, "stopped", why.clone())),
+        Ok(Ended::Refused(why)) => Some((JobStatus::Refused, "refused", why.clone())),
+        _ => None,
+    };
+    if let Some((status, step, why)) = ended {
+        return run.end(status, step, why).await.map_or_else(
+            |e| {
+                if job_state::lost_lease(&e) {
+                    Settled::Done
+                } else {
+                    retry_after_bookkeeping(job, &e, policy.base_secs)
+                }
+            },
+            |()| Settled::Done,
+        );
     }
     let now = now_ms();
     if let Err(e) = &outcome {

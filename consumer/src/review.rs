@@ -5,7 +5,7 @@
 //! answer is bugbot's status comment on the pull request. The requester's write permission was
 //! checked like a fix's (`github::refused_permission`), and bots never get here (the gateway).
 
-use crate::fix::{FixEnd, budget_user, follow, repository_settings};
+use crate::fix::{FixEnd, budget_user, follow, record_result, repository_settings};
 use crate::http::call;
 use crate::run::Run;
 use crate::{config, github, reply, spend};
@@ -114,19 +114,7 @@ pub async fn review(run: &mut Run<'_>) -> Result<FixEnd, ApiError> {
                 on_branch: true,
             };
             let result = follow(run, &repo, &request).await?;
-            spend::settle(run.env, run.job.id.as_str(), &user, result.cost_usd).await?;
-            run.record.checkpoints.fix_result = Some(result.clone());
-            run.step(
-                "executor.done",
-                format!(
-                    "{:?}: {} file(s), {} turns, ${:.2}",
-                    result.outcome,
-                    result.changed_files.len(),
-                    result.turns,
-                    result.cost_usd
-                ),
-            )
-            .await?;
+            record_result(run, &user, &result).await?;
             result
         }
     };

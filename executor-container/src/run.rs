@@ -140,12 +140,12 @@ pub async fn run(
             Ok(Ok(result)) => result,
             Ok(Err(Failure(error))) => FixResult {
                 error: Some(error),
-                ..empty(Outcome::Failed)
+                ..FixResult::empty(Outcome::Failed)
             },
             // The attempt's future was dropped: its agent is killed and its workspace removed.
             Err(_) => FixResult {
                 error: Some(format!("the wall time of {}s ran out", wall.as_secs())),
-                ..empty(Outcome::TimedOut)
+                ..FixResult::empty(Outcome::TimedOut)
             },
         },
         // Stopped: the attempt's future is dropped, so its agent is killed and its workspace
@@ -183,21 +183,6 @@ pub fn stopped_line(reason: &str) -> String {
 fn agent_time(wall: std::time::Duration) -> std::time::Duration {
     let reserve = (wall / 4).min(std::time::Duration::from_secs(120));
     wall.saturating_sub(reserve)
-}
-
-fn empty(outcome: Outcome) -> FixResult {
-    FixResult {
-        outcome,
-        branch: None,
-        commit_sha: None,
-        changed_files: Vec::new(),
-        rejected_paths: Vec::new(),
-        summary: String::new(),
-        turns: 0,
-        cost_usd: 0.0,
-        duration_ms: 0,
-        error: None,
-    }
 }
 
 async fn attempt(
@@ -256,7 +241,7 @@ async fn attempt(
         summary: claude.summary.clone(),
         turns: claude.turns,
         cost_usd: claude.cost_usd,
-        ..empty(claude.outcome)
+        ..FixResult::empty(claude.outcome)
     };
     if claude.outcome != Outcome::Pushed && !claude.outcome.hit_limit() {
         // Claude Code failed: whatever it left is not pushed.

@@ -312,10 +312,10 @@ pub struct FixResult {
 }
 
 impl FixResult {
-    /// The result of a run stopped on request (`reason` says by whom).
-    pub fn stopped(reason: &str) -> Self {
+    /// A result with this outcome and nothing else yet.
+    pub fn empty(outcome: Outcome) -> Self {
         Self {
-            outcome: Outcome::Stopped,
+            outcome,
             branch: None,
             commit_sha: None,
             changed_files: Vec::new(),
@@ -324,7 +324,15 @@ impl FixResult {
             turns: 0,
             cost_usd: 0.0,
             duration_ms: 0,
+            error: None,
+        }
+    }
+
+    /// The result of a run stopped on request (`reason` says by whom).
+    pub fn stopped(reason: &str) -> Self {
+        Self {
             error: Some(reason.to_owned()),
+            ..Self::empty(Outcome::Stopped)
         }
     }
 }
