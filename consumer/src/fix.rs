@@ -30,7 +30,7 @@ pub(crate) const TOKEN_MARGIN_SECS: u64 = 300;
 const LEASE_RENEW_EVERY_MS: u64 = 30_000;
 
 /// The requester's key in the daily budgets: their platform and id.
-pub(crate) fn budget_user(run: &Run<'_>) -> String {
+fn budget_user(run: &Run<'_>) -> String {
     let platform = match run.job.source {
         Source::Github { .. } => "github",
         _ => "discord",
@@ -93,14 +93,10 @@ pub async fn fix(run: &mut Run<'_>, origin: &Origin) -> Result<FixEnd, ApiError>
     let result = match run.record.checkpoints.fix_result.clone() {
         Some(result) => result,
         None => {
-            // The day's budgets: this fix reserves the most it may cost, before it runs.
-            let user = budget_user(run);
-            let most = Limits::default().max_budget_usd;
-            if let Err(why) = spend::reserve(run.env, run.job.id.as_str(), &user, most).await? {
-                let text = format!("💸 No fix: {why}");
-                reply::finish(run, &text).await?;
-                return Ok(FixEnd::Refused(why));
-            }
+            let user = match reserve_budget(run, "No fix").await? {
+                Ok(user) => user,
+                Err(why) => return Ok(FixEnd::Refused(why)),
+            };
             let repository = call(gh.repository(&repo), github_api::parse_repository).await?;
             base_branch = Some(repository.default_branch.clone());
             let result = execute(
@@ -128,10 +124,8 @@ pub async fn fix(run: &mut Run<'_>, origin: &Origin) -> Result<FixEnd, ApiError>
         ));
     }
     if result.outcome == Outcome::Stopped {
-        let who = result.error.clone().unwrap_or_else(|| "stopped".into());
         let text = decide::outcome_text(&issue, &result, None);
-        reply::finish_with(run, &text, &[Action::Retry]).await?;
-        return Ok(FixEnd::Stopped(who));
+        return end_stopped(run, &result, &text).await;
     }
     // A continue builds on its draft pull request, even when it had nothing more to push.
     let result = match &continued {
@@ -157,6 +151,33 @@ pub async fn fix(run: &mut Run<'_>, origin: &Origin) -> Result<FixEnd, ApiError>
     )
     .await?;
     Ok(FixEnd::Done)
+}
+
+/// The day's budgets: a run reserves the most it may cost before it starts. `Ok(Err(why))` when the
+/// budgets refuse it (the requester was told, `refused` leading the answer); else the requester's
+/// key in the budgets, for [`record_result`].
+pub(crate) async fn reserve_budget(
+    run: &mut Run<'_>,
+    refused: &str,
+) -> Result<Result<String, String>, ApiError> {
+    let user = budget_user(run);
+    let most = Limits::default().max_budget_usd;
+    if let Err(why) = spend::reserve(run.env, run.job.id.as_str(), &user, most).await? {
+        reply::finish(run, &format!("💸 {refused}: {why}")).await?;
+        return Ok(Err(why));
+    }
+    Ok(Ok(user))
+}
+
+/// Ends a run someone stopped: says `text` with a Retry button (or its hint) and records who.
+pub(crate) async fn end_stopped(
+    run: &mut Run<'_>,
+    result: &FixResult,
+    text: &str,
+) -> Result<FixEnd, ApiError> {
+    let who = result.error.clone().unwrap_or_else(|| "stopped".into());
+    reply::finish_with(run, text, &[Action::Retry]).await?;
+    Ok(FixEnd::Stopped(who))
 }
 
 /// Settles the run's cost on the day's budgets and checkpoints its result, so a retry never runs
@@ -191,12 +212,7 @@ async fn mark_ready(
     pr: &PullRequest,
     result: &FixResult,
 ) -> Result<(), ApiError> {
-    let summary = run
-        .record
-        .checkpoints
-        .summary
-        .clone()
-        .unwrap_or_else(|| issue.title.clone());
+    let summary = report_summary(run, issue);
     call(
         gh.update_pull_body(
             repo,
@@ -463,12 +479,7 @@ async fn open_pull_request(
                         .default_branch
                 }
             };
-            let summary = run
-                .record
-                .checkpoints
-                .summary
-                .clone()
-                .unwrap_or_else(|| issue.title.clone());
+            let summary = report_summary(run, issue);
             let created = call(
                 gh.create_pull(
                     repo,
@@ -499,6 +510,15 @@ async fn open_pull_request(
     run.link(&pr.html_url);
     run.step("github.pull_request", pr.html_url.clone()).await?;
     Ok(pr)
+}
+
+/// The report's one-line summary for the pull request (the Linear issue's title when none was made).
+fn report_summary(run: &Run<'_>, issue: &linear::Issue) -> String {
+    run.record
+        .checkpoints
+        .summary
+        .clone()
+        .unwrap_or_else(|| issue.title.clone())
 }
 
 async fn link_on_linear(

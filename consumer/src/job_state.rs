@@ -88,13 +88,11 @@ impl DurableObject for JobState {
             },
             (Method::Post, "/begin") => {
                 let begin: Begin = req.json().await?;
-                let record = match storage.get::<String>(RECORD).await? {
-                    Some(text) => serde_json::from_str::<JobRecord>(&text)
-                        .map_err(|e| worker::Error::RustError(e.to_string()))?,
-                    None => begin.queued.clone(),
-                };
-                let kept = kept_message(&storage).await?;
-                if kept.is_none_or(|k| k.replay <= begin.message.replay) {
+                let record = kept(&storage, RECORD)
+                    .await?
+                    .unwrap_or_else(|| begin.queued.clone());
+                let kept_message: Option<JobMessage> = kept(&storage, MESSAGE).await?;
+                if kept_message.is_none_or(|k| k.replay <= begin.message.replay) {
                     storage.put(MESSAGE, to_text(&begin.message)?).await?;
                 }
                 let lease = storage.get::<Lease>(LEASE).await?;
@@ -134,9 +132,7 @@ impl DurableObject for JobState {
                 if !holds && !save.force {
                     return Response::error("another delivery holds this job", 409);
                 }
-                let text = serde_json::to_string(&save.record)
-                    .map_err(|e| worker::Error::RustError(e.to_string()))?;
-                storage.put(RECORD, text).await?;
+                storage.put(RECORD, to_text(&save.record)?).await?;
                 if holds && save.release {
                     storage.delete(LEASE).await?;
                 } else if holds {
@@ -155,14 +151,8 @@ impl DurableObject for JobState {
             (Method::Post, "/steer") => {
                 // One request at a time: two presses at once cannot both resume the job.
                 let ask: Ask = req.json().await?;
-                let mut record = match storage.get::<String>(RECORD).await? {
-                    Some(text) => Some(
-                        serde_json::from_str::<JobRecord>(&text)
-                            .map_err(|e| worker::Error::RustError(e.to_string()))?,
-                    ),
-                    None => None,
-                };
-                let message = kept_message(&storage).await?;
+                let mut record: Option<JobRecord> = kept(&storage, RECORD).await?;
+                let message: Option<JobMessage> = kept(&storage, MESSAGE).await?;
                 let plan = steer::plan(&ask, message.as_ref(), record.as_ref());
                 if let (Plan::Enqueue { message }, Some(record)) = (&plan, record.as_mut()) {
                     storage.put(MESSAGE, to_text(message.as_ref())?).await?;
@@ -172,9 +162,7 @@ impl DurableObject for JobState {
                         &format!("{}.asked", ask.action.as_str()),
                         format!("{} asked by {}", ask.action.as_str(), ask.by.name),
                     );
-                    let text = serde_json::to_string(record)
-                        .map_err(|e| worker::Error::RustError(e.to_string()))?;
-                    storage.put(RECORD, text).await?;
+                    storage.put(RECORD, to_text(record)?).await?;
                 }
                 Response::from_json(&plan)
             }
@@ -197,8 +185,12 @@ fn to_text<T: Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(|e| worker::Error::RustError(e.to_string()))
 }
 
-async fn kept_message(storage: &worker::Storage) -> Result<Option<JobMessage>> {
-    match storage.get::<String>(MESSAGE).await? {
+/// A value kept as JSON text under `key`, if any.
+async fn kept<T: serde::de::DeserializeOwned>(
+    storage: &worker::Storage,
+    key: &str,
+) -> Result<Option<T>> {
+    match storage.get::<String>(key).await? {
         Some(text) => serde_json::from_str(&text)
             .map(Some)
             .map_err(|e| worker::Error::RustError(e.to_string())),

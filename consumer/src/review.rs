@@ -5,16 +5,16 @@
 //! answer is bugbot's status comment on the pull request. The requester's write permission was
 //! checked like a fix's (`github::refused_permission`), and bots never get here (the gateway).
 
-use crate::fix::{FixEnd, budget_user, follow, record_result, repository_settings};
+use crate::fix::{FixEnd, end_stopped, follow, record_result, repository_settings, reserve_budget};
 use crate::http::call;
 use crate::run::Run;
-use crate::{config, github, reply, spend};
+use crate::{config, github, reply};
 use bugbot_shared::executor::{FixRequest, Limits, Outcome, Task};
 use bugbot_shared::github_api;
 use bugbot_shared::http::{ApiError, Service};
 use bugbot_shared::job::{JobStatus, Source};
 use bugbot_shared::review;
-use bugbot_shared::steer::{self, Action};
+use bugbot_shared::steer;
 
 /// The pull request's body given to the model as context is cut to this many bytes.
 const MAX_CONTEXT: usize = 16 * 1024;
@@ -44,12 +44,10 @@ pub async fn review(run: &mut Run<'_>) -> Result<FixEnd, ApiError> {
     let result = match run.record.checkpoints.fix_result.clone() {
         Some(result) => result,
         None => {
-            let user = budget_user(run);
-            let most = Limits::default().max_budget_usd;
-            if let Err(why) = spend::reserve(run.env, run.job.id.as_str(), &user, most).await? {
-                reply::finish(run, &format!("💸 No new commit: {why}")).await?;
-                return Ok(FixEnd::Refused(why));
-            }
+            let user = match reserve_budget(run, "No new commit").await? {
+                Ok(user) => user,
+                Err(why) => return Ok(FixEnd::Refused(why)),
+            };
             let (reviews, comments) = futures::future::join(
                 call(gh.pull_reviews(&repo, number), review::parse_reviews),
                 call(
@@ -126,12 +124,7 @@ pub async fn review(run: &mut Run<'_>) -> Result<FixEnd, ApiError> {
                 .clone()
                 .unwrap_or_else(|| "the executor failed".into()),
         )),
-        Outcome::Stopped => {
-            let who = result.error.clone().unwrap_or_else(|| "stopped".into());
-            let text = review::outcome_text(&pr, &result);
-            reply::finish_with(run, &text, &[Action::Retry]).await?;
-            Ok(FixEnd::Stopped(who))
-        }
+        Outcome::Stopped => end_stopped(run, &result, &review::outcome_text(&pr, &result)).await,
         outcome => {
             if let Some(sha) = &result.commit_sha {
                 run.link(&pr.html_url);

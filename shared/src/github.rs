@@ -151,6 +151,20 @@ pub struct PullRequest {
     pub user: Option<Account>,
 }
 
+impl PullRequest {
+    /// The pull request, seen as the issue it also is.
+    fn into_issue(self) -> Issue {
+        Issue {
+            number: self.number,
+            title: self.title,
+            body: self.body,
+            html_url: self.html_url,
+            pull_request: Some(serde_json::Value::Bool(true)),
+            user: self.user,
+        }
+    }
+}
+
 /// A review, as `pull_request_review` events carry it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Review {
@@ -439,15 +453,7 @@ pub fn decide(
             let Some(command) = label_command(e.label.as_ref()) else {
                 return Ok(Decision::Ignored("the label is not a bugbot label"));
             };
-            // The pull request, seen as the issue it also is.
-            let issue = Issue {
-                number: e.pull_request.number,
-                title: e.pull_request.title,
-                body: e.pull_request.body,
-                html_url: e.pull_request.html_url,
-                pull_request: Some(serde_json::Value::Bool(true)),
-                user: e.pull_request.user,
-            };
+            let issue = e.pull_request.into_issue();
             let trigger = Trigger::label(&e.sender, &e.repository, &issue, e.installation.as_ref());
             labeled(policy, command, trigger, job_id, now_ms)
         }
@@ -475,14 +481,7 @@ pub fn decide(
             if !policy.serves_repo(&e.repository.full_name) {
                 return Ok(Decision::Ignored("this repository is not served by bugbot"));
             }
-            let issue = Issue {
-                number: e.pull_request.number,
-                title: e.pull_request.title,
-                body: e.pull_request.body,
-                html_url: e.pull_request.html_url,
-                pull_request: Some(serde_json::Value::Bool(true)),
-                user: e.pull_request.user,
-            };
+            let issue = e.pull_request.into_issue();
             let verify = !policy.github_association_allowed(&e.review.author_association);
             let text = e.review.body.unwrap_or_default();
             Ok(Decision::Enqueue(Box::new(job(

@@ -330,18 +330,7 @@ mod tests {
     fn record(status: JobStatus, outcome: Option<Outcome>) -> JobRecord {
         let mut r = JobRecord::queued(&job());
         r.status = status;
-        r.checkpoints.fix_result = outcome.map(|outcome| FixResult {
-            outcome,
-            branch: None,
-            commit_sha: None,
-            changed_files: Vec::new(),
-            rejected_paths: Vec::new(),
-            summary: String::new(),
-            turns: 2,
-            cost_usd: 0.1,
-            duration_ms: 1,
-            error: None,
-        });
+        r.checkpoints.fix_result = outcome.map(FixResult::empty);
         r
     }
 

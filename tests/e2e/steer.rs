@@ -158,16 +158,12 @@ pub async fn a_fix_is_stopped_and_retried_with_discords_buttons(ctx: Arc<E2e>) -
         })
         .await?;
     ensure_eq!(record["status"], "stopped", "{record}");
-    let models_at_stop = ctx.sandbox_state().await?["anthropic"]["requests"]
-        .as_array()
-        .map_or(0, Vec::len);
+    let models_at_stop = model_requests(&ctx.sandbox_state().await?);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let state = ctx.sandbox_state().await?;
     no_violations(&state)?;
     ensure_eq!(
-        state["anthropic"]["requests"]
-            .as_array()
-            .map_or(0, Vec::len),
+        model_requests(&state),
         models_at_stop,
         "the run is dead: the model is asked nothing more"
     );
@@ -307,9 +303,7 @@ pub async fn a_fix_at_its_turn_limit_opens_a_draft_that_continue_finishes(
         ]}),
     )
     .await?;
-    let models_before = state["anthropic"]["requests"]
-        .as_array()
-        .map_or(0, Vec::len);
+    let models_before = model_requests(&state);
     payload["comment"]["body"] = "@bugbot continue".into();
     payload["comment"]["id"] = (payload["comment"]["id"].as_u64().unwrap_or(1) + 1).into();
     let delivery = format!("9a1f0a2c-{}", fresh_id());
@@ -358,14 +352,7 @@ pub async fn a_fix_at_its_turn_limit_opens_a_draft_that_continue_finishes(
         "{}",
         shown.text
     );
-    let asked = state["anthropic"]["requests"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .skip(models_before)
-        .map(Value::to_string)
-        .find(|r| r.contains("What is asked now"))
-        .context("the continued run was asked")?;
+    let asked = follow_up_request(&state, models_before).context("the continued run was asked")?;
     ensure!(
         asked.contains("stopped at its limit") && asked.contains("src/cart.js"),
         "the continued run knows what the earlier one did"
@@ -376,6 +363,25 @@ pub async fn a_fix_at_its_turn_limit_opens_a_draft_that_continue_finishes(
         "the answer is updated: {status}"
     );
     Ok(())
+}
+
+/// How many requests the model stand-in has answered.
+fn model_requests(state: &Value) -> usize {
+    state["anthropic"]["requests"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+/// The first model request after the first `before` that asks a follow-up (a continue's or a
+/// review's "What is asked now"), as JSON text.
+fn follow_up_request(state: &Value, before: usize) -> Option<String> {
+    state["anthropic"]["requests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .skip(before)
+        .map(Value::to_string)
+        .find(|r| r.contains("What is asked now"))
 }
 
 /// bugbot's status comment on issue `number`.
@@ -423,9 +429,7 @@ pub async fn a_review_comment_on_bugbots_pull_request_adds_a_commit_to_it(
         ]}),
     )
     .await?;
-    let models_before = state["anthropic"]["requests"]
-        .as_array()
-        .map_or(0, Vec::len);
+    let models_before = model_requests(&state);
 
     // The reviewer's comment on the pull request (GitHub delivers it as an issue comment).
     let (_, _, mut payload) = member_comment_on_a_new_issue(&ctx, "unused", "unused", "").await?;
@@ -460,14 +464,7 @@ pub async fn a_review_comment_on_bugbots_pull_request_adds_a_commit_to_it(
         "a new commit on the pull request's branch: {}",
         shown.text
     );
-    let asked = state["anthropic"]["requests"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .skip(models_before)
-        .map(Value::to_string)
-        .find(|r| r.contains("What is asked now"))
-        .context("the review's run was asked")?;
+    let asked = follow_up_request(&state, models_before).context("the review's run was asked")?;
     ensure!(
         asked.contains("please add a test for an empty cart")
             && asked.contains("cover an empty cart")

@@ -93,11 +93,12 @@ const CPU_GROUPS: [&str; 4] = [
 ];
 
 /// Which group a process belongs to, from its command line. wrangler dev runs two workerd
-/// processes: its proxy, listening on the public port, and the one running the Workers.
-fn cpu_group(cmdline: &str, gateway_port: &str) -> Option<&'static str> {
+/// processes: its proxy, listening on the public port (`target_port`, the one measured), and the
+/// one running the Workers.
+fn cpu_group(cmdline: &str, target_port: &str) -> Option<&'static str> {
     if cmdline.contains("workerd serve") {
         Some(
-            if cmdline.contains(&format!("entry=127.0.0.1:{gateway_port} ")) {
+            if cmdline.contains(&format!("entry=127.0.0.1:{target_port} ")) {
                 CPU_GROUPS[1]
             } else {
                 CPU_GROUPS[0]
@@ -119,7 +120,7 @@ type CpuSnapshot = (
     (f64, f64),
 );
 
-fn cpu_snapshot(gateway_port: &str) -> CpuSnapshot {
+fn cpu_snapshot(target_port: &str) -> CpuSnapshot {
     let mut out = std::collections::HashMap::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = entry
@@ -133,7 +134,7 @@ fn cpu_snapshot(gateway_port: &str) -> CpuSnapshot {
             continue;
         };
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        let Some(group) = cpu_group(&cmd, gateway_port) else {
+        let Some(group) = cpu_group(&cmd, target_port) else {
             continue;
         };
         // utime and stime.
@@ -485,10 +486,16 @@ async fn start_twin(stack: &Stack, tmp: &Path) -> Result<Twin> {
     Ok(twin)
 }
 
-/// One measured run of one target.
-#[derive(Debug, Clone, Default)]
-struct TargetRun {
-    figures: Figures,
+/// The median of `values`; of an even number, the worse of the middle two (`higher_is_worse`
+/// says which that is).
+fn median(mut values: Vec<f64>, higher_is_worse: bool) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let middle = if higher_is_worse {
+        values.len() / 2
+    } else {
+        values.len().saturating_sub(1) / 2
+    };
+    values.get(middle).copied().unwrap_or_default()
 }
 
 async fn gateway_bench(stack: &Stack, args: &Args, tmp: &Path) -> Result<()> {
@@ -547,14 +554,13 @@ async fn gateway_bench(stack: &Stack, args: &Args, tmp: &Path) -> Result<()> {
             next_script(scenario, &script, url)?;
             run_wrk(url, &script, 16, 2)?;
         }
-        let mut runs: [Vec<TargetRun>; 2] = [Vec::new(), Vec::new()];
+        let mut runs: [Vec<Figures>; 2] = [Vec::new(), Vec::new()];
         for round in 0..rounds {
             let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
             for t in order {
                 let url = targets[t].1;
                 next_script(scenario, &script, url)?;
-                let figures = run_wrk(url, &script, CONNECTIONS, args.seconds)?;
-                runs[t].push(TargetRun { figures });
+                runs[t].push(run_wrk(url, &script, CONNECTIONS, args.seconds)?);
             }
         }
         println!("\n{}", scenario.label());
@@ -571,8 +577,7 @@ async fn gateway_bench(stack: &Stack, args: &Args, tmp: &Path) -> Result<()> {
             CPU_GROUPS.join(" / ")
         );
         for (t, (name, _)) in targets.iter().enumerate() {
-            for (i, r) in runs[t].iter().enumerate() {
-                let f = &r.figures;
+            for (i, f) in runs[t].iter().enumerate() {
                 let total: f64 = f.cpu_ms.iter().map(|(_, ms)| ms).sum();
                 println!(
                     "  {:<20} {:>6} {:>10.0} {:>9.2} {:>9.2} {:>8} {:>16.3} {:>14.3}   {} (busy {:.2} cores, steal {:.2})",
@@ -597,22 +602,12 @@ async fn gateway_bench(stack: &Stack, args: &Args, tmp: &Path) -> Result<()> {
         let ratios: Vec<f64> = runs[0]
             .iter()
             .zip(&runs[1])
-            .map(|(b, j)| b.figures.rps / j.figures.rps.max(1.0))
+            .map(|(b, j)| b.rps / j.rps.max(1.0))
             .collect();
-        let errors: u64 = runs.iter().flatten().map(|r| r.figures.non_2xx).sum();
-        let p99 = |t: usize| {
-            let mut v: Vec<f64> = runs[t].iter().map(|r| r.figures.p99_ms).collect();
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
-        let cpu = |t: usize| {
-            let mut v: Vec<f64> = runs[t].iter().map(|r| r.figures.cpu_ms[0].1).collect();
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
-        let mut sorted = ratios.clone();
-        sorted.sort_by(f64::total_cmp);
-        let median_ratio = sorted[(sorted.len() - 1) / 2];
+        let errors: u64 = runs.iter().flatten().map(|f| f.non_2xx).sum();
+        let p99 = |t: usize| median(runs[t].iter().map(|f| f.p99_ms).collect(), true);
+        let cpu = |t: usize| median(runs[t].iter().map(|f| f.cpu_ms[0].1).collect(), true);
+        let median_ratio = median(ratios.clone(), false);
         let met = ratios.iter().all(|r| *r >= 1.0) && p99(0) <= p99(1) && errors == 0;
         if scenario != Scenario::Health {
             all_met &= met;

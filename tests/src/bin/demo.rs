@@ -120,11 +120,7 @@ impl Demo {
         .await?;
         let interaction_id = format!("13{n:017}");
         let token = format!("demo-interaction-token-{n}");
-        self.sandbox_post(
-            "/_sandbox/discord/interactions",
-            &json!({"token": token, "interaction_id": interaction_id}),
-        )
-        .await?;
+        self.register_interaction(&interaction_id, &token).await?;
         println!(
             "2. Seeded the sandbox: repository {repo} (src/cart.js starts its sum at 1), a Discord thread \
              where Jane reports it, her PostHog recording {session}, and a scripted model that fixes it."
@@ -132,17 +128,12 @@ impl Demo {
 
         // 3. Jane's teammate types `/bugbot fix` in the thread; Discord sends it, signed.
         let before = self.sandbox_state().await?;
-        let interaction = json!({
-            "id": interaction_id, "application_id": self.env.get("DISCORD_APPLICATION_ID"),
-            "type": 2, "token": token, "version": 1,
-            "guild_id": self.env.get("DISCORD_TEST_GUILD_ID"), "channel_id": thread,
-            "channel": {"id": thread, "type": 11, "parent_id": self.env.get("DISCORD_TEST_CHANNEL_ID")},
-            "member": {"user": {"id": "1200000000000000002", "username": "sam", "global_name": "Sam"},
-                       "roles": [self.env.get("DISCORD_TEST_FIX_ROLE_ID")]},
-            "data": {"id": "1100000000000000050", "name": "bugbot", "type": 1,
-                     "options": [{"name": "fix", "type": 1, "options": [
-                         {"name": "details", "type": 3, "value": "Cart total is one dollar too high at checkout"}]}]}
-        });
+        let interaction = self.sams_fix(
+            &interaction_id,
+            &token,
+            &thread,
+            "Cart total is one dollar too high at checkout",
+        );
         let started = Instant::now();
         let (status, answer) = self.signed_interaction(&interaction).await?;
         let job = format!("dc-{interaction_id}");
@@ -313,22 +304,8 @@ impl Demo {
         .await?;
         let id = format!("13{n:017}");
         let token = format!("demo-steer-token-{n}");
-        self.sandbox_post(
-            "/_sandbox/discord/interactions",
-            &json!({"token": token, "interaction_id": id}),
-        )
-        .await?;
-        let interaction = json!({
-            "id": id, "application_id": self.env.get("DISCORD_APPLICATION_ID"),
-            "type": 2, "token": token, "version": 1,
-            "guild_id": self.env.get("DISCORD_TEST_GUILD_ID"), "channel_id": thread,
-            "channel": {"id": thread, "type": 11, "parent_id": self.env.get("DISCORD_TEST_CHANNEL_ID")},
-            "member": {"user": {"id": "1200000000000000002", "username": "sam", "global_name": "Sam"},
-                       "roles": [self.env.get("DISCORD_TEST_FIX_ROLE_ID")]},
-            "data": {"id": "1100000000000000050", "name": "bugbot", "type": 1,
-                     "options": [{"name": "fix", "type": 1, "options": [
-                         {"name": "details", "type": 3, "value": "Cart total is one dollar too high"}]}]}
-        });
+        self.register_interaction(&id, &token).await?;
+        let interaction = self.sams_fix(&id, &token, &thread, "Cart total is one dollar too high");
         self.signed_interaction(&interaction).await?;
         let job = format!("dc-{id}");
         let mut interactions = vec![id.clone()];
@@ -412,17 +389,38 @@ impl Demo {
         Ok(())
     }
 
+    /// The sandbox's Discord learns of an interaction token (as Discord issues one with each
+    /// interaction), so the answer's edits through it are accepted and shown.
+    async fn register_interaction(&self, id: &str, token: &str) -> Result<()> {
+        self.sandbox_post(
+            "/_sandbox/discord/interactions",
+            &json!({"token": token, "interaction_id": id}),
+        )
+        .await
+    }
+
+    /// Sam's `/bugbot fix` in `thread`, as Discord sends it (Sam has the fix role).
+    fn sams_fix(&self, id: &str, token: &str, thread: &str, details: &str) -> Value {
+        json!({
+            "id": id, "application_id": self.env.get("DISCORD_APPLICATION_ID"),
+            "type": 2, "token": token, "version": 1,
+            "guild_id": self.env.get("DISCORD_TEST_GUILD_ID"), "channel_id": thread,
+            "channel": {"id": thread, "type": 11, "parent_id": self.env.get("DISCORD_TEST_CHANNEL_ID")},
+            "member": {"user": {"id": "1200000000000000002", "username": "sam", "global_name": "Sam"},
+                       "roles": [self.env.get("DISCORD_TEST_FIX_ROLE_ID")]},
+            "data": {"id": "1100000000000000050", "name": "bugbot", "type": 1,
+                     "options": [{"name": "fix", "type": 1, "options": [
+                         {"name": "details", "type": 3, "value": details}]}]}
+        })
+    }
+
     /// A signed press of button `custom_id` by Sam (who has the fix role); the press's interaction
     /// id and Discord's answer.
     async fn press(&self, thread: &str, custom_id: &str) -> Result<(String, String)> {
         let n = unique();
         let id = format!("15{n:017}");
         let token = format!("demo-press-token-{n}");
-        self.sandbox_post(
-            "/_sandbox/discord/interactions",
-            &json!({"token": token, "interaction_id": id}),
-        )
-        .await?;
+        self.register_interaction(&id, &token).await?;
         let press = json!({
             "id": id, "application_id": self.env.get("DISCORD_APPLICATION_ID"),
             "type": 3, "token": token, "version": 1,
