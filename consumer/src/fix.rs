@@ -369,6 +369,7 @@ async fn execute(
             summary: "The fix was pushed by an earlier attempt of this job; its details were not recorded.".into(),
             turns: 0,
             cost_usd: 0.0,
+            cost_unreported: false,
             duration_ms: 0,
             error: None,
         });

@@ -20,8 +20,8 @@ pub struct ClaudeRun {
     pub summary: String,
     /// Turns.
     pub turns: u32,
-    /// Cost.
-    pub cost_usd: f64,
+    /// Cost, as Claude Code reported it (`None`: it ended before reporting one).
+    pub cost_usd: Option<f64>,
     /// Error detail, when it failed.
     pub error: Option<String>,
     /// Edits Claude Code's permissions refused (it tried to change a path it may not).
@@ -334,7 +334,8 @@ pub async fn run(
             outcome: Outcome::Failed,
             summary: String::new(),
             turns: turn,
-            cost_usd: 0.0,
+            // Killed or crashed before its result: what it spent is unknown.
+            cost_usd: None,
             error: Some(format!(
                 "Claude Code exited ({status}) without a result: {}",
                 stderr_tail.trim()
@@ -356,7 +357,7 @@ pub async fn run(
             .as_u64()
             .and_then(|n| u32::try_from(n).ok())
             .unwrap_or(turn),
-        cost_usd: r["total_cost_usd"].as_f64().unwrap_or(0.0),
+        cost_usd: Some(r["total_cost_usd"].as_f64().unwrap_or(0.0)),
         error: (outcome == Outcome::Failed).then(|| format!("Claude Code ended with {subtype:?}")),
         denied: denied_edits(&r, agent.tree, &req.allowed_paths),
     })

@@ -58,16 +58,32 @@ impl std::fmt::Debug for Config {
 pub struct Emitter {
     hub: Arc<Hub>,
     masker: Masker,
+    /// Claude Code was started (its cost counts from then on).
+    model_started: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Emitter {
     /// An emitter masking with `masker`.
     pub fn new(hub: Arc<Hub>, masker: Masker) -> Self {
-        Self { hub, masker }
+        Self {
+            hub,
+            masker,
+            model_started: Arc::default(),
+        }
+    }
+
+    /// Whether the run reached Claude Code (`running` was sent).
+    pub fn model_started(&self) -> bool {
+        self.model_started
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sends one event as a JSON line.
     pub async fn emit(&self, event: &Event) {
+        if matches!(event, Event::Running) {
+            self.model_started
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let mut value = serde_json::to_value(event).unwrap_or_default();
         self.masker.mask_json(&mut value);
         tracing::info!(event = %value, "progress");
@@ -143,16 +159,16 @@ pub async fn run(
                 ..FixResult::empty(Outcome::Failed)
             },
             // The attempt's future was dropped: its agent is killed and its workspace removed.
-            Err(_) => FixResult {
+            Err(_) => unreported_cost(&out, &request, FixResult {
                 error: Some(format!("the wall time of {}s ran out", wall.as_secs())),
                 ..FixResult::empty(Outcome::TimedOut)
-            },
+            }),
         },
         // Stopped: the attempt's future is dropped, so its agent is killed and its workspace
         // removed before the result goes out.
         reason = out.hub.stopped() => {
             tracing::info!(branch = %request.branch, %reason, "run stopped: its agent was killed and its workspace removed");
-            FixResult::stopped(&reason)
+            unreported_cost(&out, &request, FixResult::stopped(&reason))
         },
         () = out.hub.abandoned(config.detached_grace) => {
             heartbeat.abort();
@@ -172,6 +188,16 @@ pub async fn run(
     })
     .await;
     out.hub.finish();
+}
+
+/// A run cut off from outside: if Claude Code had started, it reported no cost, so the run's budget
+/// limit is counted (the budgets must not take a cut-off run for a free one).
+fn unreported_cost(out: &Emitter, request: &FixRequest, result: FixResult) -> FixResult {
+    if out.model_started() {
+        result.with_unreported_cost(request.limits.max_budget_usd)
+    } else {
+        result
+    }
 }
 
 /// The `done` line of a run stopped before it started.
@@ -231,7 +257,7 @@ async fn attempt(
             outcome: Outcome::TimedOut,
             summary: String::new(),
             turns: 0,
-            cost_usd: 0.0,
+            cost_usd: None,
             error: None,
             denied: Vec::new(),
         },
@@ -240,9 +266,12 @@ async fn attempt(
     let mut result = FixResult {
         summary: claude.summary.clone(),
         turns: claude.turns,
-        cost_usd: claude.cost_usd,
+        cost_usd: claude.cost_usd.unwrap_or_default(),
         ..FixResult::empty(claude.outcome)
     };
+    if claude.cost_usd.is_none() {
+        result = result.with_unreported_cost(req.limits.max_budget_usd);
+    }
     if claude.outcome != Outcome::Pushed && !claude.outcome.hit_limit() {
         // Claude Code failed: whatever it left is not pushed.
         result.error = claude.error;

@@ -301,9 +301,14 @@ pub struct FixResult {
     /// Turns Claude Code took.
     #[serde(default)]
     pub turns: u32,
-    /// Cost reported by Claude Code.
+    /// Cost reported by Claude Code; when it ended before reporting one (cut off at the time
+    /// limit, stopped, or gone without a result), the run's budget limit, the most it could
+    /// have cost, and [`FixResult::cost_unreported`] says so.
     #[serde(default)]
     pub cost_usd: f64,
+    /// `cost_usd` is the budget limit, charged because Claude Code reported no cost.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cost_unreported: bool,
     /// Wall time of the request.
     pub duration_ms: u64,
     /// What went wrong (`failed`), secret-free.
@@ -323,8 +328,31 @@ impl FixResult {
             summary: String::new(),
             turns: 0,
             cost_usd: 0.0,
+            cost_unreported: false,
             duration_ms: 0,
             error: None,
+        }
+    }
+
+    /// The same result with the run's budget limit counted as its cost: Claude Code ran but ended
+    /// before it reported what it spent (the limit is the most it may spend: `--max-budget-usd`).
+    pub fn with_unreported_cost(self, limit_usd: f64) -> Self {
+        Self {
+            cost_usd: limit_usd,
+            cost_unreported: true,
+            ..self
+        }
+    }
+
+    /// The model cost as shown to people: `$0.42`, or `up to $2.00 (the run ended before …)`.
+    pub fn cost_text(&self) -> String {
+        if self.cost_unreported {
+            format!(
+                "up to ${:.2} (the run ended before Claude Code reported its cost; the whole limit is counted)",
+                self.cost_usd
+            )
+        } else {
+            format!("${:.2}", self.cost_usd)
         }
     }
 

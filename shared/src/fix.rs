@@ -243,9 +243,9 @@ pub fn pr_body(issue: &Issue, context_summary: &str, result: &FixResult, job: &J
     }
     let _ = writeln!(
         md,
-        "<sub>bugbot · job `{job}` · {} turns · ${:.2} · {:.1} s. Review before merging: the change was made by a model and only its paths were checked.</sub>",
+        "<sub>bugbot · job `{job}` · {} turns · {} · {:.1} s. Review before merging: the change was made by a model and only its paths were checked.</sub>",
         result.turns,
-        result.cost_usd,
+        result.cost_text(),
         result.duration_ms as f64 / 1000.0
     );
     md
@@ -279,9 +279,9 @@ pub mod progress {
 /// The final answer of a fix, with what its model use cost.
 pub fn outcome_text(issue: &Issue, result: &FixResult, pr: Option<&PullRequest>) -> String {
     format!(
-        "{} · model cost ${:.2}",
+        "{} · model cost {}",
         outcome_line(issue, result, pr),
-        result.cost_usd
+        result.cost_text()
     )
 }
 
@@ -316,6 +316,7 @@ pub fn carried_on(earlier: &FixResult, now: &FixResult) -> FixResult {
     whole.changed_files = files;
     whole.turns += earlier.turns;
     whole.cost_usd += earlier.cost_usd;
+    whole.cost_unreported |= earlier.cost_unreported;
     whole.duration_ms += earlier.duration_ms;
     whole
 }
@@ -450,6 +451,7 @@ mod tests {
             summary: "Start the sum at 0.".into(),
             turns: 3,
             cost_usd: 0.01,
+            cost_unreported: false,
             duration_ms: 4200,
             error: None,
         }
@@ -597,5 +599,22 @@ mod tests {
         let mut costly = result(Outcome::Pushed);
         costly.cost_usd = 0.1234;
         assert!(outcome_text(&issue(), &costly, Some(&pr)).ends_with(" · model cost $0.12"));
+    }
+
+    #[test]
+    fn a_cost_claude_code_never_reported_is_shown_as_the_limit_counted() {
+        let mut cut_off = result(Outcome::TimedOut);
+        cut_off.cost_usd = 2.0;
+        cut_off.cost_unreported = true;
+        let text = outcome_text(&issue(), &cut_off, None);
+        assert!(text.contains("model cost up to $2.00"), "{text}");
+        assert!(text.contains("the whole limit is counted"), "{text}");
+        // A continue after it carries the flag: its total is still an upper bound.
+        let whole = carried_on(&cut_off, &result(Outcome::Pushed));
+        assert!(whole.cost_unreported);
+        assert!((whole.cost_usd - 2.01).abs() < 1e-9);
+        // Said only when true, so the executor's answer stays as it was otherwise.
+        let json = serde_json::to_value(result(Outcome::Pushed)).unwrap_or_default();
+        assert!(json.get("cost_unreported").is_none());
     }
 }

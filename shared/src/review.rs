@@ -279,8 +279,9 @@ pub fn outcome_text(pr: &PullRequest, result: &FixResult) -> String {
         ),
     };
     format!(
-        "{line} ({}) · model cost ${:.2}",
-        pr.html_url, result.cost_usd
+        "{line} ({}) · model cost {}",
+        pr.html_url,
+        result.cost_text()
     )
 }
 

@@ -283,6 +283,7 @@ pub async fn executor_stops_a_model_that_never_stops(ctx: Arc<E2e>) -> Result<()
     let (_, events, _) = fix(&ctx, &body, &ctx.env.get("EXECUTOR_TOKEN")).await?;
     let r = result(&events)?;
     ensure_eq!(r["outcome"], "max_turns", "{r}");
+    ensure!(r.get("cost_unreported").is_none(), "a reported cost: {r}");
     ensure_eq!(remote.branches()?, vec!["main".to_owned()]);
 
     // The wall time: everything is killed and the result says so.
@@ -294,7 +295,13 @@ pub async fn executor_stops_a_model_that_never_stops(ctx: Arc<E2e>) -> Result<()
         started.elapsed() < std::time::Duration::from_secs(20),
         "not stopped in time"
     );
-    ensure_eq!(result(&events)?["outcome"], "timed_out");
+    let r = result(&events)?;
+    ensure_eq!(r["outcome"], "timed_out", "{r}");
+    // Claude Code was cut off before it reported a cost: the budget counts the whole limit.
+    ensure!(
+        r["cost_unreported"] == true && r["cost_usd"] == 1.0,
+        "a cut-off run counts its limit: {r}"
+    );
     ensure_eq!(remote.branches()?, vec!["main".to_owned()]);
     // Workspaces are removed, whatever happened.
     let work = ctx.state_dir.join("executor");

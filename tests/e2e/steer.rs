@@ -189,6 +189,11 @@ pub async fn a_fix_is_stopped_and_retried_with_discords_buttons(ctx: Arc<E2e>) -
         said.contains("was stopped by jane") && said.contains("Nothing was pushed"),
         "the message says who stopped it: {said}"
     );
+    // Claude Code was running and reported no cost: the whole limit is counted, and said.
+    ensure!(
+        said.contains("model cost up to $"),
+        "the message says the cost counted: {said}"
+    );
     let retry = format!("bugbot:retry:{job}");
     ensure_eq!(ids, vec![retry.clone()], "it offers Retry");
 
