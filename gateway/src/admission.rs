@@ -19,14 +19,15 @@
 //! Requests share plain data only; every wake comes from the waiting request's own events:
 //! - the leader sends from a task kept alive with its own `waitUntil` (so the batches finish even
 //!   if its sender hangs up), and that task wakes the leader, in the leader's request;
-//! - the others look for their outcome on a timer of their own ([`POLL`]); one that finds no
-//!   ledger request in flight and itself not yet sent leads in turn.
+//! - the others look for their outcome on a timer of their own, less often the longer they wait
+//!   ([`group_commit::poll_after_ms`]); one that finds no ledger request in flight and itself not
+//!   yet sent leads in turn.
 
 use crate::error::GatewayError;
 use crate::{ledger, log};
 use bugbot_shared::admission::{AdmitOutcome, AdmitRequest};
 use bugbot_shared::authz::{AccessPolicy, Refusal};
-use bugbot_shared::group_commit::{GroupCommit, Ticket};
+use bugbot_shared::group_commit::{self, GroupCommit, Ticket};
 use bugbot_shared::job::JobMessage;
 use futures_util::future::select;
 use std::cell::RefCell;
@@ -45,8 +46,6 @@ pub enum Admission {
     Refused(Refusal),
 }
 
-/// How often a waiting admission looks for its outcome.
-const POLL: Duration = Duration::from_millis(1);
 /// An admission waits this long at most, then is answered 503 (the sender may retry; a retry of
 /// a job that was recorded after all is a duplicate). Under Discord's 3-second deadline.
 const WAIT_LIMIT_MS: u64 = 2_500;
@@ -104,6 +103,7 @@ async fn admit_in_batch(
 ) -> Result<AdmitOutcome, GatewayError> {
     let ticket = BATCHES.with_borrow_mut(|b| b.enqueue(request));
     let deadline = crate::now_ms() + WAIT_LIMIT_MS;
+    let mut looks = 0;
     loop {
         if let Some(outcome) = BATCHES.with_borrow_mut(|b| b.take(ticket)) {
             return outcome.map_err(GatewayError::Unavailable);
@@ -127,7 +127,8 @@ async fn admit_in_batch(
             let limit = Duration::from_millis(deadline.saturating_sub(now));
             let _ = select(JsFuture::from(woken), Delay::from(limit)).await;
         } else {
-            Delay::from(POLL).await;
+            Delay::from(Duration::from_millis(group_commit::poll_after_ms(looks))).await;
+            looks += 1;
         }
     }
 }

@@ -404,9 +404,10 @@ impl AdmissionLedger {
         set
     }
 
-    /// Sends the outbox in batches, oldest first, until it is empty (admissions arriving meanwhile
-    /// included); each batch's rows lose their message once the queue has it. One log line per batch
-    /// names its jobs (a line per admission would cost more than the admission, locally).
+    /// Sends the outbox in batches, oldest first: the first batch, then more while a full batch
+    /// waits (a backlog); a smaller rest waits for the next alarm, [`FLUSH_DELAY`] later. Each
+    /// batch's rows lose their message once the queue has it. One log line per batch names its jobs
+    /// (a line per admission would cost more than the admission, locally).
     ///
     /// A batch the queue refuses is sent again one message at a time, so one bad message cannot
     /// hold up the jobs behind it: a message refused while others go through is set aside after
@@ -472,6 +473,11 @@ impl AdmissionLedger {
                     log::info("jobs on the queue", &[("jobs", &ids.join(" "))]);
                 }
                 Err(batch_error) => self.send_one_by_one(&pending, batch_error).await?,
+            }
+            // A backlog goes batch after batch; what arrived while this batch was sent waits for
+            // the next alarm (set by `alarm`), so that it travels as one batch.
+            if !self.book.borrow().a_full_batch_waits() {
+                return Ok(());
             }
         }
     }

@@ -271,6 +271,21 @@ impl AdmissionBook {
         &front[..n]
     }
 
+    /// Whether the outbox holds a full batch: at least [`MAX_BATCH_MESSAGES`], or more than
+    /// [`MAX_BATCH_BYTES`] of them. The alarm sends such a backlog at once, batch after batch; a
+    /// smaller rest waits for the next alarm ([`FLUSH_DELAY_MS`]), so that admissions arriving
+    /// while a batch is sent do not each become a batch of their own.
+    pub fn a_full_batch_waits(&self) -> bool {
+        let mut bytes = 0;
+        for (n, item) in self.outbox.iter().enumerate() {
+            bytes += item.message.len();
+            if n + 1 >= MAX_BATCH_MESSAGES || (n > 0 && bytes > MAX_BATCH_BYTES) {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Takes the messages up to `seq` out of the outbox: they are on the queue.
     pub fn sent_through(&mut self, seq: i64) {
         while self.outbox.front().is_some_and(|o| o.seq <= seq) {
@@ -486,6 +501,27 @@ mod tests {
         book.sent_through(250);
         assert!(book.next_batch().is_empty());
         assert_eq!(book.unsent(), 0);
+    }
+
+    #[test]
+    fn a_full_batch_goes_at_once_and_a_smaller_rest_waits_for_the_next_alarm() {
+        let mut book = AdmissionBook::default();
+        assert!(!book.a_full_batch_waits(), "nothing waits");
+        for k in 1..MAX_BATCH_MESSAGES {
+            admit(&mut book, &request(&format!("job-{k}"), "u", u32::MAX), 1);
+        }
+        assert!(!book.a_full_batch_waits(), "one short of a full batch");
+        admit(&mut book, &request("job-last", "u", u32::MAX), 1);
+        assert!(book.a_full_batch_waits(), "a full batch by count");
+
+        let mut book = AdmissionBook::default();
+        let mut big = request("big-1", "u", 5);
+        big.message = "x".repeat(MAX_BATCH_BYTES / 2 + 1);
+        admit(&mut book, &big, 1);
+        assert!(!book.a_full_batch_waits(), "one message, however large");
+        big.id = "big-2".into();
+        admit(&mut book, &big, 1);
+        assert!(book.a_full_batch_waits(), "a full batch by size");
     }
 
     #[test]

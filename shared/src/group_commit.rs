@@ -18,6 +18,18 @@ pub const LEAD_AT_MOST_MS: u64 = 5_000;
 /// Outcomes nobody took (their request ended) are forgotten after this long.
 pub const OUTCOME_KEPT_MS: u64 = 10_000;
 
+/// A waiting admission looks for its outcome after 1 ms, then waits twice as long each time up
+/// to this (see [`poll_after_ms`]).
+pub const POLL_AT_MOST_MS: u64 = 8;
+
+/// How long a waiting admission sleeps before its next look, after `looks` looks without its
+/// outcome: 1, 2, 4, then [`POLL_AT_MOST_MS`] ms. Each look is a timer and a call into the
+/// isolate; when a burst of requests waits at once, looking every millisecond would take the
+/// CPU the ledger's batch needs.
+pub fn poll_after_ms(looks: u32) -> u64 {
+    (1u64 << looks.min(16)).min(POLL_AT_MOST_MS)
+}
+
 /// One admission's place in the queue.
 pub type Ticket = u64;
 
@@ -148,6 +160,13 @@ mod tests {
         // A ledger request lost in flight does not block the isolate for ever.
         assert!(!g.lead(LEAD_AT_MOST_MS + 3));
         assert!(g.lead(LEAD_AT_MOST_MS + 2 + BATCH_LOST_AFTER_MS));
+    }
+
+    #[test]
+    fn waiting_admissions_look_less_often_the_longer_they_wait() {
+        let waits: Vec<u64> = (0..6).map(poll_after_ms).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 8, 8]);
+        assert_eq!(poll_after_ms(u32::MAX), POLL_AT_MOST_MS);
     }
 
     #[test]
