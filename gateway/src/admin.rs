@@ -269,10 +269,16 @@ pub async fn dev_panic(req: &mut Request, env: &Env) -> Result<Response, Gateway
     dev_only(req, env)?;
     // The raw URL, not `req.url()` (see `query_limit`).
     let url = req.inner().url();
-    let for_consumer = url
-        .split_once('?')
-        .is_some_and(|(_, q)| q.split('&').any(|pair| pair == "worker=consumer"));
-    if !for_consumer {
+    let query = |wanted: &str| {
+        url.split_once('?')
+            .is_some_and(|(_, q)| q.split('&').any(|pair| pair == wanted))
+    };
+    if query("after=await") {
+        // After an await, so the panic comes in a poll from a promise's reaction (`task`).
+        let _ = crate::read_body(req.inner()).await;
+        panic!("a panic asked for by POST /v1/dev/panic, after an await");
+    }
+    if !query("worker=consumer") {
         panic!("a panic asked for by POST /v1/dev/panic");
     }
     let text = serde_json::json!({ (bugbot_shared::job::DEV_PANIC_FIELD): true }).to_string();

@@ -5,58 +5,55 @@
 //! `bugbot_shared::signature`). Imported keys are kept for the isolate's life.
 
 use crate::error::GatewayError;
+use crate::task::Settled;
 use bugbot_shared::signature::{DiscordKeys, DiscordSigned};
 use std::cell::RefCell;
-use worker::js_sys::{self, Array, Function, Object, Promise, Reflect, Uint8Array};
-use worker::wasm_bindgen::{JsCast, JsValue};
-use worker::wasm_bindgen_futures::JsFuture;
+use worker::js_sys::{Array, Promise};
+use worker::wasm_bindgen::{self, JsValue, prelude::wasm_bindgen};
+
+#[wasm_bindgen]
+extern "C" {
+    /// The runtime's `crypto.subtle`, with the two calls made here as typed bindings (one call
+    /// each across the boundary; the byte slices are passed as views of wasm memory, which
+    /// WebCrypto copies before it returns).
+    type Subtle;
+
+    #[wasm_bindgen(thread_local_v2, js_namespace = crypto, js_name = subtle)]
+    static SUBTLE: Subtle;
+
+    #[wasm_bindgen(method, catch, js_name = importKey)]
+    fn import_key(
+        this: &Subtle,
+        format: &str,
+        key: &[u8],
+        algorithm: &JsValue,
+        extractable: bool,
+        usages: &Array,
+    ) -> Result<Promise, JsValue>;
+
+    #[wasm_bindgen(method, catch)]
+    fn verify(
+        this: &Subtle,
+        algorithm: &JsValue,
+        key: &JsValue,
+        signature: &[u8],
+        data: &[u8],
+    ) -> Result<Promise, JsValue>;
+}
 
 thread_local! {
     /// Keys imported into WebCrypto, by their encoding.
     static IMPORTED: RefCell<Vec<([u8; 32], JsValue)>> = const { RefCell::new(Vec::new()) };
-    /// `crypto.subtle`, its `verify`, and the algorithm, looked up once per isolate.
-    static WEBCRYPTO: RefCell<Option<(JsValue, Function, JsValue)>> = const { RefCell::new(None) };
-}
-
-fn webcrypto() -> Result<(JsValue, Function, JsValue), GatewayError> {
-    if let Some(known) = WEBCRYPTO.with(|w| w.borrow().clone()) {
-        return Ok(known);
-    }
-    let subtle = subtle()?;
-    let verify = method(&subtle, "verify")?;
-    let found = (subtle, verify, JsValue::from(algorithm()?));
-    WEBCRYPTO.with(|w| *w.borrow_mut() = Some(found.clone()));
-    Ok(found)
+    /// The algorithm, by its name (WebCrypto takes the name alone where there are no parameters),
+    /// made a JavaScript string once per isolate.
+    static ED25519: JsValue = JsValue::from_str("Ed25519");
 }
 
 fn js_error(what: &str) -> impl Fn(JsValue) -> GatewayError + '_ {
     move |e| GatewayError::Unavailable(format!("WebCrypto {what}: {e:?}"))
 }
 
-fn subtle() -> Result<JsValue, GatewayError> {
-    let crypto = Reflect::get(&js_sys::global(), &JsValue::from_str("crypto"))
-        .map_err(js_error("crypto"))?;
-    Reflect::get(&crypto, &JsValue::from_str("subtle")).map_err(js_error("subtle"))
-}
-
-fn method(target: &JsValue, name: &str) -> Result<Function, GatewayError> {
-    Reflect::get(target, &JsValue::from_str(name))
-        .and_then(JsCast::dyn_into)
-        .map_err(js_error(name))
-}
-
-fn algorithm() -> Result<Object, GatewayError> {
-    let algorithm = Object::new();
-    Reflect::set(
-        &algorithm,
-        &JsValue::from_str("name"),
-        &JsValue::from_str("Ed25519"),
-    )
-    .map_err(js_error("algorithm"))?;
-    Ok(algorithm)
-}
-
-async fn imported(subtle: &JsValue, raw: &[u8; 32]) -> Result<JsValue, GatewayError> {
+async fn imported(raw: &[u8; 32]) -> Result<JsValue, GatewayError> {
     let known = IMPORTED.with(|k| {
         k.borrow()
             .iter()
@@ -67,17 +64,10 @@ async fn imported(subtle: &JsValue, raw: &[u8; 32]) -> Result<JsValue, GatewayEr
         return Ok(key);
     }
     let usages = Array::of1(&JsValue::from_str("verify"));
-    let args = Array::of5(
-        &JsValue::from_str("raw"),
-        &Uint8Array::from(&raw[..]),
-        &JsValue::from(algorithm()?),
-        &JsValue::FALSE,
-        &usages,
-    );
-    let promise: Promise = Reflect::apply(&method(subtle, "importKey")?, subtle, &args)
-        .and_then(JsCast::dyn_into)
+    let promise = ED25519
+        .with(|algorithm| SUBTLE.with(|s| s.import_key("raw", raw, algorithm, false, &usages)))
         .map_err(js_error("importKey"))?;
-    let key = JsFuture::from(promise)
+    let key = Settled::new(&promise)
         .await
         .map_err(js_error("importKey"))?;
     IMPORTED.with(|k| k.borrow_mut().push((*raw, key.clone())));
@@ -86,17 +76,15 @@ async fn imported(subtle: &JsValue, raw: &[u8; 32]) -> Result<JsValue, GatewayEr
 
 /// Whether `signed` verifies under any of `keys` (each is tried, so the time does not say which).
 pub async fn verify_any(keys: &DiscordKeys, signed: &DiscordSigned) -> Result<bool, GatewayError> {
-    let (subtle, verify, algorithm) = webcrypto()?;
-    let signature = Uint8Array::from(&signed.signature[..]);
-    let message = Uint8Array::from(&signed.message[..]);
     let mut matched = false;
     for raw in keys.raw() {
-        let key = imported(&subtle, &raw).await?;
-        let args = Array::of4(&algorithm, &key, &signature, &message);
-        let promise: Promise = Reflect::apply(&verify, &subtle, &args)
-            .and_then(JsCast::dyn_into)
+        let key = imported(&raw).await?;
+        let promise = ED25519
+            .with(|algorithm| {
+                SUBTLE.with(|s| s.verify(algorithm, &key, &signed.signature, &signed.message))
+            })
             .map_err(js_error("verify"))?;
-        let ok = JsFuture::from(promise).await.map_err(js_error("verify"))?;
+        let ok = Settled::new(&promise).await.map_err(js_error("verify"))?;
         matched |= ok.as_bool().unwrap_or(false);
     }
     Ok(matched)

@@ -19,13 +19,15 @@ const rustFetch = gateway.prototype.fetch;
 const initState = globalThis.__worker_init_state;
 
 export default {
-  async fetch(request, env, ctx) {
+  // Not async: the Rust handler gives its answer itself when it needs no I/O, and otherwise a
+  // promise, which the runtime awaits (an `await` here would add a promise and a reaction).
+  fetch(request, env, ctx) {
     if (initState.criticalError) {
       // A trap poisoned the instance: worker-build's wrapper re-instantiates the module.
       return new gateway(ctx, env).fetch(request);
     }
     try {
-      return await rustFetch.call({ env, ctx }, request);
+      return rustFetch.call({ env, ctx }, request);
     } catch (error) {
       if (error instanceof WebAssembly.RuntimeError) {
         console.error("Critical", error);

@@ -20,6 +20,7 @@ mod ledger;
 mod log;
 mod mentions;
 mod steer;
+mod task;
 
 pub use ledger::AdmissionLedger;
 pub use mentions::DiscordGateway;
@@ -38,11 +39,35 @@ fn start() {
     bugbot_edge::install_panic_hook("gateway");
 }
 
+/// The Worker's fetch handler (worker-build's entry calls the wasm export `fetch`). Its future is
+/// driven by `task` (polled at once, and again straight from the reaction that wakes it), not
+/// through `#[event(fetch)]` and wasm-bindgen-futures. An error is logged and answered 500, as
+/// `#[event(fetch)]` does.
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn fetch(req: web_sys::Request, env: Env, ctx: worker::worker_sys::Context) -> JsValue {
+    task::drive(async move {
+        match handle(req, env, Context::new(ctx)).await {
+            Ok(response) => Ok(response.into()),
+            Err(e) => {
+                log::error("request failed", &[("error", &e.to_string())]);
+                let answer =
+                    error::json_answer(500, &serde_json::json!({ "error": "internal error" }));
+                answer
+                    .map(Into::into)
+                    .map_err(|e| JsValue::from_str(&e.detail()))
+            }
+        }
+    })
+}
+
 /// The webhooks and `/health` take the runtime's request as it is; the other routes wrap it in a
 /// `worker::Request`, which reads the request's `cf` object (a parse, per request, that the
 /// busiest paths do not need).
-#[event(fetch)]
-async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
+async fn handle(
+    req: web_sys::Request,
+    env: Env,
+    ctx: Context,
+) -> worker::Result<web_sys::Response> {
     let url = req.url();
     let answered = match (req.method().as_str(), path_of(&url).trim_matches('/')) {
         ("GET" | "HEAD", "health") => {
@@ -133,7 +158,7 @@ pub(crate) async fn read_body(req: &web_sys::Request) -> Result<Vec<u8>, Gateway
         Ok(_) => {}
         Err(_) => return Err(GatewayError::BadRequest("invalid Content-Length".into())),
     }
-    let buffer = JsFuture::from(req.array_buffer().map_err(unreadable)?)
+    let buffer = task::Settled::new(&req.array_buffer().map_err(unreadable)?)
         .await
         .map_err(unreadable)?;
     let body = js_sys::Uint8Array::new(&buffer).to_vec();
