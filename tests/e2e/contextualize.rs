@@ -151,7 +151,7 @@ pub async fn contextualize_in_a_thread_makes_one_issue_one_packet_and_answers(
     ctx.wait_idle().await?;
     let thread = thread_with_report(&ctx).await?;
     let (job, interaction) = contextualize(&ctx, &thread).await?;
-    let record = wait_status(&ctx, &job, "succeeded", 30).await?;
+    let record = wait_status(&ctx, &job, "succeeded", 60).await?;
 
     let state = ctx.sandbox_state().await?;
     no_violations(&state)?;
@@ -196,7 +196,7 @@ pub async fn contextualize_in_a_thread_makes_one_issue_one_packet_and_answers(
 
     // The same thread asks again: the same issue, a second packet, no second issue.
     let (job2, _) = contextualize(&ctx, &thread).await?;
-    wait_status(&ctx, &job2, "succeeded", 30).await?;
+    wait_status(&ctx, &job2, "succeeded", 60).await?;
     let state = ctx.sandbox_state().await?;
     let (issues, comments) = linear_for(&state, &thread.url);
     ensure_eq!(issues.len(), 1, "still one issue: {issues:?}");
@@ -213,7 +213,7 @@ pub async fn an_expired_interaction_token_answers_in_the_channel(ctx: Arc<E2e>) 
     ctx.wait_idle().await?;
     let thread = thread_with_report(&ctx).await?;
     let (job, interaction) = contextualize_with(&ctx, &thread, true).await?;
-    wait_status(&ctx, &job, "succeeded", 30).await?;
+    wait_status(&ctx, &job, "succeeded", 60).await?;
     let state = ctx.sandbox_state().await?;
     no_violations(&state)?;
     let (issues, _) = linear_for(&state, &thread.url);
@@ -350,7 +350,7 @@ pub async fn linear_down_for_good_ends_in_the_dlq_and_replay_completes_once(
     // Linear is back: the replay completes the job, once.
     let replay = ctx.admin_post(&format!("/v1/dlq/{job}/replay")).await?;
     ensure_eq!(replay.status, 202, "{}", replay.text);
-    wait_status(&ctx, &job, "succeeded", 30).await?;
+    wait_status(&ctx, &job, "succeeded", 60).await?;
     let state = ctx.sandbox_state().await?;
     no_violations(&state)?;
     let (issues, comments) = linear_for(&state, &thread.url);
@@ -381,7 +381,7 @@ pub async fn github_contextualize_comments_on_the_issue(ctx: Arc<E2e>) -> Result
         "@bugbot contextualize",
     )
     .await?;
-    wait_status(&ctx, &job, "succeeded", 30).await?;
+    wait_status(&ctx, &job, "succeeded", 60).await?;
 
     let state = ctx.sandbox_state().await?;
     no_violations(&state)?;
@@ -527,7 +527,7 @@ pub async fn mention_jobs_reply_to_the_mention_and_edit_that_reply(ctx: Arc<E2e>
         "report": {"text": ""}, "references": {}, "enqueued_at_ms": 1
     });
     ctx.enqueue_raw(&message).await?;
-    wait_status(&ctx, &job, "succeeded", 30).await?;
+    wait_status(&ctx, &job, "succeeded", 60).await?;
     let state = ctx.sandbox_state().await?;
     no_violations(&state)?;
     let replies: Vec<&Value> = state["discord"]["posted"]
@@ -570,7 +570,7 @@ async fn packet_for_a_new_issue(ctx: &E2e, issue: Value) -> Result<String> {
         .github_delivery("issue_comment", &delivery, &serde_json::to_vec(&payload)?)
         .await?;
     ensure_eq!(a.status, 202, "{}", a.text);
-    wait_status(ctx, &format!("gh-{delivery}"), "succeeded", 30).await?;
+    wait_status(ctx, &format!("gh-{delivery}"), "succeeded", 60).await?;
     let state = ctx.sandbox_state().await?;
     no_violations(&state)?;
     let (_, comments) = linear_for(&state, &crate::gateway::issue_url(ctx, number));
@@ -679,7 +679,7 @@ pub async fn posthog_finds_reporters_as_written_within_the_reports_window(
         session: String::new(),
     };
     let (job, _) = contextualize(&ctx, &thread).await?;
-    wait_status(&ctx, &job, "succeeded", 30).await?;
+    wait_status(&ctx, &job, "succeeded", 60).await?;
     let state = ctx.sandbox_state().await?;
     no_violations(&state)?;
     let (_, comments) = linear_for(&state, &thread.url);
@@ -717,7 +717,7 @@ pub async fn without_the_message_content_intent_the_packet_says_so(ctx: Arc<E2e>
     crate::mentions::message_content_intent(&ctx, false).await?;
     let outcome = async {
         let (job, _) = contextualize(&ctx, &thread).await?;
-        wait_status(&ctx, &job, "succeeded", 30).await
+        wait_status(&ctx, &job, "succeeded", 60).await
     }
     .await;
     crate::mentions::message_content_intent(&ctx, true).await?;

@@ -24,6 +24,14 @@ pub(crate) fn fresh_id() -> String {
     )
 }
 
+/// An issue number no other case of this run uses (a number used twice would find the earlier
+/// case's Linear issue and its packet).
+pub(crate) fn fresh_issue_number() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(7001);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 fn slash(ctx: &E2e, sub: &str, user: &str, roles: &[String], details: &str) -> Value {
     json!({
         "id": fresh_id(),
@@ -339,7 +347,7 @@ pub async fn github_permission_decides_for_untrusted_associations_and_refusals_a
         .github_delivery("issue_comment", &delivery, &serde_json::to_vec(&payload)?)
         .await?;
     ensure_eq!(a.status, 202, "{}", a.text);
-    crate::contextualize::wait_status(&ctx, &format!("gh-{delivery}"), "succeeded", 30).await?;
+    crate::contextualize::wait_status(&ctx, &format!("gh-{delivery}"), "succeeded", 60).await?;
 
     let mut refused = Vec::new();
     for attempt in 0..2 {
@@ -355,7 +363,7 @@ pub async fn github_permission_decides_for_untrusted_associations_and_refusals_a
             .await?;
         ensure_eq!(a.status, 202, "{}", a.text);
         let job = format!("gh-{delivery}");
-        crate::contextualize::wait_status(&ctx, &job, "refused", 30).await?;
+        crate::contextualize::wait_status(&ctx, &job, "refused", 60).await?;
         refused.push(job);
     }
     let state = ctx.sandbox_state().await?;
@@ -590,7 +598,7 @@ pub(crate) async fn issue_with_a_member_comment(
     issue: Value,
     comment: &str,
 ) -> Result<(u64, String, Value)> {
-    let number: u64 = 7000 + fresh_id()[10..14].parse::<u64>().unwrap_or(1);
+    let number = fresh_issue_number();
     let repo = ctx.env.get("GITHUB_TEST_REPO");
     let title = issue["title"].as_str().unwrap_or_default().to_owned();
     let mut seeded = issue;
@@ -650,7 +658,7 @@ pub async fn a_label_on_a_pull_request_asks_like_a_label_on_an_issue(ctx: Arc<E2
         .await?;
     ensure_eq!(a.status, 202, "{}", a.text);
     ensure!(a.json["job_id"].is_string(), "a job: {}", a.text);
-    crate::contextualize::wait_status(&ctx, &format!("gh-{delivery}"), "succeeded", 30).await?;
+    crate::contextualize::wait_status(&ctx, &format!("gh-{delivery}"), "succeeded", 60).await?;
     let state = ctx.sandbox_state().await?;
     crate::context::no_violations(&state)?;
     let answered = state["github"]["comments"]

@@ -82,16 +82,25 @@ fn main() -> ExitCode {
 
     // Cases share one stack and its sandbox, so they run one at a time.
     args.test_threads = Some(1);
+    // Failures are said again after the logs' tails, so that the end of the output names them.
+    let failures: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
     let trials = cases
         .into_iter()
         .map(|(name, case)| {
             let ctx = ctx.clone();
             let rt = rt.clone();
+            let failures = failures.clone();
             // The Container cases need the stack's Containers (off with BUGBOT_CONTAINERS=0).
             let ignored =
                 name.starts_with("container::") && !bugbot_tests::stack::containers_wanted();
             Trial::test(name, move || {
-                rt.block_on(case(ctx)).map_err(|e| format!("{e:#}").into())
+                rt.block_on(case(ctx)).map_err(|e| {
+                    let said = format!("{e:#}");
+                    if let Ok(mut f) = failures.lock() {
+                        f.push(format!("{name}: {}", clip(&said, 3000)));
+                    }
+                    said.into()
+                })
             })
             .with_ignored_flag(ignored)
         })
@@ -104,7 +113,22 @@ fn main() -> ExitCode {
                 stack.log_tail(part, 60)
             );
         }
+        if let Ok(f) = failures.lock() {
+            eprintln!("---- failed ----\n{}", f.join("\n\n"));
+        }
     }
     drop(stack);
     conclusion.exit_code()
+}
+
+/// The first `max` bytes of a text (cut at a character boundary), marked when cut.
+fn clip(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{} […]", &text[..end])
 }

@@ -100,7 +100,7 @@ pub async fn a_mention_contextualizes_and_replies_in_the_thread(ctx: Arc<E2e>) -
     let thread = thread_with_report(&ctx).await?;
     let id = mention(&ctx, &thread.channel, "contextualize", &[]).await?;
     let job = format!("dm-{id}");
-    wait_status(&ctx, &job, "succeeded", 30).await?;
+    wait_status(&ctx, &job, "succeeded", 60).await?;
     let state = ctx.sandbox_state().await?;
     let replies = replies_in(&state, &thread.channel);
     ensure_eq!(replies.len(), 1, "one reply: {replies:?}");
@@ -128,7 +128,7 @@ pub async fn a_mention_replayed_after_a_drop_is_one_job(ctx: Arc<E2e>) -> Result
     }
     // Drop the connection; on resume the stand-in replays that mention, as Discord may.
     drop_and_resume(&ctx, &before).await?;
-    wait_status(&ctx, &job, "succeeded", 30).await?;
+    wait_status(&ctx, &job, "succeeded", 60).await?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     ensure_eq!(ctx.consumer_receipts(&job), 1, "one job");
     let state = ctx.sandbox_state().await?;
@@ -162,7 +162,7 @@ pub async fn missed_heartbeat_acks_reconnect_and_mentions_still_arrive(
     );
     let thread = thread_with_report(&ctx).await?;
     let id = mention(&ctx, &thread.channel, "contextualize", &[]).await?;
-    wait_status(&ctx, &format!("dm-{id}"), "succeeded", 30).await?;
+    wait_status(&ctx, &format!("dm-{id}"), "succeeded", 60).await?;
     Ok(())
 }
 

@@ -79,7 +79,7 @@ pub async fn dlq_script_lists_and_replays_a_dead_job(ctx: Arc<E2e>) -> Result<()
     );
     let replayed = tool(&["replay", &job])?;
     ensure!(replayed.contains("back on the queue"), "{replayed}");
-    wait_status(&ctx, &job, "succeeded", 30).await?;
+    wait_status(&ctx, &job, "succeeded", 60).await?;
     ensure!(
         !tool(&["dlq"])?.contains(&job),
         "replayed jobs leave the list"
@@ -161,6 +161,28 @@ pub async fn a_panic_reaches_the_structured_logs_and_the_workers_recover(
     wait_for_panic_line(&ctx, "gateway", TEXT, 10).await?;
     let a = E2e::answer(ctx.http.get(ctx.gateway("/health")).send().await?).await?;
     ensure_eq!(a.status, 200, "the gateway after its panic: {}", a.text);
+
+    // The same when the panic comes after an await, in a poll the gateway's executor runs from a
+    // promise's reaction rather than in the request's first call.
+    let r = ctx
+        .http
+        .post(ctx.gateway("/v1/dev/panic?after=await"))
+        .bearer_auth(ctx.env.get("ADMIN_TOKEN"))
+        .body("a body to await")
+        .send()
+        .await?;
+    let a = E2e::answer(r).await?;
+    anyhow::ensure!(a.status >= 500, "a panicking request answered {}", a.status);
+    wait_for_panic_line(&ctx, "gateway", "after an await", 10).await?;
+    for _ in 0..3 {
+        let a = E2e::answer(ctx.http.get(ctx.gateway("/health")).send().await?).await?;
+        ensure_eq!(
+            a.status,
+            200,
+            "the gateway after a panic in a reaction: {}",
+            a.text
+        );
+    }
 
     // The consumer: a queue message that makes it panic.
     let a = ctx.admin_post("/v1/dev/panic?worker=consumer").await?;

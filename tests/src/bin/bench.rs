@@ -34,9 +34,14 @@ struct Args {
     #[arg(long, default_value_t = 50)]
     repo_mb: usize,
     /// Attach wrangler's DevTools inspector, as `wrangler dev` does (by default the gateway runs
-    /// under wrangler's dev server without it: see docs/benchmarks.md).
+    /// under wrangler's dev server without it: see docs/benchmarks.md). Implies --via-proxy.
     #[arg(long)]
     inspector: bool,
+    /// Send the load through wrangler's dev proxy, as a client of `wrangler dev` does, instead of
+    /// to the socket of the workerd that runs the Workers (see docs/benchmarks.md: the proxy, a
+    /// dev-only part, takes more CPU than the Worker it fronts).
+    #[arg(long)]
+    via_proxy: bool,
     /// Pre-signed requests per run of a signed scenario (each run sends new ones; more than a run
     /// sends). Default: 1,500 per second of the run, plus 1,000.
     #[arg(long)]
@@ -93,17 +98,15 @@ const CPU_GROUPS: [&str; 4] = [
 ];
 
 /// Which group a process belongs to, from its command line. wrangler dev runs two workerd
-/// processes: its proxy, listening on the public port (`target_port`, the one measured), and the
-/// one running the Workers.
-fn cpu_group(cmdline: &str, target_port: &str) -> Option<&'static str> {
+/// processes: its proxy, listening on the dev server's port, and the one running the Workers,
+/// whose entry socket gets a port of the system's choosing (`:0`).
+fn cpu_group(cmdline: &str) -> Option<&'static str> {
     if cmdline.contains("workerd serve") {
-        Some(
-            if cmdline.contains(&format!("entry=127.0.0.1:{target_port} ")) {
-                CPU_GROUPS[1]
-            } else {
-                CPU_GROUPS[0]
-            },
-        )
+        Some(if cmdline.contains("entry=127.0.0.1:0 ") {
+            CPU_GROUPS[0]
+        } else {
+            CPU_GROUPS[1]
+        })
     } else if cmdline.contains("wrangler-dist/cli.js")
         || cmdline.contains("gateway-without-inspector.mjs")
     {
@@ -120,7 +123,7 @@ type CpuSnapshot = (
     (f64, f64),
 );
 
-fn cpu_snapshot(target_port: &str) -> CpuSnapshot {
+fn cpu_snapshot() -> CpuSnapshot {
     let mut out = std::collections::HashMap::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(pid) = entry
@@ -134,7 +137,7 @@ fn cpu_snapshot(target_port: &str) -> CpuSnapshot {
             continue;
         };
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        let Some(group) = cpu_group(&cmd, target_port) else {
+        let Some(group) = cpu_group(&cmd) else {
             continue;
         };
         // utime and stime.
@@ -210,8 +213,11 @@ impl Spec {
 
 /// Writes the requests as raw HTTP (NUL-separated) and a wrk script that sends them in turn, each
 /// thread taking its own share (every n-th of them, n the script's argument).
-/// (Data in a file, not Lua constants: LuaJIT limits the constants of one chunk.)
-fn write_script(path: &Path, requests: &[Spec], host: &str) -> Result<()> {
+/// (Data in a file, not Lua constants: LuaJIT limits the constants of one chunk.) With `think_ms`,
+/// each connection waits that long on average (uniformly 0 to twice it) after an answer before it
+/// sends again: a steady load below saturation, its arrivals spread out (a fixed wait would keep
+/// the connections in step, sending bursts of 64). wrk times each request from when it is sent.
+fn write_script(path: &Path, requests: &[Spec], host: &str, think_ms: Option<u32>) -> Result<()> {
     let mut data = Vec::new();
     for r in requests {
         let mut head = format!("{} {} HTTP/1.1\r\nHost: {host}\r\n", r.method, r.path);
@@ -235,6 +241,7 @@ end
 function init(args)
   nthreads = tonumber(args[1]) or 1
   i = tid
+  math.randomseed(os.time() + 7919 * tid)
   reqs = {{}}
   local f = assert(io.open("{}", "rb"))
   local data = f:read("*a")
@@ -246,8 +253,13 @@ function request()
   i = i + nthreads
   return r
 end
+{}
 "#,
-        data_path.display()
+        data_path.display(),
+        think_ms.map_or(String::new(), |ms| format!(
+            "function delay()\n  return math.random(0, {})\nend",
+            2 * ms
+        ))
     );
     std::fs::write(path, lua)?;
     Ok(())
@@ -327,14 +339,45 @@ fn parse_wrk(out: &str) -> Result<Figures> {
     Ok(f)
 }
 
+/// Waits (up to a minute) until the Workers' runtimes are idle: what a previous run left to do in
+/// the background (a ledger's outbox draining to the queue after thousands of admissions) would
+/// otherwise be charged to the next run, whichever target that is.
+fn wait_until_idle() {
+    const WINDOW: Duration = Duration::from_millis(500);
+    let workers_cpu = || -> std::collections::HashMap<u32, f64> {
+        cpu_snapshot()
+            .0
+            .into_iter()
+            .filter(|(_, (group, _))| *group == CPU_GROUPS[0])
+            .map(|(pid, (_, cpu))| (pid, cpu))
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        let before = workers_cpu();
+        std::thread::sleep(WINDOW);
+        let used: f64 = workers_cpu()
+            .iter()
+            .map(|(pid, cpu)| cpu - before.get(pid).copied().unwrap_or(*cpu))
+            .sum();
+        // Under 5 % of a core: idle (the tick counters' resolution is 10 ms).
+        if used <= 0.05 * WINDOW.as_secs_f64() {
+            return;
+        }
+    }
+    eprintln!(
+        "bench: the Workers' runtimes were still busy after a minute; this run shares the CPU with that work"
+    );
+}
+
 fn run_wrk(url: &str, script: &Path, connections: u32, seconds: u32) -> Result<Figures> {
+    wait_until_idle();
     // One wrk thread: it drives far more than this gateway's thousand requests/s, and with two,
     // the first one sends while wrk still loads the second one's requests, before its clock starts
     // (the loading competes for the CPU and the early answers inflate requests/s; the real
     // `issue_comment` payloads make that file large).
     let threads = 1;
-    let port = url.rsplit(':').next().unwrap_or_default();
-    let (before, busy_before) = cpu_snapshot(port);
+    let (before, busy_before) = cpu_snapshot();
     let wrk_before = children_cpu_seconds();
     let started = std::time::Instant::now();
     let out = std::process::Command::new("wrk")
@@ -352,7 +395,7 @@ fn run_wrk(url: &str, script: &Path, connections: u32, seconds: u32) -> Result<F
     if !out.status.success() {
         bail!("wrk failed: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let (after, busy_after) = cpu_snapshot(port);
+    let (after, busy_after) = cpu_snapshot();
     let elapsed = started.elapsed().as_secs_f64();
     let mut f = parse_wrk(&String::from_utf8_lossy(&out.stdout))?;
     let mut by_group: std::collections::HashMap<&str, f64> = std::collections::HashMap::new();
@@ -402,12 +445,40 @@ fn children_cpu_seconds() -> f64 {
     stat_seconds(Path::new("/proc/self/stat"), [13, 14]).unwrap_or(0.0)
 }
 
-fn wasm_size(crate_dir: &str) -> Result<(u64, u64)> {
+/// A Worker's wasm size, raw and gzip; `None` if it is not built (the gateway's benchmark starts
+/// the gateway alone, so the consumer is built only if something else built it).
+fn wasm_size(crate_dir: &str) -> Result<Option<(u64, u64)>> {
     let path = repo_root().join(crate_dir).join("build/index_bg.wasm");
-    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     std::io::Write::write_all(&mut gz, &bytes)?;
-    Ok((bytes.len() as u64, gz.finish()?.len() as u64))
+    Ok(Some((bytes.len() as u64, gz.finish()?.len() as u64)))
+}
+
+/// The address of the workerd that runs a Worker started by `dev/gateway-without-inspector.mjs`,
+/// which prints it to its log (`log`) once ready.
+async fn runtime_socket(log: &Path) -> Result<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(url) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("runtime socket: "))
+        {
+            if !url.starts_with("http://") {
+                bail!("no runtime socket in {}: {url}", log.display());
+            }
+            return Ok(url.trim().to_owned());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("no runtime socket in {}", log.display());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The JavaScript twin (`bench/js-twin/`), under the same runtime as the gateway: wrangler's dev
@@ -499,16 +570,29 @@ fn median(mut values: Vec<f64>, higher_is_worse: bool) -> f64 {
 }
 
 async fn gateway_bench(stack: &Stack, args: &Args, tmp: &Path) -> Result<()> {
-    let gateway = stack.env.get("GATEWAY_URL");
     let twin = start_twin(stack, tmp).await?;
+    let via_proxy = args.via_proxy || args.inspector;
+    let (gateway, twin_url) = if via_proxy {
+        (stack.env.get("GATEWAY_URL"), twin.url.clone())
+    } else {
+        (
+            runtime_socket(&stack.log_dir.join("workers.log")).await?,
+            runtime_socket(&tmp.join("twin.log")).await?,
+        )
+    };
     println!(
-        "bugbot gateway against a plain JavaScript Worker doing the same work (bench/js-twin), both under wrangler's dev server without the inspector ({}), wrk at {} connections, {}s runs, {} rounds alternating which goes first",
+        "bugbot gateway against a plain JavaScript Worker doing the same work (bench/js-twin), both under wrangler's dev server without the inspector ({}), wrk at {} connections {}, {}s runs, {} rounds alternating which goes first",
         if args.inspector {
             "the gateway with the inspector: --inspector"
         } else {
             "dev/gateway-without-inspector.mjs"
         },
         CONNECTIONS,
+        if via_proxy {
+            "through wrangler's dev proxy (--via-proxy)"
+        } else {
+            "to the socket of the workerd running the Workers (wrangler's dev proxy bypassed; --via-proxy to include it)"
+        },
         args.seconds,
         args.rounds.max(1)
     );
@@ -527,13 +611,14 @@ async fn gateway_bench(stack: &Stack, args: &Args, tmp: &Path) -> Result<()> {
         sent.set(from + n);
         from..from + n
     };
-    let next_script = |scenario: Scenario, path: &Path, url: &str| -> Result<()> {
-        let specs = signed_requests(scenario, take(per_run), env);
-        write_script(path, &specs, url.trim_start_matches("http://"))
-    };
+    let next_script =
+        |scenario: Scenario, path: &Path, url: &str, think_ms: Option<u32>| -> Result<()> {
+            let specs = signed_requests(scenario, take(per_run), env);
+            write_script(path, &specs, url.trim_start_matches("http://"), think_ms)
+        };
     let targets = [
         ("bugbot (Rust/WASM)", gateway.as_str()),
-        ("JavaScript twin", twin.url.as_str()),
+        ("JavaScript twin", twin_url.as_str()),
     ];
     let rounds = args.rounds.max(1) as usize;
     let mut all_met = true;
@@ -551,18 +636,33 @@ async fn gateway_bench(stack: &Stack, args: &Args, tmp: &Path) -> Result<()> {
                 .context("no requests")?
                 .check(url)
                 .await?;
-            next_script(scenario, &script, url)?;
+            next_script(scenario, &script, url, None)?;
             run_wrk(url, &script, 16, 2)?;
         }
-        let mut runs: [Vec<Figures>; 2] = [Vec::new(), Vec::new()];
-        for round in 0..rounds {
-            let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-            for t in order {
-                let url = targets[t].1;
-                next_script(scenario, &script, url)?;
-                runs[t].push(run_wrk(url, &script, CONNECTIONS, args.seconds)?);
+        // Each round runs each target once, which goes first alternating.
+        let alternating = |think_ms: Option<u32>| -> Result<[Vec<Figures>; 2]> {
+            let mut runs: [Vec<Figures>; 2] = [Vec::new(), Vec::new()];
+            for round in 0..rounds {
+                let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+                for t in order {
+                    let url = targets[t].1;
+                    next_script(scenario, &script, url, think_ms)?;
+                    runs[t].push(run_wrk(url, &script, CONNECTIONS, args.seconds)?);
+                }
             }
-        }
+            Ok(runs)
+        };
+        let runs = alternating(None)?;
+        // Latency at the same steady load on both, half what the twin sustains: at saturation a
+        // request's wait is mostly its place in the runtime's queue, and which connections the
+        // runtime serves first makes p99 swing tenfold from run to run on the same Worker.
+        let twin_rps = median(runs[1].iter().map(|f| f.rps).collect(), false);
+        let think_ms = (f64::from(CONNECTIONS) * 1000.0 / (twin_rps / 2.0).max(1.0)).round() as u32;
+        let steady = if scenario == Scenario::Health {
+            [Vec::new(), Vec::new()]
+        } else {
+            alternating(Some(think_ms))?
+        };
         println!("\n{}", scenario.label());
         println!(
             "  {:<20} {:>6} {:>10} {:>9} {:>9} {:>8} {:>16} {:>14}   CPU ms/req by process: {}",
@@ -576,44 +676,50 @@ async fn gateway_bench(stack: &Stack, args: &Args, tmp: &Path) -> Result<()> {
             "all CPU ms/req",
             CPU_GROUPS.join(" / ")
         );
-        for (t, (name, _)) in targets.iter().enumerate() {
-            for (i, f) in runs[t].iter().enumerate() {
-                let total: f64 = f.cpu_ms.iter().map(|(_, ms)| ms).sum();
-                println!(
-                    "  {:<20} {:>6} {:>10.0} {:>9.2} {:>9.2} {:>8} {:>16.3} {:>14.3}   {} (busy {:.2} cores, steal {:.2})",
-                    name,
-                    i + 1,
-                    f.rps,
-                    f.p50_ms,
-                    f.p99_ms,
-                    f.non_2xx,
-                    f.cpu_ms[0].1,
-                    total,
-                    f.cpu_ms
-                        .iter()
-                        .map(|(_, ms)| format!("{ms:.3}"))
-                        .collect::<Vec<_>>()
-                        .join(" / "),
-                    f.busy_cores,
-                    f.steal_cores
-                );
+        let rows = |runs: &[Vec<Figures>; 2]| {
+            for (t, (name, _)) in targets.iter().enumerate() {
+                for (i, f) in runs[t].iter().enumerate() {
+                    print_row(name, i + 1, f);
+                }
             }
+        };
+        rows(&runs);
+        if !steady[0].is_empty() {
+            println!(
+                "  at a steady load below saturation, the same on both ({think_ms} ms between a connection's answer and its next request: about {:.0} req/s):",
+                f64::from(CONNECTIONS) * 1000.0 / f64::from(think_ms.max(1))
+            );
+            rows(&steady);
         }
         let ratios: Vec<f64> = runs[0]
             .iter()
             .zip(&runs[1])
             .map(|(b, j)| b.rps / j.rps.max(1.0))
             .collect();
-        let errors: u64 = runs.iter().flatten().map(|f| f.non_2xx).sum();
-        let p99 = |t: usize| median(runs[t].iter().map(|f| f.p99_ms).collect(), true);
+        let errors: u64 = runs
+            .iter()
+            .chain(&steady)
+            .flatten()
+            .map(|f| f.non_2xx)
+            .sum();
+        let p99_of = |runs: &[Vec<Figures>; 2], t: usize| {
+            median(runs[t].iter().map(|f| f.p99_ms).collect(), true)
+        };
+        let (p99, steady_p99) = (|t| p99_of(&runs, t), |t| p99_of(&steady, t));
         let cpu = |t: usize| median(runs[t].iter().map(|f| f.cpu_ms[0].1).collect(), true);
         let median_ratio = median(ratios.clone(), false);
-        let met = ratios.iter().all(|r| *r >= 1.0) && p99(0) <= p99(1) && errors == 0;
+        // p99 is compared at the steady load (see above); without one (`/health`), at saturation.
+        let p99_no_worse = if steady[0].is_empty() {
+            p99(0) <= p99(1)
+        } else {
+            steady_p99(0) <= steady_p99(1)
+        };
+        let met = ratios.iter().all(|r| *r >= 1.0) && p99_no_worse && errors == 0;
         if scenario != Scenario::Health {
             all_met &= met;
         }
         println!(
-            "  throughput ratio bugbot / twin by round: {} (median {median_ratio:.2}); p99 {:.1} vs {:.1} ms; Worker CPU {:.3} vs {:.3} ms/request; errors {errors}: {}",
+            "  throughput ratio bugbot / twin by round: {} (median {median_ratio:.2}); p99 at saturation {:.1} vs {:.1} ms{}; Worker CPU {:.3} vs {:.3} ms/request; errors {errors}: {}",
             ratios
                 .iter()
                 .map(|r| format!("{r:.2}"))
@@ -621,6 +727,15 @@ async fn gateway_bench(stack: &Stack, args: &Args, tmp: &Path) -> Result<()> {
                 .join(", "),
             p99(0),
             p99(1),
+            if steady[0].is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", at the steady load {:.1} vs {:.1} ms",
+                    steady_p99(0),
+                    steady_p99(1)
+                )
+            },
             cpu(0),
             cpu(1),
             if met {
@@ -630,10 +745,13 @@ async fn gateway_bench(stack: &Stack, args: &Args, tmp: &Path) -> Result<()> {
             }
         );
     }
-    let (raw, gz) = wasm_size("gateway")?;
-    let (craw, cgz) = wasm_size("consumer")?;
+
+    let (raw, gz) = wasm_size("gateway")?.context("the gateway's wasm is not built")?;
+    let consumer = wasm_size("consumer")?.map_or("not built".to_owned(), |(raw, gz)| {
+        format!("{raw} raw, {gz} gzip")
+    });
     println!(
-        "\nwasm size: gateway {raw} bytes raw, {gz} gzip ({:.0} KB, target < 400 KB gzip: {}); consumer {craw} raw, {cgz} gzip",
+        "\nwasm size: gateway {raw} bytes raw, {gz} gzip ({:.0} KB, target < 400 KB gzip: {}); consumer {consumer}",
         gz as f64 / 1024.0,
         if gz < 400 * 1024 { "met" } else { "NOT met" }
     );
@@ -646,6 +764,29 @@ async fn gateway_bench(stack: &Stack, args: &Args, tmp: &Path) -> Result<()> {
         }
     );
     Ok(())
+}
+
+/// One run's line in the gateway's table.
+fn print_row(target: &str, round: usize, f: &Figures) {
+    let total: f64 = f.cpu_ms.iter().map(|(_, ms)| ms).sum();
+    println!(
+        "  {:<20} {:>6} {:>10.0} {:>9.2} {:>9.2} {:>8} {:>16.3} {:>14.3}   {} (busy {:.2} cores, steal {:.2})",
+        target,
+        round,
+        f.rps,
+        f.p50_ms,
+        f.p99_ms,
+        f.non_2xx,
+        f.cpu_ms[0].1,
+        total,
+        f.cpu_ms
+            .iter()
+            .map(|(_, ms)| format!("{ms:.3}"))
+            .collect::<Vec<_>>()
+            .join(" / "),
+        f.busy_cores,
+        f.steal_cores
+    );
 }
 
 /// wrk's connections in the comparison: enough to saturate the machine.
