@@ -49,11 +49,16 @@ struct Args {
     /// Fixes run through the executor's Container (each its own, started cold).
     #[arg(long, default_value_t = 3)]
     container_fixes: u32,
-    /// Which of the gateway's scenarios to run: any of `health`, `ping`, `fix`, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "health,ping,fix")]
-    scenarios: Vec<String>,
+    /// Which of the gateway's scenarios to run, comma-separated.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "health,ping,fix"
+    )]
+    scenarios: Vec<Scenario>,
     /// Leave the processes where the scheduler puts them, instead of giving the Workers' runtimes
-    /// a core of their own (see `pin_cores`).
+    /// a core of their own (see docs/benchmarks.md, "Cores").
     #[arg(long)]
     no_pin: bool,
     /// Keep the stack's local state and logs (their folder is printed at the end).
@@ -61,10 +66,12 @@ struct Args {
     keep: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum)]
 enum Scenario {
     Health,
+    #[value(name = "ping")]
     DiscordPing,
+    #[value(name = "fix")]
     DiscordFix,
 }
 
@@ -688,12 +695,12 @@ async fn gateway_bench(stack: &Stack, args: &Args, tmp: &Path) -> Result<()> {
     ];
     let rounds = args.rounds.max(1) as usize;
     let mut all_met = true;
-    for (scenario, name) in [
-        (Scenario::Health, "health"),
-        (Scenario::DiscordPing, "ping"),
-        (Scenario::DiscordFix, "fix"),
+    for scenario in [
+        Scenario::Health,
+        Scenario::DiscordPing,
+        Scenario::DiscordFix,
     ] {
-        if !args.scenarios.iter().any(|s| s == name) {
+        if !args.scenarios.contains(&scenario) {
             continue;
         }
         let script = tmp.join(format!("{scenario:?}.lua"));
