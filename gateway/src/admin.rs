@@ -412,7 +412,7 @@ pub async fn selftest(req: &Request, env: &Env) -> Result<Response, GatewayError
         resume: None,
     };
     let policy = config::policy(env)?;
-    match crate::admission::admit(env, None, &job, &policy, "admin").await? {
+    match crate::admission::admit(env, &job, &policy, "admin").await? {
         Admission::Admitted | Admission::Duplicate => {
             Ok(json_response(202, &serde_json::json!({ "job_id": id }))?)
         }

@@ -6,14 +6,10 @@ use crate::error::{GatewayError, json_answer};
 use bugbot_shared::discord::{self, Decision};
 use bugbot_shared::signature::prepare_discord;
 use bugbot_shared::steer::{self, Plan};
-use worker::{Context, Env, web_sys};
+use worker::{Env, web_sys};
 
 /// Verifies the signature before anything else, then decides and acts.
-pub async fn handle(
-    req: &web_sys::Request,
-    env: &Env,
-    ctx: &Context,
-) -> Result<web_sys::Response, GatewayError> {
+pub async fn handle(req: &web_sys::Request, env: &Env) -> Result<web_sys::Response, GatewayError> {
     let body = crate::read_body(req).await?;
     let keys = config::discord_keys(env)?;
     let signature = crate::header(req, "x-signature-ed25519");
@@ -57,7 +53,7 @@ pub async fn handle(
                 }
             }
         }
-        Decision::Enqueue(job) => match admit(env, Some(ctx), &job, &policy, "discord").await? {
+        Decision::Enqueue(job) => match admit(env, &job, &policy, "discord").await? {
             // A redelivered interaction gets the same answer; its job is already on the queue.
             Admission::Admitted | Admission::Duplicate => discord::deferred(),
             Admission::Refused(refusal) => discord::ephemeral(&refusal.to_string()),

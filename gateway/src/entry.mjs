@@ -54,8 +54,8 @@ export class AdmissionLedger extends DurableObject {
   }
 
   // RPC (see the methods' docs in src/ledger.rs).
-  admitBatch(batch) {
-    return this.ledger.admitBatch(batch);
+  admit(id, rateKey, jobsPerHour, message, record) {
+    return this.ledger.admit(id, rateKey, jobsPerHour, message, record);
   }
 
   job(id) {

@@ -7,14 +7,10 @@ use bugbot_shared::github::{self, Decision};
 use bugbot_shared::signature::verify_github;
 use bugbot_shared::steer::Plan;
 use serde_json::json;
-use worker::{Context, Env, web_sys};
+use worker::{Env, web_sys};
 
 /// Verifies the signature before anything else, then decides and acts.
-pub async fn handle(
-    req: &web_sys::Request,
-    env: &Env,
-    ctx: &Context,
-) -> Result<web_sys::Response, GatewayError> {
+pub async fn handle(req: &web_sys::Request, env: &Env) -> Result<web_sys::Response, GatewayError> {
     let body = crate::read_body(req).await?;
     let secrets = config::github_secrets(env)?;
     let signature = crate::header(req, "x-hub-signature-256");
@@ -52,7 +48,7 @@ pub async fn handle(
             };
             (202, answer)
         }
-        Decision::Enqueue(job) => match admit(env, Some(ctx), &job, &policy, "github").await? {
+        Decision::Enqueue(job) => match admit(env, &job, &policy, "github").await? {
             Admission::Admitted => (202, json!({ "job_id": job.id })),
             Admission::Duplicate => (202, json!({ "job_id": job.id, "duplicate": true })),
             Admission::Refused(refusal) => (202, json!({ "refused": refusal.to_string() })),

@@ -30,8 +30,6 @@ use bugbot_shared::admission::{self, AdmissionBook, AdmitOutcome, AdmitRequest, 
 use serde::Deserialize;
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
-use wasm_bindgen::JsCast;
-use wasm_bindgen::closure::Closure;
 use wasm_bindgen::prelude::wasm_bindgen;
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::{
@@ -154,19 +152,30 @@ impl DurableObject for AdmissionLedger {
 }
 
 /// The ledger's RPC methods, served through the class in `src/entry.mjs` (RPC needs a class that
-/// extends `DurableObject`, which worker-build's export is not). Arguments and answers are JSON text:
-/// one serde round trip each side, nothing converted field by field across the boundary.
+/// extends `DurableObject`, which worker-build's export is not). Arguments are plain strings and
+/// numbers; answers are JSON text, parsed once on the gateway's side.
 #[wasm_bindgen(wasm_bindgen_futures = worker::wasm_bindgen_futures)]
 impl AdmissionLedger {
-    /// Admits a batch (a JSON array of [`AdmitRequest`]) and answers a JSON array of outcomes, in
-    /// order. The runtime holds the answer until the batch's rows are committed (the output gate
-    /// covers RPC answers as it covers responses).
-    #[wasm_bindgen(js_name = admitBatch)]
-    pub async fn admit_batch(&self, batch: String) -> std::result::Result<String, JsValue> {
-        let batch: Vec<AdmitRequest> = serde_json::from_str(&batch)
-            .map_err(|e| JsValue::from_str(&format!("an admission batch that is not JSON: {e}")))?;
-        let outcomes = self.admit(&batch).await.map_err(JsValue::from)?;
-        serde_json::to_string(&outcomes).map_err(|e| JsValue::from_str(&e.to_string()))
+    /// Admits one job (its [`AdmitRequest`]'s fields, as arguments: nothing to parse here) and
+    /// answers its [`AdmitOutcome`] as JSON. The runtime holds the answer until the job's row is
+    /// committed (the output gate covers RPC answers as it covers responses).
+    pub async fn admit(
+        &self,
+        id: String,
+        rate_key: String,
+        jobs_per_hour: u32,
+        message: String,
+        record: String,
+    ) -> std::result::Result<String, JsValue> {
+        let request = AdmitRequest {
+            id,
+            rate_key,
+            jobs_per_hour,
+            message,
+            record,
+        };
+        let outcome = self.admit_one(request).await.map_err(JsValue::from)?;
+        serde_json::to_string(&outcome).map_err(|e| JsValue::from_str(&e.to_string()))
     }
 
     /// The `queued` record of an admitted job, if the ledger still holds it.
@@ -311,11 +320,9 @@ impl AdmissionLedger {
         }
     }
 
-    /// Decides each admission of a batch in turn (each sees the ones before it), then stores the
-    /// admitted ones' rows in one transaction: all or none, so a failure (answered 503 to every
-    /// sender of the batch) leaves no job recorded behind an error. No await in between: one step,
-    /// one commit. Then makes sure the alarm will send them.
-    async fn admit(&self, batch: &[AdmitRequest]) -> Result<Vec<AdmitOutcome>> {
+    /// Decides, stores the admitted job's row (one statement: the row is there or not), notes it
+    /// in the book, and makes sure the alarm will send it.
+    async fn admit_one(&self, req: AdmitRequest) -> Result<AdmitOutcome> {
         if now_ms() < self.dev_admission_outage_until.get() {
             return Err(worker::Error::RustError(
                 "the admission ledger is down (a local outage asked for by POST /v1/dev/ledger-outage)"
@@ -324,45 +331,28 @@ impl AdmissionLedger {
         }
         self.load()?;
         let now = now_ms();
-        let mut outcomes = Vec::with_capacity(batch.len());
-        let mut admitted = Vec::new();
-        {
-            let mut book = self.book.borrow_mut();
-            for req in batch {
-                let outcome = book.decide(req, now);
-                if outcome == AdmitOutcome::Admitted {
-                    let seq = book.next_seq();
-                    book.record(req, seq, now);
-                    admitted.push((req, seq));
-                }
-                outcomes.push(outcome);
-            }
+        let (outcome, seq) = {
+            let book = self.book.borrow();
+            (book.decide(&req, now), book.next_seq())
+        };
+        if outcome != AdmitOutcome::Admitted {
+            return Ok(outcome);
         }
-        if admitted.is_empty() {
-            return Ok(outcomes);
-        }
-        let rows = admitted
-            .iter()
-            .map(|(req, seq)| {
-                vec![
-                    SqlStorageValue::Integer(*seq),
-                    SqlStorageValue::from(req.id.clone()),
-                    SqlStorageValue::from(req.rate_key.clone()),
-                    SqlStorageValue::Integer(now),
-                    SqlStorageValue::from(req.record.clone()),
-                    SqlStorageValue::from(req.message.clone()),
-                ]
-            })
-            .collect();
-        if let Err(e) = self.insert_all(rows) {
-            let mut book = self.book.borrow_mut();
-            for (req, seq) in admitted.iter().rev() {
-                book.unrecord(req, *seq);
-            }
-            return Err(e);
-        }
+        self.sql().exec(
+            "INSERT INTO admissions (seq, id, rate_key, admitted_ms, record, message) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+            vec![
+                SqlStorageValue::Integer(seq),
+                SqlStorageValue::from(req.id.clone()),
+                SqlStorageValue::from(req.rate_key.clone()),
+                SqlStorageValue::Integer(now),
+                SqlStorageValue::from(req.record.clone()),
+                SqlStorageValue::from(req.message.clone()),
+            ],
+        )?;
+        self.book.borrow_mut().record(&req, seq, now);
         if let Err(e) = self.prune_now_and_then(now) {
-            // The jobs are recorded and their alarm still set below; old rows wait for the next pruning.
+            // The job is recorded and its alarm still set below; old rows wait for the next pruning.
             log::error("admission ledger: pruning", &[("error", &e.to_string())]);
         }
         // After failed sends the alarm may be minutes away: a new message is a reason to try soon,
@@ -370,29 +360,7 @@ impl AdmissionLedger {
         if !self.alarm_pending.get() || self.failed_sends.get() > 0 {
             self.schedule(FLUSH_DELAY).await?;
         }
-        Ok(outcomes)
-    }
-
-    /// Inserts admission rows (seq, id, rate_key, admitted_ms, record, message) in one transaction.
-    fn insert_all(&self, rows: Vec<Vec<SqlStorageValue>>) -> Result<()> {
-        let sql = self.sql();
-        let insert: Closure<dyn FnMut() -> std::result::Result<(), JsValue>> =
-            Closure::once(move || {
-                for row in rows {
-                    sql.exec(
-                        "INSERT INTO admissions (seq, id, rate_key, admitted_ms, record, message) \
-                         VALUES (?, ?, ?, ?, ?, ?)",
-                        row,
-                    )?;
-                }
-                Ok(())
-            });
-        self.state
-            .storage()
-            .as_raw()
-            .unchecked_ref::<TransactionalStorage>()
-            .transaction_sync(insert.as_ref().unchecked_ref())?;
-        Ok(())
+        Ok(outcome)
     }
 
     async fn schedule(&self, delay: Duration) -> Result<()> {
@@ -614,15 +582,25 @@ fn json_array(items: impl Iterator<Item = String>) -> String {
     body
 }
 
-/// Asks the ledger to admit a batch of admissions (each an [`AdmitRequest`] as JSON); its answer
-/// holds one outcome per admission, in order.
+/// Asks the ledger to admit one job.
 pub async fn admit(
     env: &Env,
-    requests: &[&str],
-) -> std::result::Result<Vec<AdmitOutcome>, GatewayError> {
-    let batch = format!("[{}]", requests.join(","));
-    let outcomes = answer(stub(env)?.admit_batch(&batch)).await?;
-    parse(outcomes.as_string())
+    request: &AdmitRequest,
+) -> std::result::Result<AdmitOutcome, GatewayError> {
+    let call = stub(env)?
+        .admit(
+            &request.id,
+            &request.rate_key,
+            request.jobs_per_hour,
+            &request.message,
+            &request.record,
+        )
+        .map_err(worker::Error::from)?;
+    // Awaited through `Settled`: on the webhooks' path the answer resumes the request at once.
+    let outcome = crate::task::Settled::new(&js_sys::Promise::resolve(&call))
+        .await
+        .map_err(worker::Error::from)?;
+    parse(outcome.as_string())
 }
 
 /// The ledger's `queued` record of a job (JSON), if it holds one.
@@ -668,22 +646,19 @@ pub async fn dev_poison(env: &Env, id: &str) -> std::result::Result<(), GatewayE
 
 #[wasm_bindgen]
 extern "C" {
-    /// A SQLite-backed object's storage, for `transactionSync` (which workers-rs does not wrap):
-    /// runs the function in a transaction, rolled back if it throws.
-    type TransactionalStorage;
-
-    #[wasm_bindgen(method, catch, js_name = transactionSync)]
-    fn transaction_sync(
-        this: &TransactionalStorage,
-        run: &js_sys::Function,
-    ) -> std::result::Result<JsValue, JsValue>;
-
     /// The one ledger instance's stub, seen as its RPC methods (a Workers RPC call sends no
     /// Request, Response or body stream, which a `fetch` to the object would).
     type LedgerRpc;
 
-    #[wasm_bindgen(method, catch, js_name = admitBatch)]
-    fn admit_batch(this: &LedgerRpc, batch: &str) -> std::result::Result<JsValue, JsValue>;
+    #[wasm_bindgen(method, catch)]
+    fn admit(
+        this: &LedgerRpc,
+        id: &str,
+        rate_key: &str,
+        jobs_per_hour: u32,
+        message: &str,
+        record: &str,
+    ) -> std::result::Result<JsValue, JsValue>;
 
     #[wasm_bindgen(method, catch)]
     fn job(this: &LedgerRpc, id: &str) -> std::result::Result<JsValue, JsValue>;

@@ -28,7 +28,7 @@ pub use mentions::DiscordGateway;
 use error::GatewayError;
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::{Context, Env, Method, Request, Response, event, js_sys, web_sys};
+use worker::{Env, Method, Request, Response, event, js_sys, web_sys};
 
 /// Bodies above this are refused with 413 before they are read in full.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -42,11 +42,12 @@ fn start() {
 /// The Worker's fetch handler (worker-build's entry calls the wasm export `fetch`). Its future is
 /// driven by `task` (polled at once, and again straight from the reaction that wakes it), not
 /// through `#[event(fetch)]` and wasm-bindgen-futures. An error is logged and answered 500, as
-/// `#[event(fetch)]` does.
+/// `#[event(fetch)]` does. The execution context (`ctx`, for `waitUntil`) is unused: nothing on the
+/// request's path outlives its answer.
 #[wasm_bindgen::prelude::wasm_bindgen]
-pub fn fetch(req: web_sys::Request, env: Env, ctx: worker::worker_sys::Context) -> JsValue {
+pub fn fetch(req: web_sys::Request, env: Env, _ctx: worker::worker_sys::Context) -> JsValue {
     task::drive(async move {
-        match handle(req, env, Context::new(ctx)).await {
+        match handle(req, env).await {
             Ok(response) => Ok(response.into()),
             Err(e) => {
                 log::error("request failed", &[("error", &e.to_string())]);
@@ -63,18 +64,14 @@ pub fn fetch(req: web_sys::Request, env: Env, ctx: worker::worker_sys::Context) 
 /// The webhooks and `/health` take the runtime's request as it is; the other routes wrap it in a
 /// `worker::Request`, which reads the request's `cf` object (a parse, per request, that the
 /// busiest paths do not need).
-async fn handle(
-    req: web_sys::Request,
-    env: Env,
-    ctx: Context,
-) -> worker::Result<web_sys::Response> {
+async fn handle(req: web_sys::Request, env: Env) -> worker::Result<web_sys::Response> {
     let url = req.url();
     let answered = match (req.method().as_str(), path_of(&url).trim_matches('/')) {
         ("GET" | "HEAD", "health") => {
             error::json_answer(200, &serde_json::json!({ "status": "ok" }))
         }
-        ("POST", "discord/interactions") => discord::handle(&req, &env, &ctx).await,
-        ("POST", "github/webhook") => github::handle(&req, &env, &ctx).await,
+        ("POST", "discord/interactions") => discord::handle(&req, &env).await,
+        ("POST", "github/webhook") => github::handle(&req, &env).await,
         _ => route(&mut Request::from(req), &env).await.map(Into::into),
     };
     answered.or_else(|e| e.into_response().map(Into::into))

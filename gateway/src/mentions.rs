@@ -499,13 +499,13 @@ async fn admit_with_retries(
     job: &bugbot_shared::job::JobMessage,
     policy: &bugbot_shared::authz::AccessPolicy,
 ) -> std::result::Result<Admission, crate::error::GatewayError> {
-    let mut result = admit(env, None, job, policy, "discord").await;
+    let mut result = admit(env, job, policy, "discord").await;
     for wait_ms in ADMIT_RETRIES_MS {
         if result.is_ok() {
             break;
         }
         Delay::from(Duration::from_millis(wait_ms)).await;
-        result = admit(env, None, job, policy, "discord").await;
+        result = admit(env, job, policy, "discord").await;
     }
     result
 }

@@ -16,7 +16,6 @@ pub mod fix;
 pub mod github;
 pub mod github_api;
 pub mod github_app;
-pub mod group_commit;
 pub mod http;
 pub mod ids;
 pub mod job;

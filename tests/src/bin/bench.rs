@@ -226,7 +226,8 @@ impl Spec {
 }
 
 /// Writes the requests as raw HTTP (NUL-separated) and a wrk script that sends them in turn, each
-/// thread taking its own share (every n-th of them, n the script's argument).
+/// thread taking its own share (every n-th of them, n the script's argument), and prints the first
+/// three non-2xx answers to stderr.
 /// (Data in a file, not Lua constants: LuaJIT limits the constants of one chunk.) With `think_ms`,
 /// each connection waits that long on average (uniformly 0 to twice it) after an answer before it
 /// sends again: a steady load below saturation, its arrivals spread out (a fixed wait would keep
@@ -266,6 +267,13 @@ function request()
   local r = reqs[(i % #reqs) + 1]
   i = i + nthreads
   return r
+end
+shown = 0
+function response(status, headers, body)
+  if status >= 300 and shown < 3 then
+    shown = shown + 1
+    io.stderr:write("  non-2xx answer: " .. status .. " " .. string.sub(body, 1, 200) .. "\n")
+  end
 end
 {}
 "#,
@@ -466,6 +474,8 @@ fn run_wrk(url: &str, script: &Path, connections: u32, seconds: u32) -> Result<F
         bail!("wrk failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let (after, busy_after) = cpu_snapshot();
+    // The script prints the first few non-2xx answers, so that an error count comes with its cause.
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
     let elapsed = started.elapsed().as_secs_f64();
     let mut f = parse_wrk(&String::from_utf8_lossy(&out.stdout))?;
     let mut by_group: std::collections::HashMap<&str, f64> = std::collections::HashMap::new();
