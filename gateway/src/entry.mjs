@@ -55,7 +55,14 @@ export class AdmissionLedger extends DurableObject {
 
   // RPC (see the methods' docs in src/ledger.rs).
   admit(id, rateKey, jobsPerHour, message, record) {
-    return this.ledger.admit(id, rateKey, jobsPerHour, message, record);
+    const answer = this.ledger.admit(id, rateKey, jobsPerHour, message, record);
+    // A promise when the admission set the alarm: if that failed, the next admission sets it.
+    return typeof answer === "string"
+      ? answer
+      : answer.catch((error) => {
+          this.ledger.alarmNotSet();
+          throw error;
+        });
   }
 
   job(id) {

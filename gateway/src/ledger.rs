@@ -30,10 +30,11 @@ use bugbot_shared::admission::{self, AdmissionBook, AdmitOutcome, AdmitRequest, 
 use serde::Deserialize;
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
+use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::wasm_bindgen;
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::{
-    Date, DurableObject, Env, RawMessageBuilder, Request, Response, Result, SqlStorage,
+    Date, DateInit, DurableObject, Env, RawMessageBuilder, Request, Response, Result, SqlStorage,
     SqlStorageValue, State, durable_object, js_sys, wasm_bindgen::JsValue,
 };
 
@@ -157,16 +158,19 @@ impl DurableObject for AdmissionLedger {
 #[wasm_bindgen(wasm_bindgen_futures = worker::wasm_bindgen_futures)]
 impl AdmissionLedger {
     /// Admits one job (its [`AdmitRequest`]'s fields, as arguments: nothing to parse here) and
-    /// answers its [`AdmitOutcome`] as JSON. The runtime holds the answer until the job's row is
-    /// committed (the output gate covers RPC answers as it covers responses).
-    pub async fn admit(
+    /// answers its [`AdmitOutcome`] as JSON: at once, or, when the admission sets the alarm, as a
+    /// promise settled once the alarm is set (a failure fails the admission; `src/entry.mjs` then
+    /// calls [`Self::alarm_not_set`]). The runtime holds the answer until the job's row is committed
+    /// (the output gate covers RPC answers as it covers responses). Not `async`: an admission has
+    /// nothing else to wait for, and an async method costs each call a task and a microtask.
+    pub fn admit(
         &self,
         id: String,
         rate_key: String,
         jobs_per_hour: u32,
         message: String,
         record: String,
-    ) -> std::result::Result<String, JsValue> {
+    ) -> std::result::Result<JsValue, JsValue> {
         let request = AdmitRequest {
             id,
             rate_key,
@@ -174,8 +178,35 @@ impl AdmissionLedger {
             message,
             record,
         };
-        let outcome = self.admit_one(request).await.map_err(JsValue::from)?;
-        serde_json::to_string(&outcome).map_err(|e| JsValue::from_str(&e.to_string()))
+        let outcome = self.admit_one(&request).map_err(JsValue::from)?;
+        let answer = serde_json::to_string(&outcome)
+            .map(|json| JsValue::from_str(&json))
+            .map_err(|e| JsValue::from_str(&e.to_string()))?;
+        // After failed sends the alarm may be minutes away: a new message is a reason to try soon,
+        // and tells an outage (it fails too) from a lone message the queue refuses (it goes through).
+        if outcome == AdmitOutcome::Admitted
+            && (!self.alarm_pending.get() || self.failed_sends.get() > 0)
+        {
+            self.alarm_pending.set(true);
+            let at = Date::from(DateInit::Millis(
+                (now_ms() + FLUSH_DELAY.as_millis() as i64) as u64,
+            ));
+            let set = self
+                .state
+                .storage()
+                .as_raw()
+                .set_alarm(at.into(), JsValue::NULL.into())
+                .inspect_err(|_| self.alarm_pending.set(false))?;
+            return Ok(answer_after(&set, &answer).into());
+        }
+        Ok(answer)
+    }
+
+    /// The alarm an admission was setting could not be set (called by `src/entry.mjs`): the next
+    /// admission sets it.
+    #[wasm_bindgen(js_name = alarmNotSet)]
+    pub fn alarm_not_set(&self) {
+        self.alarm_pending.set(false);
     }
 
     /// The `queued` record of an admitted job, if the ledger still holds it.
@@ -257,8 +288,7 @@ impl AdmissionLedger {
         };
         self.book.borrow_mut().record(&req, seq, now_ms());
         if !self.alarm_pending.get() {
-            self.schedule(Duration::from_millis(admission::FLUSH_DELAY_MS))
-                .await?;
+            self.schedule(FLUSH_DELAY).await?;
         }
         Ok(())
     }
@@ -320,9 +350,9 @@ impl AdmissionLedger {
         }
     }
 
-    /// Decides, stores the admitted job's row (one statement: the row is there or not), notes it
-    /// in the book, and makes sure the alarm will send it.
-    async fn admit_one(&self, req: AdmitRequest) -> Result<AdmitOutcome> {
+    /// Decides, stores the admitted job's row (one statement: the row is there or not) and notes
+    /// it in the book.
+    fn admit_one(&self, req: &AdmitRequest) -> Result<AdmitOutcome> {
         if now_ms() < self.dev_admission_outage_until.get() {
             return Err(worker::Error::RustError(
                 "the admission ledger is down (a local outage asked for by POST /v1/dev/ledger-outage)"
@@ -333,7 +363,7 @@ impl AdmissionLedger {
         let now = now_ms();
         let (outcome, seq) = {
             let book = self.book.borrow();
-            (book.decide(&req, now), book.next_seq())
+            (book.decide(req, now), book.next_seq())
         };
         if outcome != AdmitOutcome::Admitted {
             return Ok(outcome);
@@ -350,15 +380,10 @@ impl AdmissionLedger {
                 SqlStorageValue::from(req.message.clone()),
             ],
         )?;
-        self.book.borrow_mut().record(&req, seq, now);
+        self.book.borrow_mut().record(req, seq, now);
         if let Err(e) = self.prune_now_and_then(now) {
-            // The job is recorded and its alarm still set below; old rows wait for the next pruning.
+            // The job is recorded; old rows wait for the next pruning.
             log::error("admission ledger: pruning", &[("error", &e.to_string())]);
-        }
-        // After failed sends the alarm may be minutes away: a new message is a reason to try soon,
-        // and tells an outage (it fails too) from a lone message the queue refuses (it goes through).
-        if !self.alarm_pending.get() || self.failed_sends.get() > 0 {
-            self.schedule(FLUSH_DELAY).await?;
         }
         Ok(outcome)
     }
@@ -644,8 +669,25 @@ pub async fn dev_poison(env: &Env, id: &str) -> std::result::Result<(), GatewayE
     Ok(())
 }
 
+#[wasm_bindgen(inline_js = "export function answer_after(promise, answer) {
+  return promise.then(() => answer);
+}")]
+extern "C" {
+    /// `answer`, once `promise` is fulfilled.
+    fn answer_after(promise: &js_sys::Promise, answer: &JsValue) -> js_sys::Promise;
+}
+
 #[wasm_bindgen]
 extern "C" {
+    /// The ledger's namespace binding, for the two calls made here.
+    type LedgerNamespace;
+
+    #[wasm_bindgen(method, catch, js_name = idFromName)]
+    fn id_from_name(this: &LedgerNamespace, name: &str) -> std::result::Result<JsValue, JsValue>;
+
+    #[wasm_bindgen(method, catch)]
+    fn get(this: &LedgerNamespace, id: &JsValue) -> std::result::Result<LedgerRpc, JsValue>;
+
     /// The one ledger instance's stub, seen as its RPC methods (a Workers RPC call sends no
     /// Request, Response or body stream, which a `fetch` to the object would).
     type LedgerRpc;
@@ -679,12 +721,30 @@ extern "C" {
     fn dev_poison(this: &LedgerRpc, id: &str) -> std::result::Result<JsValue, JsValue>;
 }
 
+thread_local! {
+    /// The ledger's namespace binding and its one instance's id, looked up once per isolate (the
+    /// binding and the id may serve any request; a stub may not, so one is made per call).
+    static INSTANCE_ID: RefCell<Option<(LedgerNamespace, JsValue)>> = const { RefCell::new(None) };
+}
+
 fn stub(env: &Env) -> Result<LedgerRpc> {
-    Ok(env
-        .durable_object(BINDING)?
-        .id_from_name(INSTANCE)?
-        .get_stub()?
-        .into_rpc())
+    INSTANCE_ID.with_borrow_mut(|known| {
+        let (namespace, id) = match known {
+            Some(known) => known,
+            None => {
+                let binding = js_sys::Reflect::get(env, &JsValue::from_str(BINDING))?;
+                if binding.is_undefined() {
+                    return Err(worker::Error::RustError(format!(
+                        "the {BINDING} binding is missing"
+                    )));
+                }
+                let namespace: LedgerNamespace = binding.unchecked_into();
+                let id = namespace.id_from_name(INSTANCE)?;
+                known.insert((namespace, id))
+            }
+        };
+        Ok(namespace.get(id)?)
+    })
 }
 
 /// Awaits an RPC call's answer (the call's result is a thenable, not a `Promise`).
