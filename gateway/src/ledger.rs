@@ -113,7 +113,7 @@ impl DurableObject for AdmissionLedger {
         ledger
     }
 
-    /// The ledger answers Workers RPC only (its methods below, `admitBatch` and the two reads).
+    /// The ledger answers Workers RPC only (its methods below: `admit` and the reads).
     async fn fetch(&self, _req: Request) -> Result<Response> {
         Response::error("the admission ledger answers RPC calls only", 404)
     }
