@@ -187,16 +187,7 @@ impl AdmissionLedger {
         if outcome == AdmitOutcome::Admitted
             && (!self.alarm_pending.get() || self.failed_sends.get() > 0)
         {
-            self.alarm_pending.set(true);
-            let at = Date::from(DateInit::Millis(
-                (now_ms() + FLUSH_DELAY.as_millis() as i64) as u64,
-            ));
-            let set = self
-                .state
-                .storage()
-                .as_raw()
-                .set_alarm(at.into(), JsValue::NULL.into())
-                .inspect_err(|_| self.alarm_pending.set(false))?;
+            let set = self.start_alarm(FLUSH_DELAY)?;
             return Ok(answer_after(&set, &answer).into());
         }
         Ok(answer)
@@ -388,13 +379,30 @@ impl AdmissionLedger {
         Ok(outcome)
     }
 
-    async fn schedule(&self, delay: Duration) -> Result<()> {
+    /// Sets the alarm `delay` from now and marks it pending; the promise settles once it is set
+    /// (whoever awaits it clears the mark if it fails, as [`Self::schedule`] does).
+    fn start_alarm(&self, delay: Duration) -> Result<js_sys::Promise> {
         self.alarm_pending.set(true);
-        let set = self.state.storage().set_alarm(delay).await;
+        let at = Date::from(DateInit::Millis(
+            (now_ms() + delay.as_millis() as i64) as u64,
+        ));
+        let set = self
+            .state
+            .storage()
+            .as_raw()
+            .set_alarm(at.into(), JsValue::NULL.into());
         if set.is_err() {
             self.alarm_pending.set(false);
         }
-        set
+        Ok(set?)
+    }
+
+    async fn schedule(&self, delay: Duration) -> Result<()> {
+        let set = JsFuture::from(self.start_alarm(delay)?).await;
+        if set.is_err() {
+            self.alarm_pending.set(false);
+        }
+        set.map(|_| ()).map_err(worker::Error::from)
     }
 
     /// Sends the outbox in batches, oldest first: the first batch, then more while a full batch
@@ -612,19 +620,14 @@ pub async fn admit(
     env: &Env,
     request: &AdmitRequest,
 ) -> std::result::Result<AdmitOutcome, GatewayError> {
-    let call = stub(env)?
-        .admit(
-            &request.id,
-            &request.rate_key,
-            request.jobs_per_hour,
-            &request.message,
-            &request.record,
-        )
-        .map_err(worker::Error::from)?;
-    // Awaited through `Settled`: on the webhooks' path the answer resumes the request at once.
-    let outcome = crate::task::Settled::new(&js_sys::Promise::resolve(&call))
-        .await
-        .map_err(worker::Error::from)?;
+    let outcome = answer(stub(env)?.admit(
+        &request.id,
+        &request.rate_key,
+        request.jobs_per_hour,
+        &request.message,
+        &request.record,
+    ))
+    .await?;
     parse(outcome.as_string())
 }
 
@@ -747,9 +750,11 @@ fn stub(env: &Env) -> Result<LedgerRpc> {
     })
 }
 
-/// Awaits an RPC call's answer (the call's result is a thenable, not a `Promise`).
+/// Awaits an RPC call's answer (the call's result is a thenable, not a `Promise`), through
+/// `Settled`: on the webhooks' path the answer resumes the request at once (any other executor's
+/// task is woken as usual).
 async fn answer(call: std::result::Result<JsValue, JsValue>) -> Result<JsValue> {
-    Ok(JsFuture::from(js_sys::Promise::resolve(&call?)).await?)
+    Ok(crate::task::Settled::new(&js_sys::Promise::resolve(&call?)).await?)
 }
 
 fn parse<T: serde::de::DeserializeOwned>(

@@ -16,9 +16,10 @@ use std::collections::{HashMap, VecDeque};
 /// record) — as long as the consumer's job records live in KV.
 pub const RETENTION_MS: u64 = crate::kv::JOB_TTL_SECONDS * 1000;
 
-/// What the gateway sends the ledger for one job. Everything is rendered here, on the request's
-/// side, so the ledger stores strings and parses nothing but this envelope.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What the gateway sends the ledger for one job (its fields are the ledger's RPC arguments).
+/// Everything is rendered here, on the request's side, so the ledger stores strings and parses
+/// nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdmitRequest {
     /// The job id (derived from the trigger's own id, so a redelivery has the same one).
     pub id: String,
@@ -227,24 +228,6 @@ impl AdmissionBook {
         });
     }
 
-    /// Takes back the latest [`AdmissionBook::record`] (of `req` at `seq`), when storing it failed
-    /// after all. Undo in the reverse order of recording.
-    pub fn unrecord(&mut self, req: &AdmitRequest, seq: i64) {
-        self.known.remove(&req.id);
-        if let Some(times) = self.recent.get_mut(&req.rate_key) {
-            times.pop_back();
-            if times.is_empty() {
-                self.recent.remove(&req.rate_key);
-            }
-        }
-        if self.outbox.back().is_some_and(|o| o.seq == seq) {
-            self.outbox.pop_back();
-        }
-        if self.last_seq == seq {
-            self.last_seq = seq - 1;
-        }
-    }
-
     fn note(&mut self, id: &str, rate_key: &str, admitted_ms: i64, now_ms: i64) {
         self.known.insert(id.to_owned(), admitted_ms);
         let times = self.recent.entry(rate_key.to_owned()).or_default();
@@ -369,39 +352,6 @@ mod tests {
         assert_eq!(admit(&mut book, &req, 2_000), AdmitOutcome::Duplicate);
         assert_eq!(book.unsent(), 1);
         assert_eq!(book.next_batch()[0].message, req.message);
-    }
-
-    #[test]
-    fn an_admission_taken_back_leaves_the_book_as_it_was() {
-        let mut book = AdmissionBook::default();
-        let first = request("job-1", "discord:1", 2);
-        assert_eq!(admit(&mut book, &first, 1_000), AdmitOutcome::Admitted);
-        // A batch of two whose storing failed: both are taken back, newest first.
-        let batch = [
-            request("job-2", "discord:1", 2),
-            request("job-3", "discord:2", 2),
-        ];
-        let seqs: Vec<i64> = batch
-            .iter()
-            .map(|req| {
-                assert_eq!(admit(&mut book, req, 2_000), AdmitOutcome::Admitted);
-                book.last_seq
-            })
-            .collect();
-        for (req, seq) in batch.iter().zip(&seqs).rev() {
-            book.unrecord(req, *seq);
-        }
-        assert_eq!(book.next_seq(), 2);
-        assert_eq!(book.unsent(), 1);
-        assert_eq!(book.remembered(), 1);
-        assert!(!book.recent.contains_key("discord:2"));
-        // The retried batch is decided as if the first attempt had never been.
-        assert_eq!(admit(&mut book, &batch[0], 3_000), AdmitOutcome::Admitted);
-        assert_eq!(
-            admit(&mut book, &request("job-4", "discord:1", 2), 3_000),
-            AdmitOutcome::Limited { limit: 2 }
-        );
-        assert_eq!(book.next_batch()[1].seq, 2);
     }
 
     #[test]
