@@ -54,8 +54,8 @@ export class AdmissionLedger extends DurableObject {
   }
 
   // RPC (see the methods' docs in src/ledger.rs).
-  admit(id, rateKey, jobsPerHour, message, record) {
-    const answer = this.ledger.admit(id, rateKey, jobsPerHour, message, record);
+  admit(id, rateKey, jobsPerHour, message, messageBytes, record) {
+    const answer = this.ledger.admit(id, rateKey, jobsPerHour, message, messageBytes, record);
     // A promise when the admission set the alarm: if that failed, the next admission sets it.
     return typeof answer === "string"
       ? answer

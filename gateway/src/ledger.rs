@@ -14,8 +14,11 @@
 //! a failed send is retried with backoff. A crash between a send and the clearing sends that batch
 //! again, which the consumer's checkpoints make harmless (at least once, as the queue itself).
 //!
-//! Decisions read only memory ([`AdmissionBook`], rebuilt from the rows when the object starts): one
-//! write per admission and one per batch is all the storage work on the way.
+//! Decisions read only memory ([`AdmissionBook`], rebuilt from the rows when the object starts; it
+//! holds ids, rate keys and the outbox's positions and sizes, never a message): one write per
+//! admission, and one read and one write per batch, is all the storage work on the way. The
+//! message and the record are the runtime's strings from the RPC arguments to SQL, and from SQL to
+//! the queue: they are never copied into wasm memory.
 //!
 //! The gateway calls it by Workers RPC ([`admit`], [`job`], [`recent_jobs`]): no Request, Response
 //! or body stream per call, which made a `fetch` to the object cost more. `src/entry.mjs` declares
@@ -26,7 +29,9 @@
 
 use crate::error::GatewayError;
 use crate::{config, log};
-use bugbot_shared::admission::{self, AdmissionBook, AdmitOutcome, AdmitRequest, StoredAdmission};
+use bugbot_shared::admission::{
+    self, AdmissionBook, AdmitOutcome, AdmitRequest, Candidate, Outgoing, StoredAdmission,
+};
 use serde::Deserialize;
 use std::cell::{Cell, RefCell};
 use std::time::Duration;
@@ -75,6 +80,8 @@ const SCHEMA: &str = "
 pub struct AdmissionLedger {
     state: State,
     env: Env,
+    /// The object's SQL storage (the same handle for the object's life).
+    sql: SqlStorage,
     book: RefCell<AdmissionBook>,
     /// Whether `book` was rebuilt from storage. Until it is (storage could not be read at start),
     /// each admission and alarm tries again, and admissions fail (503) rather than decide without
@@ -96,9 +103,11 @@ pub struct AdmissionLedger {
 
 impl DurableObject for AdmissionLedger {
     fn new(state: State, env: Env) -> Self {
+        let sql = state.storage().sql();
         let ledger = Self {
             state,
             env,
+            sql,
             book: RefCell::new(AdmissionBook::default()),
             book_loaded: Cell::new(false),
             alarm_pending: Cell::new(false),
@@ -157,28 +166,44 @@ impl DurableObject for AdmissionLedger {
 /// numbers; answers are JSON text, parsed once on the gateway's side.
 #[wasm_bindgen(wasm_bindgen_futures = worker::wasm_bindgen_futures)]
 impl AdmissionLedger {
-    /// Admits one job (its [`AdmitRequest`]'s fields, as arguments: nothing to parse here) and
-    /// answers its [`AdmitOutcome`] as JSON: at once, or, when the admission sets the alarm, as a
-    /// promise settled once the alarm is set (a failure fails the admission; `src/entry.mjs` then
-    /// calls [`Self::alarm_not_set`]). The runtime holds the answer until the job's row is committed
-    /// (the output gate covers RPC answers as it covers responses). Not `async`: an admission has
-    /// nothing else to wait for, and an async method costs each call a task and a microtask.
+    /// Admits one job (its [`AdmitRequest`]'s fields and its message's size in bytes, as
+    /// arguments: nothing to parse here) and answers its [`AdmitOutcome`] as JSON: at once, or,
+    /// when the admission sets the alarm, as a promise settled once the alarm is set (a failure
+    /// fails the admission; `src/entry.mjs` then calls [`Self::alarm_not_set`]). The runtime holds
+    /// the answer until the job's row is committed (the output gate covers RPC answers as it covers
+    /// responses). Not `async`: an admission has nothing else to wait for, and an async method
+    /// costs each call a task and a microtask.
+    ///
+    /// The strings stay the runtime's: only the id and the rate key are copied into wasm memory
+    /// (the book keeps them); the message and the record go from the arguments to SQL as they came.
     pub fn admit(
         &self,
-        id: String,
-        rate_key: String,
+        id: JsValue,
+        rate_key: JsValue,
         jobs_per_hour: u32,
-        message: String,
-        record: String,
+        message: JsValue,
+        message_bytes: u32,
+        record: JsValue,
     ) -> std::result::Result<JsValue, JsValue> {
-        let request = AdmitRequest {
-            id,
-            rate_key,
-            jobs_per_hour,
-            message,
-            record,
+        let (Some(id_text), Some(rate_key_text)) = (id.as_string(), rate_key.as_string()) else {
+            return Err(JsValue::from_str(
+                "admit: the job id and the rate key must be strings",
+            ));
         };
-        let outcome = self.admit_one(&request).map_err(JsValue::from)?;
+        if !message.is_string() || !record.is_string() {
+            return Err(JsValue::from_str(
+                "admit: the message and the record must be strings",
+            ));
+        }
+        let job = Candidate {
+            id: &id_text,
+            rate_key: &rate_key_text,
+            jobs_per_hour,
+            message_bytes: message_bytes as usize,
+        };
+        let outcome = self
+            .admit_one(&job, [id, rate_key, record, message])
+            .map_err(JsValue::from)?;
         let answer = serde_json::to_string(&outcome)
             .map(|json| JsValue::from_str(&json))
             .map_err(|e| JsValue::from_str(&e.to_string()))?;
@@ -206,7 +231,7 @@ impl AdmissionLedger {
         // table exists (or the failure is the one logged) before it is queried.
         self.load()?;
         let rows: Vec<RecordRow> = self
-            .sql()
+            .sql
             .exec(
                 "SELECT record FROM admissions WHERE id = ?",
                 vec![SqlStorageValue::from(id)],
@@ -228,7 +253,7 @@ impl AdmissionLedger {
             bytes: i64,
         }
         let rows: Vec<Row> = self
-            .sql()
+            .sql
             .exec(
                 "SELECT id, error, at_ms, length(message) AS bytes FROM set_aside ORDER BY at_ms DESC LIMIT ?",
                 vec![SqlStorageValue::Integer(i64::from(limit))],
@@ -259,25 +284,24 @@ impl AdmissionLedger {
         let seq = self.book.borrow().next_seq();
         let message =
             serde_json::json!({ "v": 1, "id": id, "padding": "x".repeat(140_000) }).to_string();
-        self.sql().exec(
-            "INSERT INTO admissions (seq, id, rate_key, admitted_ms, record, message) VALUES (?, ?, ?, ?, ?, ?)",
+        let job = Candidate {
+            id: &id,
+            rate_key: "dev:poison",
+            jobs_per_hour: u32::MAX,
+            message_bytes: message.len(),
+        };
+        self.sql.exec(
+            INSERT_ADMISSION,
             vec![
                 SqlStorageValue::Integer(seq),
-                SqlStorageValue::from(id.clone()),
-                SqlStorageValue::from("dev:poison".to_owned()),
+                SqlStorageValue::from(id.as_str()),
+                SqlStorageValue::from(job.rate_key),
                 SqlStorageValue::Integer(now_ms()),
-                SqlStorageValue::from("{}".to_owned()),
-                SqlStorageValue::from(message.clone()),
+                SqlStorageValue::from("{}"),
+                SqlStorageValue::from(message),
             ],
         )?;
-        let req = AdmitRequest {
-            id,
-            rate_key: "dev:poison".into(),
-            jobs_per_hour: u32::MAX,
-            message,
-            record: "{}".into(),
-        };
-        self.book.borrow_mut().record(&req, seq, now_ms());
+        self.book.borrow_mut().record(&job, seq, now_ms());
         if !self.alarm_pending.get() {
             self.schedule(FLUSH_DELAY).await?;
         }
@@ -289,7 +313,7 @@ impl AdmissionLedger {
     pub fn recent_jobs(&self, limit: u32) -> std::result::Result<String, JsValue> {
         self.load()?;
         let rows: Vec<RecordRow> = self
-            .sql()
+            .sql
             .exec(
                 "SELECT record FROM admissions ORDER BY seq DESC LIMIT ?",
                 vec![SqlStorageValue::Integer(i64::from(limit))],
@@ -304,22 +328,31 @@ struct RecordRow {
     record: String,
 }
 
-impl AdmissionLedger {
-    fn sql(&self) -> SqlStorage {
-        self.state.storage().sql()
-    }
+/// An outbox row as the drain reads it: the message stays a JavaScript string (it is parsed by the
+/// runtime's `JSON.parse` and sent from there, never copied into wasm memory).
+#[derive(Deserialize)]
+struct OutboxRow {
+    seq: i64,
+    #[serde(with = "serde_wasm_bindgen::preserve")]
+    message: JsValue,
+}
 
+/// Stores one admission: its position, id, rate key, time, `queued` record and queue message.
+const INSERT_ADMISSION: &str = "INSERT INTO admissions (seq, id, rate_key, admitted_ms, record, message) \
+     VALUES (?, ?, ?, ?, ?, ?)";
+
+impl AdmissionLedger {
     /// Rebuilds the book from storage, unless it was already.
     fn load(&self) -> Result<()> {
         if self.book_loaded.get() {
             return Ok(());
         }
-        let sql = self.sql();
+        let sql = &self.sql;
         let now = now_ms();
         let rows = sql.exec(SCHEMA, None).and_then(|_| {
             sql.exec(
-                "SELECT seq, id, rate_key, admitted_ms, message FROM admissions \
-                 WHERE admitted_ms > ? OR message IS NOT NULL",
+                "SELECT seq, id, rate_key, admitted_ms, length(CAST(message AS BLOB)) AS message_bytes \
+                 FROM admissions WHERE admitted_ms > ? OR message IS NOT NULL",
                 vec![SqlStorageValue::Integer(
                     now - admission::RETENTION_MS as i64,
                 )],
@@ -342,8 +375,9 @@ impl AdmissionLedger {
     }
 
     /// Decides, stores the admitted job's row (one statement: the row is there or not) and notes
-    /// it in the book.
-    fn admit_one(&self, req: &AdmitRequest) -> Result<AdmitOutcome> {
+    /// it in the book. `values` are the row's strings as the runtime holds them: id, rate key,
+    /// record, message.
+    fn admit_one(&self, job: &Candidate<'_>, values: [JsValue; 4]) -> Result<AdmitOutcome> {
         if now_ms() < self.dev_admission_outage_until.get() {
             return Err(worker::Error::RustError(
                 "the admission ledger is down (a local outage asked for by POST /v1/dev/ledger-outage)"
@@ -354,24 +388,24 @@ impl AdmissionLedger {
         let now = now_ms();
         let (outcome, seq) = {
             let book = self.book.borrow();
-            (book.decide(req, now), book.next_seq())
+            (book.decide(job, now), book.next_seq())
         };
         if outcome != AdmitOutcome::Admitted {
             return Ok(outcome);
         }
-        self.sql().exec(
-            "INSERT INTO admissions (seq, id, rate_key, admitted_ms, record, message) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+        let [id, rate_key, record, message] = values;
+        self.sql.exec_raw(
+            INSERT_ADMISSION,
             vec![
-                SqlStorageValue::Integer(seq),
-                SqlStorageValue::from(req.id.clone()),
-                SqlStorageValue::from(req.rate_key.clone()),
-                SqlStorageValue::Integer(now),
-                SqlStorageValue::from(req.record.clone()),
-                SqlStorageValue::from(req.message.clone()),
+                JsValue::from_f64(seq as f64),
+                id,
+                rate_key,
+                JsValue::from_f64(now as f64),
+                record,
+                message,
             ],
         )?;
-        self.book.borrow_mut().record(req, seq, now);
+        self.book.borrow_mut().record(job, seq, now);
         if let Err(e) = self.prune_now_and_then(now) {
             // The job is recorded; old rows wait for the next pruning.
             log::error("admission ledger: pruning", &[("error", &e.to_string())]);
@@ -416,53 +450,81 @@ impl AdmissionLedger {
     /// through, it is an outage — the error returns and the alarm retries with backoff.
     async fn drain(&self) -> Result<()> {
         loop {
-            // Parsed inside the borrow (no copy of the messages); the runtime's values are shared
-            // handles, so a refused batch is sent again one by one without parsing twice.
-            let (pending, unreadable) = {
-                let book = self.book.borrow();
-                let mut pending = Vec::new();
-                let mut unreadable = None;
-                for o in book.next_batch() {
-                    if o.message.len() > admission::MAX_MESSAGE_BYTES {
-                        unreadable = Some((
-                            o.seq,
-                            format!(
-                                "the job message is {} bytes, over the queue's limit of {}",
-                                o.message.len(),
-                                admission::MAX_MESSAGE_BYTES
-                            ),
-                        ));
-                        break;
-                    }
-                    match js_sys::JSON::parse(&o.message) {
-                        Ok(body) => pending.push(Pending {
-                            seq: o.seq,
-                            id: o.id.clone(),
-                            body,
-                        }),
-                        Err(_) => {
-                            unreadable =
-                                Some((o.seq, "the job message is not readable JSON".to_owned()));
-                            break;
-                        }
-                    }
-                }
-                (pending, unreadable)
-            };
-            if let Some((seq, why)) = unreadable {
-                self.set_aside(seq, &why)?;
-                continue;
-            }
-            let (Some(first), Some(last)) = (pending.first(), pending.last()) else {
+            let batch: Vec<Outgoing> = self.book.borrow().next_batch().to_vec();
+            let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
                 return Ok(());
             };
             let (first, last) = (first.seq, last.seq);
+            if let Some(o) = batch
+                .iter()
+                .find(|o| o.bytes > admission::MAX_MESSAGE_BYTES)
+            {
+                let why = format!(
+                    "the job message is {} bytes, over the queue's limit of {}",
+                    o.bytes,
+                    admission::MAX_MESSAGE_BYTES
+                );
+                self.set_aside(o.seq, &why)?;
+                continue;
+            }
+            // The batch's messages, read from storage as the runtime's strings and parsed by its
+            // `JSON.parse`: no message is copied into wasm memory. The values are shared handles,
+            // so a refused batch is sent again one by one without reading or parsing twice.
+            let rows: Vec<OutboxRow> = self
+                .sql
+                .exec(
+                    "SELECT seq, message FROM admissions \
+                     WHERE seq BETWEEN ? AND ? AND message IS NOT NULL ORDER BY seq",
+                    vec![
+                        SqlStorageValue::Integer(first),
+                        SqlStorageValue::Integer(last),
+                    ],
+                )?
+                .to_array()?;
+            let mut pending = Vec::with_capacity(rows.len());
+            let mut unreadable = None;
+            for row in rows {
+                let Ok(at) = batch.binary_search_by_key(&row.seq, |o| o.seq) else {
+                    continue;
+                };
+                match parse_json(&row.message) {
+                    Ok(body) => pending.push(Pending {
+                        seq: row.seq,
+                        id: batch[at].id.clone(),
+                        body,
+                    }),
+                    Err(_) => {
+                        unreadable = Some(row.seq);
+                        break;
+                    }
+                }
+            }
+            if let Some(seq) = unreadable {
+                self.set_aside(seq, "the job message is not readable JSON")?;
+                continue;
+            }
+            if pending.len() < batch.len() {
+                // The book counted messages that storage no longer holds (nothing should clear one
+                // but the ledger itself): storage is the truth; they are not sent.
+                let read: Vec<i64> = pending.iter().map(|p| p.seq).collect();
+                let mut book = self.book.borrow_mut();
+                for o in batch.iter().filter(|o| !read.contains(&o.seq)) {
+                    book.take(o.seq);
+                    log::error(
+                        "admission ledger: an outbox message was missing from storage",
+                        &[("job", &o.id)],
+                    );
+                }
+            }
+            if pending.is_empty() {
+                continue;
+            }
             match self
                 .send(pending.iter().map(Pending::message).collect())
                 .await
             {
                 Ok(()) => {
-                    self.sql().exec(
+                    self.sql.exec(
                         "UPDATE admissions SET message = NULL WHERE seq BETWEEN ? AND ?",
                         vec![
                             SqlStorageValue::Integer(first),
@@ -491,7 +553,7 @@ impl AdmissionLedger {
             match self.send(vec![p.message()]).await {
                 Ok(()) => {
                     sent += 1;
-                    self.sql().exec(
+                    self.sql.exec(
                         "UPDATE admissions SET message = NULL WHERE seq = ?",
                         vec![SqlStorageValue::Integer(p.seq)],
                     )?;
@@ -528,8 +590,8 @@ impl AdmissionLedger {
             .await
     }
 
-    /// Moves a message out of the outbox into `set_aside` (listed with the dead jobs).
-    /// The message is one of the current batch's (the front of the outbox).
+    /// Moves a message out of the outbox into `set_aside` (listed with the dead jobs), in storage
+    /// (the message is not read). It is one of the current batch's (the front of the outbox).
     fn set_aside(&self, seq: i64, why: &str) -> Result<()> {
         let found = self
             .book
@@ -541,15 +603,14 @@ impl AdmissionLedger {
         let Some(o) = found else {
             return Ok(());
         };
-        let sql = self.sql();
+        let sql = &self.sql;
         sql.exec(
-            "INSERT OR REPLACE INTO set_aside (seq, id, message, error, at_ms) VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO set_aside (seq, id, message, error, at_ms) \
+             SELECT seq, id, message, ?, ? FROM admissions WHERE seq = ? AND message IS NOT NULL",
             vec![
-                SqlStorageValue::Integer(seq),
-                SqlStorageValue::from(o.id.clone()),
-                SqlStorageValue::from(o.message),
-                SqlStorageValue::from(why.to_owned()),
+                SqlStorageValue::from(why),
                 SqlStorageValue::Integer(now_ms()),
+                SqlStorageValue::Integer(seq),
             ],
         )?;
         sql.exec(
@@ -572,7 +633,7 @@ impl AdmissionLedger {
             return Ok(());
         }
         self.pruned_ms.set(now);
-        self.sql().exec(
+        self.sql.exec(
             "DELETE FROM admissions WHERE admitted_ms < ? AND message IS NULL",
             vec![SqlStorageValue::Integer(
                 now - admission::RETENTION_MS as i64,
@@ -625,6 +686,7 @@ pub async fn admit(
         &request.rate_key,
         request.jobs_per_hour,
         &request.message,
+        u32::try_from(request.message.len()).unwrap_or(u32::MAX),
         &request.record,
     ))
     .await?;
@@ -672,6 +734,13 @@ pub async fn dev_poison(env: &Env, id: &str) -> std::result::Result<(), GatewayE
     Ok(())
 }
 
+#[wasm_bindgen]
+extern "C" {
+    /// The runtime's `JSON.parse`, on a string it holds.
+    #[wasm_bindgen(catch, js_namespace = JSON, js_name = parse)]
+    fn parse_json(text: &JsValue) -> std::result::Result<JsValue, JsValue>;
+}
+
 #[wasm_bindgen(inline_js = "export function answer_after(promise, answer) {
   return promise.then(() => answer);
 }")]
@@ -702,6 +771,7 @@ extern "C" {
         rate_key: &str,
         jobs_per_hour: u32,
         message: &str,
+        message_bytes: u32,
         record: &str,
     ) -> std::result::Result<JsValue, JsValue>;
 

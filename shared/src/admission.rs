@@ -16,7 +16,8 @@ use std::collections::{HashMap, VecDeque};
 /// record) — as long as the consumer's job records live in KV.
 pub const RETENTION_MS: u64 = crate::kv::JOB_TTL_SECONDS * 1000;
 
-/// What the gateway sends the ledger for one job (its fields are the ledger's RPC arguments).
+/// What the gateway sends the ledger for one job (its fields, and the message's size, are the
+/// ledger's RPC arguments).
 /// Everything is rendered here, on the request's side, so the ledger stores strings and parses
 /// nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +49,31 @@ impl AdmitRequest {
             record: serde_json::to_string(&JobRecord::queued(job))?,
         })
     }
+
+    /// What the ledger's book needs of it.
+    pub fn candidate(&self) -> Candidate<'_> {
+        Candidate {
+            id: &self.id,
+            rate_key: &self.rate_key,
+            jobs_per_hour: self.jobs_per_hour,
+            message_bytes: self.message.len(),
+        }
+    }
+}
+
+/// What the ledger's book decides on and notes for one job: its id, whom the limit counts, the
+/// limit, and the size of its queue message (for batching). The message itself stays in the
+/// ledger's storage: the book keeps no copy of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate<'a> {
+    /// The job id.
+    pub id: &'a str,
+    /// Whom the per-user limit counts ([`authz::rate_key`]).
+    pub rate_key: &'a str,
+    /// The limit: jobs per requester in [`authz::RATE_WINDOW_MS`].
+    pub jobs_per_hour: u32,
+    /// The queue message's size in bytes (UTF-8).
+    pub message_bytes: usize,
 }
 
 /// The ledger's answer.
@@ -147,25 +173,26 @@ pub struct StoredAdmission {
     pub rate_key: String,
     /// When it was admitted (ms since the epoch).
     pub admitted_ms: i64,
-    /// The queue message, until it is on the queue.
-    pub message: Option<String>,
+    /// The queue message's size in bytes, until it is on the queue (then `None`).
+    pub message_bytes: Option<i64>,
 }
 
-/// A job message waiting in the outbox.
+/// A job message waiting in the outbox (the message is in the ledger's storage, under `seq`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
     /// The admission's position.
     pub seq: i64,
     /// The job id.
     pub id: String,
-    /// The [`JobMessage`] as JSON.
-    pub message: String,
+    /// The message's size in bytes.
+    pub bytes: usize,
 }
 
 /// The ledger's memory: the ids admitted within [`RETENTION_MS`] (dedupe), each requester's
 /// admissions in the last [`authz::RATE_WINDOW_MS`] (the limit) and the outbox (admitted, not yet on
-/// the queue), rebuilt from storage when the ledger starts ([`AdmissionBook::restore`]). Deciding
-/// from memory keeps reads off the request path; storage is written once per admission.
+/// the queue: positions, ids and sizes; the messages stay in storage), rebuilt from storage when
+/// the ledger starts ([`AdmissionBook::restore`]). Deciding from memory keeps reads off the
+/// request path; storage is written once per admission.
 #[derive(Debug, Default)]
 pub struct AdmissionBook {
     known: HashMap<String, i64>,
@@ -186,28 +213,28 @@ impl AdmissionBook {
             if row.admitted_ms > now_ms - RETENTION_MS as i64 {
                 book.note(&row.id, &row.rate_key, row.admitted_ms, now_ms);
             }
-            if let Some(message) = row.message {
+            if let Some(bytes) = row.message_bytes {
                 book.outbox.push_back(Outgoing {
                     seq: row.seq,
                     id: row.id,
-                    message,
+                    bytes: usize::try_from(bytes).unwrap_or(usize::MAX),
                 });
             }
         }
         book
     }
 
-    /// The decision for `req` at `now_ms`; changes nothing (see [`AdmissionBook::record`]).
-    pub fn decide(&self, req: &AdmitRequest, now_ms: i64) -> AdmitOutcome {
-        let known = self.known.contains_key(&req.id);
+    /// The decision for `job` at `now_ms`; changes nothing (see [`AdmissionBook::record`]).
+    pub fn decide(&self, job: &Candidate<'_>, now_ms: i64) -> AdmitOutcome {
+        let known = self.known.contains_key(job.id);
         let cutoff = now_ms - authz::RATE_WINDOW_MS as i64;
-        let started = self.recent.get(&req.rate_key).map_or(0, |times| {
+        let started = self.recent.get(job.rate_key).map_or(0, |times| {
             times.iter().rev().take_while(|t| **t > cutoff).count()
         });
         decide(
             known,
             u32::try_from(started).unwrap_or(u32::MAX),
-            req.jobs_per_hour,
+            job.jobs_per_hour,
         )
     }
 
@@ -217,14 +244,14 @@ impl AdmissionBook {
     }
 
     /// Notes an admission that has been stored at `seq` (from [`AdmissionBook::next_seq`]), and
-    /// puts its message in the outbox.
-    pub fn record(&mut self, req: &AdmitRequest, seq: i64, now_ms: i64) {
+    /// puts its message (stored with it) in the outbox.
+    pub fn record(&mut self, job: &Candidate<'_>, seq: i64, now_ms: i64) {
         self.last_seq = self.last_seq.max(seq);
-        self.note(&req.id, &req.rate_key, now_ms, now_ms);
+        self.note(job.id, job.rate_key, now_ms, now_ms);
         self.outbox.push_back(Outgoing {
             seq,
-            id: req.id.clone(),
-            message: req.message.clone(),
+            id: job.id.to_owned(),
+            bytes: job.message_bytes,
         });
     }
 
@@ -245,7 +272,7 @@ impl AdmissionBook {
         let mut bytes = 0;
         let mut n = 0;
         for item in front.iter().take(MAX_BATCH_MESSAGES) {
-            bytes += item.message.len();
+            bytes += item.bytes;
             if n > 0 && bytes > MAX_BATCH_BYTES {
                 break;
             }
@@ -261,7 +288,7 @@ impl AdmissionBook {
     pub fn a_full_batch_waits(&self) -> bool {
         let mut bytes = 0;
         for (n, item) in self.outbox.iter().enumerate() {
-            bytes += item.message.len();
+            bytes += item.bytes;
             if n + 1 >= MAX_BATCH_MESSAGES || (n > 0 && bytes > MAX_BATCH_BYTES) {
                 return true;
             }
@@ -336,10 +363,10 @@ mod tests {
     }
 
     fn admit(book: &mut AdmissionBook, req: &AdmitRequest, now: i64) -> AdmitOutcome {
-        let outcome = book.decide(req, now);
+        let outcome = book.decide(&req.candidate(), now);
         if outcome == AdmitOutcome::Admitted {
             let seq = book.next_seq();
-            book.record(req, seq, now);
+            book.record(&req.candidate(), seq, now);
         }
         outcome
     }
@@ -351,7 +378,11 @@ mod tests {
         assert_eq!(admit(&mut book, &req, 1_000), AdmitOutcome::Admitted);
         assert_eq!(admit(&mut book, &req, 2_000), AdmitOutcome::Duplicate);
         assert_eq!(book.unsent(), 1);
-        assert_eq!(book.next_batch()[0].message, req.message);
+        let queued = &book.next_batch()[0];
+        assert_eq!(
+            (queued.id.as_str(), queued.bytes),
+            ("job-1", req.message.len())
+        );
     }
 
     #[test]
@@ -389,43 +420,43 @@ mod tests {
                 id: "c".into(),
                 rate_key: "u".into(),
                 admitted_ms: now - 10,
-                message: Some("m3".into()),
+                message_bytes: Some(30),
             },
             StoredAdmission {
                 seq: 1,
                 id: "a".into(),
                 rate_key: "u".into(),
                 admitted_ms: now - 2 * HOUR,
-                message: None,
+                message_bytes: None,
             },
             StoredAdmission {
                 seq: 2,
                 id: "b".into(),
                 rate_key: "u".into(),
                 admitted_ms: now - 20,
-                message: Some("m2".into()),
+                message_bytes: Some(20),
             },
         ];
         let book = AdmissionBook::restore(rows, now);
         assert_eq!(
-            book.decide(&request("a", "x", 5), now),
+            book.decide(&request("a", "x", 5).candidate(), now),
             AdmitOutcome::Duplicate
         );
         // Two of u's admissions are in the last hour.
         assert_eq!(
-            book.decide(&request("d", "u", 2), now),
+            book.decide(&request("d", "u", 2).candidate(), now),
             AdmitOutcome::Limited { limit: 2 }
         );
         assert_eq!(
-            book.decide(&request("d", "u", 3), now),
+            book.decide(&request("d", "u", 3).candidate(), now),
             AdmitOutcome::Admitted
         );
-        let batch: Vec<&str> = book
+        let batch: Vec<(i64, &str, usize)> = book
             .next_batch()
             .iter()
-            .map(|o| o.message.as_str())
+            .map(|o| (o.seq, o.id.as_str(), o.bytes))
             .collect();
-        assert_eq!(batch, ["m2", "m3"]);
+        assert_eq!(batch, [(2, "b", 20), (3, "c", 30)]);
         assert_eq!(book.next_seq(), 4);
     }
 
@@ -493,7 +524,7 @@ mod tests {
         book.prune(later);
         assert_eq!(book.remembered(), 1);
         assert_eq!(
-            book.decide(&request("old", "u", 5), later),
+            book.decide(&request("old", "u", 5).candidate(), later),
             AdmitOutcome::Admitted
         );
     }
@@ -539,7 +570,7 @@ mod tests {
         for n in 0..3 {
             let req = request(&format!("j{n}"), "u", 100);
             let seq = book.next_seq();
-            book.record(&req, seq, 0);
+            book.record(&req.candidate(), seq, 0);
         }
         let middle = book.next_batch()[1].seq;
         assert_eq!(book.take(middle).map(|o| o.id), Some("j1".to_owned()));
