@@ -681,12 +681,13 @@ pub async fn admit(
     env: &Env,
     request: &AdmitRequest,
 ) -> std::result::Result<AdmitOutcome, GatewayError> {
+    let job = request.candidate();
     let outcome = answer(stub(env)?.admit(
-        &request.id,
-        &request.rate_key,
-        request.jobs_per_hour,
+        job.id,
+        job.rate_key,
+        job.jobs_per_hour,
         &request.message,
-        u32::try_from(request.message.len()).unwrap_or(u32::MAX),
+        u32::try_from(job.message_bytes).unwrap_or(u32::MAX),
         &request.record,
     ))
     .await?;

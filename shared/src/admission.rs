@@ -16,10 +16,9 @@ use std::collections::{HashMap, VecDeque};
 /// record) — as long as the consumer's job records live in KV.
 pub const RETENTION_MS: u64 = crate::kv::JOB_TTL_SECONDS * 1000;
 
-/// What the gateway sends the ledger for one job (its fields, and the message's size, are the
-/// ledger's RPC arguments).
-/// Everything is rendered here, on the request's side, so the ledger stores strings and parses
-/// nothing.
+/// What the gateway sends the ledger for one job: its [`Candidate`] and the two rendered strings
+/// are the ledger's RPC arguments. Everything is rendered here, on the request's side, so the
+/// ledger stores strings and parses nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdmitRequest {
     /// The job id (derived from the trigger's own id, so a redelivery has the same one).
@@ -50,7 +49,7 @@ impl AdmitRequest {
         })
     }
 
-    /// What the ledger's book needs of it.
+    /// What the ledger's book needs of it (sent as arguments beside the message and the record).
     pub fn candidate(&self) -> Candidate<'_> {
         Candidate {
             id: &self.id,
