@@ -52,6 +52,22 @@ async fn wait_for_button(ctx: &E2e, interaction: &str, custom_id: &str) -> Resul
     }
 }
 
+/// Waits until the model has been asked more than `before` times.
+async fn wait_for_model(ctx: &E2e, before: usize) -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let asked = model_requests(&ctx.sandbox_state().await?);
+        if asked > before {
+            return Ok(());
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the model was not asked within 60 s ({asked} requests)"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// A signed button press on the job's message by `user` (with or without the fix role); returns
 /// the press's interaction id and Discord's answer.
 async fn press(
@@ -117,11 +133,15 @@ pub async fn a_fix_is_stopped_and_retried_with_discords_buttons(ctx: Arc<E2e>) -
         ]}),
     )
     .await?;
+    let models_before = model_requests(&ctx.sandbox_state().await?);
     let requester = "1200000000000000001";
     let (job, interaction, asked) = crate::fix::discord_fix_by(&ctx, requester).await?;
     let thread = asked["channel_id"].as_str().unwrap_or_default().to_owned();
     let stop = format!("bugbot:stop:{job}");
     wait_for_button(&ctx, &interaction, &stop).await?;
+    // The Stop button shows once the executor has the run; stopping it before Claude Code asks
+    // the model would rightly cost nothing, and this case is about a running agent.
+    wait_for_model(&ctx, models_before).await?;
 
     // Someone else, without the fix role: an ephemeral refusal, nothing happens.
     let (_, answer) = press(&ctx, &thread, &stop, ("1200000000000000077", "bob"), false).await?;
