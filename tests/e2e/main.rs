@@ -84,17 +84,25 @@ fn main() -> ExitCode {
     args.test_threads = Some(1);
     // Failures are said again after the logs' tails, so that the end of the output names them.
     let failures: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    // Each case's wall time: the slowest are listed at the end (where the suite's time goes).
+    let durations: Arc<std::sync::Mutex<Vec<(Duration, &'static str)>>> = Arc::default();
     let trials = cases
         .into_iter()
         .map(|(name, case)| {
             let ctx = ctx.clone();
             let rt = rt.clone();
             let failures = failures.clone();
+            let durations = durations.clone();
             // The Container cases need the stack's Containers (off with BUGBOT_CONTAINERS=0).
             let ignored =
                 name.starts_with("container::") && !bugbot_tests::stack::containers_wanted();
             Trial::test(name, move || {
-                rt.block_on(case(ctx)).map_err(|e| {
+                let started = std::time::Instant::now();
+                let outcome = rt.block_on(case(ctx));
+                if let Ok(mut d) = durations.lock() {
+                    d.push((started.elapsed(), name));
+                }
+                outcome.map_err(|e| {
                     let said = format!("{e:#}");
                     if let Ok(mut f) = failures.lock() {
                         f.push(format!("{name}: {}", clip(&said, 3000)));
@@ -106,6 +114,15 @@ fn main() -> ExitCode {
         })
         .collect();
     let conclusion = libtest_mimic::run(&args, trials);
+    if let Ok(mut d) = durations.lock() {
+        d.sort_unstable_by(|a, b| b.cmp(a));
+        let slowest: Vec<String> = d
+            .iter()
+            .take(10)
+            .map(|(took, name)| format!("{:6.1}s  {name}", took.as_secs_f64()))
+            .collect();
+        eprintln!("---- slowest cases ----\n{}", slowest.join("\n"));
+    }
     if conclusion.has_failed() {
         for part in ["workers", "executor", "sandbox"] {
             eprintln!(
