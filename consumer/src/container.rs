@@ -29,6 +29,12 @@ const READY_WITHIN_MS: u64 = 30_000;
 const STOP_AFTER: std::time::Duration =
     std::time::Duration::from_secs(bugbot_shared::executor::MAX_WALL_TIME_SECS + 300);
 
+/// How long one run of the alarm keeps the object awake. An object with no request or event in
+/// progress is evicted (after 10 s under `wrangler dev`, 70–140 s on Cloudflare), and its container
+/// is stopped with it; the consumer reading the run's streamed answer does not count. So while the
+/// container runs, an alarm is always in progress: it waits this long, then runs again at once.
+const KEEP_AWAKE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The object's own routes (the consumer's; the container cannot reach them).
 const REFUSED_PATH: &str = "/_bugbot/egress-refused";
 /// Where the tally of refused hosts is kept.
@@ -37,6 +43,8 @@ const REFUSED_KEY: &str = "egress_refused";
 const STOPPED_PREFIX: &str = "stopped:";
 /// Where the running container's model key is kept.
 const MODEL_KEY: &str = "model_key";
+/// When the container is to be stopped (milliseconds since the epoch).
+const STOP_AT_KEY: &str = "stop_at_ms";
 
 /// Props of the consumer's entrypoint when the runtime hands it a request from a container.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -155,8 +163,13 @@ impl DurableObject for ExecutorContainer {
             ];
             start(&container, &env)?;
         }
-        // The sleep timeout: pushed back by every request.
-        storage.set_alarm(STOP_AFTER).await?;
+        // The sleep timeout, pushed back by every request; the alarm keeps the object awake until
+        // then (it runs again when it ends, so setting it now only starts it if it is not running).
+        let stop_at = now_ms() + i64::try_from(STOP_AFTER.as_millis()).unwrap_or(i64::MAX);
+        storage.put(STOP_AT_KEY, stop_at).await?;
+        storage
+            .set_alarm(std::time::Duration::from_millis(1))
+            .await?;
         // Right after a start the port may not accept yet: retry, often at first (a start takes about
         // a second), for at most READY_WITHIN.
         let port = container.get_tcp_port(EXECUTOR_PORT)?;
@@ -183,15 +196,33 @@ impl DurableObject for ExecutorContainer {
         }
     }
 
-    /// The sleep timeout: the job's run is over, stop its container.
+    /// Keeps the object awake while its container runs (see [`KEEP_AWAKE`]), and stops the
+    /// container at the sleep timeout (the job's run is over).
     async fn alarm(&self) -> Result<Response> {
-        if let Some(container) = self.state.container()
-            && container.running()
-        {
-            container.destroy(None).await?;
+        let Some(container) = self.state.container() else {
+            return Response::empty();
+        };
+        if !container.running() {
+            return Response::empty();
         }
+        let storage = self.state.storage();
+        let stop_at: i64 = storage.get(STOP_AT_KEY).await?.unwrap_or(0);
+        let left = stop_at.saturating_sub(now_ms());
+        if left <= 0 {
+            container.destroy(None).await?;
+            return Response::empty();
+        }
+        let wait = KEEP_AWAKE.min(std::time::Duration::from_millis(left.unsigned_abs()));
+        worker::Delay::from(wait).await;
+        storage
+            .set_alarm(std::time::Duration::from_millis(1))
+            .await?;
         Response::empty()
     }
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(worker::Date::now().as_millis()).unwrap_or(i64::MAX)
 }
 
 /// The run id of an executor stop path (`/v1/runs/{id}/stop`).

@@ -256,5 +256,17 @@ pub async fn the_container_reaches_only_the_git_host_and_the_model_api_and_repor
         record.to_string().contains("executor.egress_refused"),
         "the job's record has the refusal: {record}"
     );
+    // The model's 20-s answer left the container's object without a request for longer than the
+    // runtime keeps an idle object; the run must not have been lost with it (and retried).
+    let retried: Vec<&serde_json::Value> = record["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["step"] == "retrying")
+        .collect();
+    ensure!(
+        retried.is_empty(),
+        "the first attempt finished: {retried:?}"
+    );
     Ok(())
 }
