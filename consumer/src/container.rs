@@ -221,6 +221,7 @@ impl DurableObject for ExecutorContainer {
     }
 }
 
+/// Now, in milliseconds since the epoch.
 fn now_ms() -> i64 {
     i64::try_from(worker::Date::now().as_millis()).unwrap_or(i64::MAX)
 }
