@@ -9,6 +9,7 @@
 //! when Docker is ready (`scripts/container-engine`), else reaches the executor process at
 //! `EXECUTOR_URL`.
 
+use crate::run::now_ms;
 use bugbot_shared::egress::{self, Credential, Decision, Grant, Presented};
 use bugbot_shared::executor::FixRequest;
 use worker::js_sys::{Array, Function, Object, Promise, Reflect};
@@ -165,7 +166,8 @@ impl DurableObject for ExecutorContainer {
         }
         // The sleep timeout, pushed back by every request; the alarm keeps the object awake until
         // then (it runs again when it ends, so setting it now only starts it if it is not running).
-        let stop_at = now_ms() + i64::try_from(STOP_AFTER.as_millis()).unwrap_or(i64::MAX);
+        let stop_after_ms = u64::try_from(STOP_AFTER.as_millis()).unwrap_or(u64::MAX);
+        let stop_at = now_ms().saturating_add(stop_after_ms);
         storage.put(STOP_AT_KEY, stop_at).await?;
         storage
             .set_alarm(std::time::Duration::from_millis(1))
@@ -199,31 +201,23 @@ impl DurableObject for ExecutorContainer {
     /// Keeps the object awake while its container runs (see [`KEEP_AWAKE`]), and stops the
     /// container at the sleep timeout (the job's run is over).
     async fn alarm(&self) -> Result<Response> {
-        let Some(container) = self.state.container() else {
+        let Some(container) = self.state.container().filter(Container::running) else {
             return Response::empty();
         };
-        if !container.running() {
-            return Response::empty();
-        }
         let storage = self.state.storage();
-        let stop_at: i64 = storage.get(STOP_AT_KEY).await?.unwrap_or(0);
+        let stop_at: u64 = storage.get(STOP_AT_KEY).await?.unwrap_or(0);
         let left = stop_at.saturating_sub(now_ms());
-        if left <= 0 {
+        if left == 0 {
             container.destroy(None).await?;
             return Response::empty();
         }
-        let wait = KEEP_AWAKE.min(std::time::Duration::from_millis(left.unsigned_abs()));
+        let wait = KEEP_AWAKE.min(std::time::Duration::from_millis(left));
         worker::Delay::from(wait).await;
         storage
             .set_alarm(std::time::Duration::from_millis(1))
             .await?;
         Response::empty()
     }
-}
-
-/// Now, in milliseconds since the epoch.
-fn now_ms() -> i64 {
-    i64::try_from(worker::Date::now().as_millis()).unwrap_or(i64::MAX)
 }
 
 /// The run id of an executor stop path (`/v1/runs/{id}/stop`).
