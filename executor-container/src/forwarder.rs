@@ -34,6 +34,8 @@ const MAX_BODY: usize = 32 * 1024 * 1024;
 #[derive(Debug)]
 struct Grant {
     remaining: u32,
+    /// Messages requests let through (each may have cost money; token counts are free).
+    asked: u32,
 }
 
 #[derive(Debug)]
@@ -62,6 +64,17 @@ impl GrantGuard {
     /// The placeholder key Claude Code sends.
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// Whether a Messages request of this run was let through to the API: until one is, the run
+    /// has cost nothing, whatever Claude Code reported (or failed to).
+    pub fn model_asked(&self) -> bool {
+        self.inner
+            .grants
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&self.key)
+            .is_some_and(|g| g.asked > 0)
     }
 }
 
@@ -122,6 +135,7 @@ impl Forwarder {
                 key.clone(),
                 Grant {
                     remaining: requests,
+                    asked: 0,
                 },
             );
         GrantGuard {
@@ -166,8 +180,9 @@ impl Refusal {
     }
 }
 
-/// Takes one use of the grant whose key the request presents.
-fn admit(inner: &Inner, headers: &HeaderMap) -> Result<(), Refusal> {
+/// Takes one use of the grant whose key the request presents; `costly` marks a Messages request
+/// (counted as asked from here on, even if it fails later: the budgets count up, never down).
+fn admit(inner: &Inner, headers: &HeaderMap, costly: bool) -> Result<(), Refusal> {
     let presented = headers
         .get("x-api-key")
         .and_then(|v| v.to_str().ok())
@@ -188,6 +203,7 @@ fn admit(inner: &Inner, headers: &HeaderMap) -> Result<(), Refusal> {
         Some(g) if g.remaining == 0 => Err(Refusal::Spent),
         Some(g) => {
             g.remaining -= 1;
+            g.asked += u32::from(costly);
             Ok(())
         }
     }
@@ -205,7 +221,7 @@ async fn forward(State(inner): State<Arc<Inner>>, request: Request) -> Response 
             "only the Messages API is available",
         );
     }
-    if let Err(refused) = admit(&inner, &parts.headers) {
+    if let Err(refused) = admit(&inner, &parts.headers, path == "/v1/messages") {
         return refused.response();
     }
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
@@ -275,12 +291,25 @@ mod tests {
             .unwrap();
         let grant = f.grant(2);
         assert!(grant.key().starts_with("bugbot-run-"));
-        assert!(admit(&f.inner, &headers(grant.key())).is_ok());
-        assert!(admit(&f.inner, &headers(grant.key())).is_ok());
-        assert_eq!(admit(&f.inner, &headers(grant.key())), Err(Refusal::Spent));
-        assert_eq!(admit(&f.inner, &headers("real")), Err(Refusal::UnknownKey));
+        assert!(admit(&f.inner, &headers(grant.key()), false).is_ok());
+        assert!(!grant.model_asked(), "counting tokens costs nothing");
+        assert!(admit(&f.inner, &headers(grant.key()), true).is_ok());
+        assert!(grant.model_asked());
+        assert_eq!(
+            admit(&f.inner, &headers(grant.key()), true),
+            Err(Refusal::Spent)
+        );
+        assert_eq!(
+            admit(&f.inner, &headers("real"), true),
+            Err(Refusal::UnknownKey)
+        );
+        let other = f.grant(2);
+        assert!(!other.model_asked(), "each run counts its own requests");
         let key = grant.key().to_owned();
         drop(grant);
-        assert_eq!(admit(&f.inner, &headers(&key)), Err(Refusal::UnknownKey));
+        assert_eq!(
+            admit(&f.inner, &headers(&key), true),
+            Err(Refusal::UnknownKey)
+        );
     }
 }

@@ -7,7 +7,7 @@
 //! process of the agent is killed and the workspace removed (see [`Job`]'s `Drop`).
 
 use crate::agent::{Agent, AgentPool};
-use crate::forwarder::Forwarder;
+use crate::forwarder::{Forwarder, GrantGuard};
 use crate::runs::Hub;
 use crate::workspace::{Checked, Workspace};
 use bugbot_shared::executor::{Event, FixRequest, FixResult, Outcome};
@@ -58,8 +58,8 @@ impl std::fmt::Debug for Config {
 pub struct Emitter {
     hub: Arc<Hub>,
     masker: Masker,
-    /// Claude Code was started (its cost counts from then on).
-    model_started: Arc<std::sync::atomic::AtomicBool>,
+    /// Claude Code's turns so far (a run cut off before its result still says how far it got).
+    turns: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl Emitter {
@@ -68,21 +68,20 @@ impl Emitter {
         Self {
             hub,
             masker,
-            model_started: Arc::default(),
+            turns: Arc::default(),
         }
     }
 
-    /// Whether the run reached Claude Code (`running` was sent).
-    pub fn model_started(&self) -> bool {
-        self.model_started
-            .load(std::sync::atomic::Ordering::Relaxed)
+    /// Claude Code's turns so far (from the `turn` events sent).
+    pub fn turns(&self) -> u32 {
+        self.turns.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sends one event as a JSON line.
     pub async fn emit(&self, event: &Event) {
-        if matches!(event, Event::Running) {
-            self.model_started
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Event::Turn { n, .. } = event {
+            self.turns
+                .fetch_max(*n, std::sync::atomic::Ordering::Relaxed);
         }
         let mut value = serde_json::to_value(event).unwrap_or_default();
         self.masker.mask_json(&mut value);
@@ -150,7 +149,7 @@ pub async fn run(
         }
     });
     let wall = std::time::Duration::from_secs(request.limits.wall_time_secs);
-    let work = tokio::time::timeout(wall, attempt(&config, &request, agent, grant.key(), &out));
+    let work = tokio::time::timeout(wall, attempt(&config, &request, agent, &grant, &out));
     let result = tokio::select! {
         finished = work => match finished {
             Ok(Ok(result)) => result,
@@ -159,7 +158,7 @@ pub async fn run(
                 ..FixResult::empty(Outcome::Failed)
             },
             // The attempt's future was dropped: its agent is killed and its workspace removed.
-            Err(_) => unreported_cost(&out, &request, FixResult {
+            Err(_) => cut_off(&grant, &out, &request, FixResult {
                 error: Some(format!("the wall time of {}s ran out", wall.as_secs())),
                 ..FixResult::empty(Outcome::TimedOut)
             }),
@@ -168,7 +167,7 @@ pub async fn run(
         // removed before the result goes out.
         reason = out.hub.stopped() => {
             tracing::info!(branch = %request.branch, %reason, "run stopped: its agent was killed and its workspace removed");
-            unreported_cost(&out, &request, FixResult::stopped(&reason))
+            cut_off(&grant, &out, &request, FixResult::stopped(&reason))
         },
         () = out.hub.abandoned(config.detached_grace) => {
             heartbeat.abort();
@@ -190,10 +189,26 @@ pub async fn run(
     out.hub.finish();
 }
 
-/// A run cut off from outside: if Claude Code had started, it reported no cost, so the run's budget
-/// limit is counted (the budgets must not take a cut-off run for a free one).
-fn unreported_cost(out: &Emitter, request: &FixRequest, result: FixResult) -> FixResult {
-    if out.model_started() {
+/// A run cut off from outside: it says how many turns Claude Code had taken, and, if the model
+/// had been asked, Claude Code reported no cost, so the run's budget limit is counted (the
+/// budgets must not take a cut-off run for a free one).
+fn cut_off(
+    grant: &GrantGuard,
+    out: &Emitter,
+    request: &FixRequest,
+    result: FixResult,
+) -> FixResult {
+    let result = FixResult {
+        turns: out.turns(),
+        ..result
+    };
+    unreported_cost(grant, request, result)
+}
+
+/// A run whose cost Claude Code did not report: free if the model was never asked, otherwise
+/// counted at the run's budget limit, the most it may have spent.
+fn unreported_cost(grant: &GrantGuard, request: &FixRequest, result: FixResult) -> FixResult {
+    if grant.model_asked() {
         result.with_unreported_cost(request.limits.max_budget_usd)
     } else {
         result
@@ -215,7 +230,7 @@ async fn attempt(
     config: &Config,
     req: &FixRequest,
     agent: Agent,
-    model_key: &str,
+    grant: &GrantGuard,
     out: &Emitter,
 ) -> Result<FixResult, Failure> {
     let token = req.github_token.as_deref();
@@ -240,7 +255,7 @@ async fn attempt(
         home: &home,
         ids: job.agent.ids,
         model_url: config.forwarder.url(),
-        model_key,
+        model_key: grant.key(),
     };
     let allowed_time = agent_time(std::time::Duration::from_secs(req.limits.wall_time_secs));
     let claude = tokio::time::timeout(
@@ -256,7 +271,7 @@ async fn attempt(
         Err(_) => crate::claude::ClaudeRun {
             outcome: Outcome::TimedOut,
             summary: String::new(),
-            turns: 0,
+            turns: out.turns(),
             cost_usd: None,
             error: None,
             denied: Vec::new(),
@@ -270,7 +285,7 @@ async fn attempt(
         ..FixResult::empty(claude.outcome)
     };
     if claude.cost_usd.is_none() {
-        result = result.with_unreported_cost(req.limits.max_budget_usd);
+        result = unreported_cost(grant, req, result);
     }
     if claude.outcome != Outcome::Pushed && !claude.outcome.hit_limit() {
         // Claude Code failed: whatever it left is not pushed.

@@ -302,8 +302,9 @@ pub struct FixResult {
     #[serde(default)]
     pub turns: u32,
     /// Cost reported by Claude Code; when it ended before reporting one (cut off at the time
-    /// limit, stopped, or gone without a result), the run's budget limit, the most it could
-    /// have cost, and [`FixResult::cost_unreported`] says so.
+    /// limit, stopped, or gone without a result) after the model was asked, the run's budget
+    /// limit, the most it could have cost, and [`FixResult::cost_unreported`] says so (0 when the
+    /// model was never asked).
     #[serde(default)]
     pub cost_usd: f64,
     /// `cost_usd` is the budget limit, charged because Claude Code reported no cost.

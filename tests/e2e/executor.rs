@@ -287,7 +287,7 @@ pub async fn executor_stops_a_model_that_never_stops(ctx: Arc<E2e>) -> Result<()
     ensure_eq!(remote.branches()?, vec!["main".to_owned()]);
 
     // The wall time: everything is killed and the result says so.
-    body["limits"] = json!({"wall_time_secs": 2, "max_turns": 200, "max_budget_usd": 1.0});
+    body["limits"] = json!({"wall_time_secs": 4, "max_turns": 200, "max_budget_usd": 1.0});
     body["branch"] = "bugbot/loop2".into();
     let started = std::time::Instant::now();
     let (_, events, _) = fix(&ctx, &body, &ctx.env.get("EXECUTOR_TOKEN")).await?;
@@ -297,7 +297,11 @@ pub async fn executor_stops_a_model_that_never_stops(ctx: Arc<E2e>) -> Result<()
     );
     let r = result(&events)?;
     ensure_eq!(r["outcome"], "timed_out", "{r}");
-    // Claude Code was cut off before it reported a cost: the budget counts the whole limit.
+    // The result says how far Claude Code got before it was cut off.
+    let turns = events.iter().filter(|e| e["event"] == "turn").count();
+    ensure!(turns > 0, "no turn in the loop's time: {events:?}");
+    ensure_eq!(r["turns"], turns, "{r}");
+    // It had asked the model and was cut off before it reported a cost: the whole limit counts.
     ensure!(
         r["cost_unreported"] == true && r["cost_usd"] == 1.0,
         "a cut-off run counts its limit: {r}"
