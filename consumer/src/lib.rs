@@ -286,7 +286,8 @@ async fn process(env: &Env, job: &JobMessage, holder: &str) -> Settled {
     }
 
     if let (Some(resume), true) = (&job.resume, resumed) {
-        reply::progress(&mut run, &bugbot_shared::steer::resuming_text(resume)).await;
+        let text = bugbot_shared::steer::resuming_text(resume);
+        reply::progress_with(&mut run, &text, stoppable(job.command)).await;
     }
     remember_latest_fix(env, job).await;
 
@@ -454,9 +455,10 @@ async fn execute(run: &mut Run<'_>, attempt: u32) -> Result<Ended, ApiError> {
     }
     if run.job.command == Command::Review {
         if attempt == 1 {
-            reply::progress(
+            reply::progress_with(
                 run,
                 &format!("👀 Working on the review… (job `{}`)", run.job.id),
+                stoppable(run.job.command),
             )
             .await;
         }
@@ -466,7 +468,8 @@ async fn execute(run: &mut Run<'_>, attempt: u32) -> Result<Ended, ApiError> {
         ApiError::permanent(Service::Linear, "this job belongs to no conversation")
     })?;
     if attempt == 1 {
-        reply::progress(run, &replies::gathering(run.job.id.as_str())).await;
+        let text = replies::gathering(run.job.id.as_str());
+        reply::progress_with(run, &text, stoppable(run.job.command)).await;
     }
     match run.job.command {
         Command::Fix => fix::fix(run, &origin).await.map(ended),
@@ -474,6 +477,15 @@ async fn execute(run: &mut Run<'_>, attempt: u32) -> Result<Ended, ApiError> {
             .await
             .map(|()| Ended::Done),
         Command::Selftest | Command::Review => Ok(Ended::Done),
+    }
+}
+
+/// The buttons of a job's first messages: a fix or a review can be stopped from the start (a stop
+/// before its run reaches the executor ends the run there before Claude Code starts).
+fn stoppable(command: Command) -> &'static [Action] {
+    match command {
+        Command::Fix | Command::Review => &[Action::Stop],
+        Command::Contextualize | Command::Selftest => &[],
     }
 }
 

@@ -85,6 +85,7 @@ pub fn all_cases() -> Vec<(&'static str, Case)> {
         fix::repository_settings_narrow_the_paths_and_a_bad_file_fails_naming_its_line,
         fix::a_fix_past_the_requesters_daily_budget_is_refused_politely,
         steer::a_fix_is_stopped_and_retried_with_discords_buttons,
+        steer::a_fix_stopped_before_it_reaches_the_model_costs_nothing,
         steer::a_fix_at_its_turn_limit_opens_a_draft_that_continue_finishes,
         steer::a_review_comment_on_bugbots_pull_request_adds_a_commit_to_it,
         container::a_fix_runs_in_the_executor_container_with_its_agent_unprivileged_and_no_secret_in_reach,

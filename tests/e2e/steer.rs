@@ -119,6 +119,72 @@ fn workspaces(ctx: &E2e) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Stop from a fix's first message, while bugbot still gathers the report's context (Linear
+/// answers late): the job ends stopped before Claude Code asks the model anything, the message
+/// offers Retry and counts no cost, and the requester's budget is untouched.
+pub async fn a_fix_stopped_before_it_reaches_the_model_costs_nothing(ctx: Arc<E2e>) -> Result<()> {
+    ctx.wait_idle().await?;
+    ctx.sandbox_post(
+        "/_sandbox/faults",
+        &json!({"service": "linear", "count": 1, "delay_ms": 8000}),
+    )
+    .await?;
+    let models_before = model_requests(&ctx.sandbox_state().await?);
+    let requester = "1200000000000000003";
+    let (job, interaction, asked) = crate::fix::discord_fix_by(&ctx, requester).await?;
+    let thread = asked["channel_id"].as_str().unwrap_or_default().to_owned();
+    let stop = format!("bugbot:stop:{job}");
+    wait_for_button(&ctx, &interaction, &stop).await?;
+    let record = ctx.admin_get(&format!("/v1/jobs/{job}")).await?;
+    let steps: Vec<&str> = record.json["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["step"].as_str())
+        .collect();
+    ensure!(
+        !steps.iter().any(|s| s.starts_with("executor")),
+        "the Stop button shows before the run reaches the executor: {steps:?}"
+    );
+
+    let (_, answer) = press(&ctx, &thread, &stop, (requester, "jane"), false).await?;
+    ensure_eq!(
+        answer["type"],
+        7,
+        "the pressed message is updated: {answer}"
+    );
+    let record = ctx
+        .wait_for_job(&job, Duration::from_secs(60), |r| {
+            r["status"] != "running" && r["status"] != "queued"
+        })
+        .await?;
+    ensure_eq!(record["status"], "stopped", "{record}");
+    let state = ctx.sandbox_state().await?;
+    no_violations(&state)?;
+    ensure_eq!(
+        model_requests(&state),
+        models_before,
+        "the model was asked nothing"
+    );
+    ensure_eq!(pulls_of(&state, &job).len(), 0, "nothing was opened");
+    let (said, ids) = buttons_of(&state, &interaction)
+        .last()
+        .cloned()
+        .context("the message was edited")?;
+    ensure!(
+        said.contains("was stopped by jane") && !said.contains("up to $"),
+        "the message says who stopped it and counts no cost: {said}"
+    );
+    ensure_eq!(ids, vec![format!("bugbot:retry:{job}")], "it offers Retry");
+    let spend = ctx.admin_get("/v1/spend").await?;
+    ensure_eq!(spend.status, 200, "{}", spend.text);
+    let spent = spend.json["users"][format!("discord:{requester}")]
+        .as_f64()
+        .unwrap_or(0.0);
+    ensure!(spent == 0.0, "nothing is counted: {}", spend.text);
+    Ok(())
+}
+
 /// Stop mid-run from Discord: someone without the fix role is refused (only they see it); the
 /// requester's press kills the run — nothing is pushed, the model is asked nothing more, the
 /// message says who stopped it and offers Retry; Retry runs the job again (same job, same
