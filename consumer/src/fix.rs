@@ -192,11 +192,11 @@ pub(crate) async fn record_result(
     run.step(
         "executor.done",
         format!(
-            "{:?}: {} file(s), {} turns, ${:.2}",
+            "{:?}: {} file(s), {} turns, model cost {}",
             result.outcome,
             result.changed_files.len(),
             result.turns,
-            result.cost_usd
+            result.cost_text()
         ),
     )
     .await

@@ -107,6 +107,51 @@ async fn press(
     Ok((id, a.json))
 }
 
+/// The steps of a job's record, in order.
+fn steps_of(record: &Value) -> Vec<&str> {
+    record["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["step"].as_str())
+        .collect()
+}
+
+/// A fix asked on Discord by `requester`, once its message shows Stop: the job, the interaction,
+/// the thread, and how many model requests there were before it.
+async fn fix_showing_stop(ctx: &E2e, requester: &str) -> Result<(String, String, String, usize)> {
+    let models_before = model_requests(&ctx.sandbox_state().await?);
+    let (job, interaction, asked) = crate::fix::discord_fix_by(ctx, requester).await?;
+    let thread = asked["channel_id"].as_str().unwrap_or_default().to_owned();
+    wait_for_button(ctx, &interaction, &format!("bugbot:stop:{job}")).await?;
+    Ok((job, interaction, thread, models_before))
+}
+
+/// The requester (jane) presses the job's Stop: the pressed message says it is stopping, and the
+/// job ends `stopped`.
+async fn stop_as_jane(ctx: &E2e, thread: &str, job: &str, requester: &str) -> Result<()> {
+    let stop = format!("bugbot:stop:{job}");
+    let (_, answer) = press(ctx, thread, &stop, (requester, "jane"), false).await?;
+    ensure_eq!(
+        answer["type"],
+        7,
+        "the pressed message is updated: {answer}"
+    );
+    ensure!(
+        answer["data"]["content"]
+            .as_str()
+            .is_some_and(|c| c.contains("Stopping")),
+        "{answer}"
+    );
+    let record = ctx
+        .wait_for_job(job, Duration::from_secs(60), |r| {
+            r["status"] != "running" && r["status"] != "queued"
+        })
+        .await?;
+    ensure_eq!(record["status"], "stopped", "{record}");
+    Ok(())
+}
+
 /// The running executor's workspaces (the local executor process's work folder).
 fn workspaces(ctx: &E2e) -> Vec<String> {
     std::fs::read_dir(ctx.state_dir.join("executor"))
@@ -129,36 +174,16 @@ pub async fn a_fix_stopped_before_it_reaches_the_model_costs_nothing(ctx: Arc<E2
         &json!({"service": "linear", "count": 1, "delay_ms": 8000}),
     )
     .await?;
-    let models_before = model_requests(&ctx.sandbox_state().await?);
     let requester = "1200000000000000003";
-    let (job, interaction, asked) = crate::fix::discord_fix_by(&ctx, requester).await?;
-    let thread = asked["channel_id"].as_str().unwrap_or_default().to_owned();
-    let stop = format!("bugbot:stop:{job}");
-    wait_for_button(&ctx, &interaction, &stop).await?;
+    let (job, interaction, thread, models_before) = fix_showing_stop(&ctx, requester).await?;
     let record = ctx.admin_get(&format!("/v1/jobs/{job}")).await?;
-    let steps: Vec<&str> = record.json["events"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e["step"].as_str())
-        .collect();
+    let steps = steps_of(&record.json);
     ensure!(
         !steps.iter().any(|s| s.starts_with("executor")),
         "the Stop button shows before the run reaches the executor: {steps:?}"
     );
 
-    let (_, answer) = press(&ctx, &thread, &stop, (requester, "jane"), false).await?;
-    ensure_eq!(
-        answer["type"],
-        7,
-        "the pressed message is updated: {answer}"
-    );
-    let record = ctx
-        .wait_for_job(&job, Duration::from_secs(60), |r| {
-            r["status"] != "running" && r["status"] != "queued"
-        })
-        .await?;
-    ensure_eq!(record["status"], "stopped", "{record}");
+    stop_as_jane(&ctx, &thread, &job, requester).await?;
     let state = ctx.sandbox_state().await?;
     no_violations(&state)?;
     ensure_eq!(
@@ -199,14 +224,11 @@ pub async fn a_fix_is_stopped_and_retried_with_discords_buttons(ctx: Arc<E2e>) -
         ]}),
     )
     .await?;
-    let models_before = model_requests(&ctx.sandbox_state().await?);
     let requester = "1200000000000000001";
-    let (job, interaction, asked) = crate::fix::discord_fix_by(&ctx, requester).await?;
-    let thread = asked["channel_id"].as_str().unwrap_or_default().to_owned();
+    let (job, interaction, thread, models_before) = fix_showing_stop(&ctx, requester).await?;
     let stop = format!("bugbot:stop:{job}");
-    wait_for_button(&ctx, &interaction, &stop).await?;
-    // The Stop button shows once the executor has the run; stopping it before Claude Code asks
-    // the model would rightly cost nothing, and this case is about a running agent.
+    // Stop shows from the fix's first message; a stop before Claude Code asks the model would
+    // rightly cost nothing, and this case is about a running agent.
     wait_for_model(&ctx, models_before).await?;
 
     // Someone else, without the fix role: an ephemeral refusal, nothing happens.
@@ -226,24 +248,7 @@ pub async fn a_fix_is_stopped_and_retried_with_discords_buttons(ctx: Arc<E2e>) -
     ensure_eq!(record.json["status"], "running", "{}", record.text);
 
     // The requester stops it.
-    let (_, answer) = press(&ctx, &thread, &stop, (requester, "jane"), false).await?;
-    ensure_eq!(
-        answer["type"],
-        7,
-        "the pressed message is updated: {answer}"
-    );
-    ensure!(
-        answer["data"]["content"]
-            .as_str()
-            .is_some_and(|c| c.contains("Stopping")),
-        "{answer}"
-    );
-    let record = ctx
-        .wait_for_job(&job, Duration::from_secs(60), |r| {
-            r["status"] != "running" && r["status"] != "queued"
-        })
-        .await?;
-    ensure_eq!(record["status"], "stopped", "{record}");
+    stop_as_jane(&ctx, &thread, &job, requester).await?;
     let models_at_stop = model_requests(&ctx.sandbox_state().await?);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let state = ctx.sandbox_state().await?;
@@ -292,12 +297,7 @@ pub async fn a_fix_is_stopped_and_retried_with_discords_buttons(ctx: Arc<E2e>) -
     let (pressed, answer) = press(&ctx, &thread, &retry, (requester, "jane"), false).await?;
     ensure_eq!(answer["type"], 7, "{answer}");
     let record = crate::contextualize::wait_status(&ctx, &job, "succeeded", 120).await?;
-    let steps: Vec<&str> = record["events"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e["step"].as_str())
-        .collect();
+    let steps = steps_of(&record);
     ensure!(
         steps.contains(&"stopped") && steps.contains(&"retry"),
         "one history: {steps:?}"
