@@ -2,7 +2,7 @@
 //! Durable Object named after the job starts the container built from
 //! `executor-container/Dockerfile` on first use with the internet off, forwards requests to the
 //! executor's port, and stops the container once the run's wall time (and a margin) has passed —
-//! its alarm is the container's sleep timeout. The container's only way out is its plain HTTP,
+//! its alarm is the container's sleep timeout — then clears its own storage. The container's only way out is its plain HTTP,
 //! which the runtime hands to this Worker ([`egress`]): the git host and the model API are
 //! reached with their credentials attached here, anything else is refused and counted for the
 //! job's report (`bugbot_shared::egress`). The local stack runs the same under `wrangler dev`
@@ -11,7 +11,7 @@
 
 use crate::run::now_ms;
 use bugbot_shared::egress::{self, Credential, Decision, Grant, Presented};
-use bugbot_shared::executor::FixRequest;
+use bugbot_shared::executor::{ContainerAlarm, FixRequest, container_alarm};
 use worker::js_sys::{Array, Function, Object, Promise, Reflect};
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::{
@@ -101,6 +101,12 @@ impl DurableObject for ExecutorContainer {
             storage
                 .put(&format!("{STOPPED_PREFIX}{run}"), reason)
                 .await?;
+            // Kept until the sleep timeout, like a run's state, then cleared by the alarm.
+            let stop_at = now_ms().saturating_add(stop_after_ms());
+            if storage.get::<u64>(STOP_AT_KEY).await?.unwrap_or(0) < stop_at {
+                storage.put(STOP_AT_KEY, stop_at).await?;
+                storage.set_alarm(STOP_AFTER).await?;
+            }
             return Response::from_json(
                 &serde_json::json!({ "run_id": run, "state": "stopped_before_start" }),
             );
@@ -166,8 +172,7 @@ impl DurableObject for ExecutorContainer {
         }
         // The sleep timeout, pushed back by every request; the alarm keeps the object awake until
         // then (it runs again when it ends, so setting it now only starts it if it is not running).
-        let stop_after_ms = u64::try_from(STOP_AFTER.as_millis()).unwrap_or(u64::MAX);
-        let stop_at = now_ms().saturating_add(stop_after_ms);
+        let stop_at = now_ms().saturating_add(stop_after_ms());
         storage.put(STOP_AT_KEY, stop_at).await?;
         storage
             .set_alarm(std::time::Duration::from_millis(1))
@@ -198,26 +203,37 @@ impl DurableObject for ExecutorContainer {
         }
     }
 
-    /// Keeps the object awake while its container runs (see [`KEEP_AWAKE`]), and stops the
-    /// container at the sleep timeout (the job's run is over).
+    /// Keeps the object awake while its container runs (see [`KEEP_AWAKE`]); at the sleep timeout
+    /// (the job's run is over) stops the container and clears the object's storage.
     async fn alarm(&self) -> Result<Response> {
-        let Some(container) = self.state.container().filter(Container::running) else {
-            return Response::empty();
-        };
+        let container = self.state.container().filter(Container::running);
         let storage = self.state.storage();
-        let stop_at: u64 = storage.get(STOP_AT_KEY).await?.unwrap_or(0);
-        let left = stop_at.saturating_sub(now_ms());
-        if left == 0 {
-            container.destroy(None).await?;
-            return Response::empty();
+        let stop_at: Option<u64> = storage.get(STOP_AT_KEY).await?;
+        match container_alarm(container.is_some(), now_ms(), stop_at, KEEP_AWAKE) {
+            ContainerAlarm::KeepAwake(wait) => {
+                worker::Delay::from(wait).await;
+                storage
+                    .set_alarm(std::time::Duration::from_millis(1))
+                    .await?;
+            }
+            ContainerAlarm::WaitFor(wait) => storage.set_alarm(wait).await?,
+            ContainerAlarm::Retire => {
+                if let Some(container) = container {
+                    container.destroy(None).await?;
+                }
+                // A request while the container stopped pushed the stop time back: its run keeps
+                // what it stored (and its alarm runs again).
+                if storage.get::<u64>(STOP_AT_KEY).await? == stop_at {
+                    storage.delete_all().await?;
+                }
+            }
         }
-        let wait = KEEP_AWAKE.min(std::time::Duration::from_millis(left));
-        worker::Delay::from(wait).await;
-        storage
-            .set_alarm(std::time::Duration::from_millis(1))
-            .await?;
         Response::empty()
     }
+}
+
+fn stop_after_ms() -> u64 {
+    u64::try_from(STOP_AFTER.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The run id of an executor stop path (`/v1/runs/{id}/stop`).

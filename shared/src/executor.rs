@@ -416,6 +416,41 @@ pub const HEARTBEAT_SECS: u64 = 15;
 /// A stream silent for this long is broken (several missed heartbeats).
 pub const STREAM_IDLE_SECS: u64 = 60;
 
+/// What the Durable Object that holds a job's executor container does when its alarm runs. The
+/// object is named after the job and keeps a few keys (the run's model key, its stop time, the
+/// hosts its egress refused, a stop for a run not started yet); once the job's last run is over
+/// nothing of it is kept, since a Durable Object's storage otherwise stays, and is billed, for ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerAlarm {
+    /// The container runs and its stop time is ahead: stay awake this long (an object with nothing
+    /// in progress is evicted, and its container with it), then run again.
+    KeepAwake(std::time::Duration),
+    /// No container runs but the stop time is ahead (a stop waiting for the fix request it
+    /// answers, or a container that ended early): run again in this long.
+    WaitFor(std::time::Duration),
+    /// The stop time has passed, or none is known: stop the container if it runs, and clear the
+    /// object's storage.
+    Retire,
+}
+
+/// The alarm's step, from whether the container runs, the time and the stored stop time (all ms).
+pub fn container_alarm(
+    running: bool,
+    now_ms: u64,
+    stop_at_ms: Option<u64>,
+    keep_awake: std::time::Duration,
+) -> ContainerAlarm {
+    let left = match stop_at_ms {
+        Some(stop_at) if stop_at > now_ms => std::time::Duration::from_millis(stop_at - now_ms),
+        _ => return ContainerAlarm::Retire,
+    };
+    if running {
+        ContainerAlarm::KeepAwake(keep_awake.min(left))
+    } else {
+        ContainerAlarm::WaitFor(left)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -513,5 +548,42 @@ mod tests {
             r#"{"event":"turn","n":2,"summary":"Edit src/cart.js"}"#
         );
         assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), e);
+    }
+
+    #[test]
+    fn a_container_object_stays_awake_while_its_container_runs_and_is_cleared_after_its_stop_time()
+    {
+        use std::time::Duration;
+        let minute = Duration::from_secs(60);
+        // Running, an hour left: awake a minute at a time.
+        assert_eq!(
+            container_alarm(true, 1_000, Some(3_601_000), minute),
+            ContainerAlarm::KeepAwake(minute)
+        );
+        // Running, less than the keep-awake period left: only until the stop time.
+        assert_eq!(
+            container_alarm(true, 1_000, Some(21_000), minute),
+            ContainerAlarm::KeepAwake(Duration::from_secs(20))
+        );
+        // A stop recorded before its run started: kept until the stop time, then cleared.
+        assert_eq!(
+            container_alarm(false, 1_000, Some(3_601_000), minute),
+            ContainerAlarm::WaitFor(Duration::from_secs(3_600))
+        );
+        for running in [true, false] {
+            assert_eq!(
+                container_alarm(running, 5_000, Some(5_000), minute),
+                ContainerAlarm::Retire
+            );
+            assert_eq!(
+                container_alarm(running, 5_000, Some(1_000), minute),
+                ContainerAlarm::Retire
+            );
+            // No stop time (an object from before it was kept): nothing to wait for.
+            assert_eq!(
+                container_alarm(running, 5_000, None, minute),
+                ContainerAlarm::Retire
+            );
+        }
     }
 }
