@@ -93,17 +93,27 @@ pub async fn fix(run: &mut Run<'_>, origin: &Origin) -> Result<FixEnd, ApiError>
     let result = match run.record.checkpoints.fix_result.clone() {
         Some(result) => result,
         None => {
-            let user = match reserve_budget(run, "No fix").await? {
+            let repository = call(gh.repository(&repo), github_api::parse_repository).await?;
+            base_branch = Some(repository.default_branch.clone());
+            let settings = repository_settings(
+                &gh,
+                &repo,
+                &repository.default_branch,
+                &config::allowed_paths(run.env),
+            )
+            .await?;
+            let user = match reserve_budget(run, "No fix", settings.limits.max_budget_usd).await? {
                 Ok(user) => user,
                 Err(why) => return Ok(FixEnd::Refused(why)),
             };
-            let repository = call(gh.repository(&repo), github_api::parse_repository).await?;
-            base_branch = Some(repository.default_branch.clone());
             let result = execute(
                 run,
                 &gh,
                 &repo,
-                repository,
+                FixTarget {
+                    repository,
+                    settings,
+                },
                 token,
                 &context,
                 continued.as_ref(),
@@ -153,15 +163,16 @@ pub async fn fix(run: &mut Run<'_>, origin: &Origin) -> Result<FixEnd, ApiError>
     Ok(FixEnd::Done)
 }
 
-/// The day's budgets: a run reserves the most it may cost before it starts. `Ok(Err(why))` when the
-/// budgets refuse it (the requester was told, `refused` leading the answer); else the requester's
-/// key in the budgets, for [`record_result`].
+/// The day's budgets: a run reserves the most it may cost (`most`: its budget, the repository's
+/// where that is lower) before it starts. `Ok(Err(why))` when the budgets refuse it (the requester
+/// was told, `refused` leading the answer); else the requester's key in the budgets, for
+/// [`record_result`].
 pub(crate) async fn reserve_budget(
     run: &mut Run<'_>,
     refused: &str,
+    most: f64,
 ) -> Result<Result<String, String>, ApiError> {
     let user = budget_user(run);
-    let most = Limits::default().max_budget_usd;
     if let Err(why) = spend::reserve(run.env, run.job.id.as_str(), &user, most).await? {
         reply::finish(run, &format!("💸 {refused}: {why}")).await?;
         return Ok(Err(why));
@@ -292,22 +303,26 @@ async fn list_files(
     Ok((files, note))
 }
 
+/// The repository a fix runs on and its settings, read before the fix's budget is reserved (the
+/// settings may lower it).
+struct FixTarget {
+    repository: github_api::Repository,
+    settings: repo_settings::Effective,
+}
+
 async fn execute(
     run: &mut Run<'_>,
     gh: &github_api::GithubApi,
     repo: &bugbot_shared::ids::RepoFullName,
-    repository: github_api::Repository,
+    target: FixTarget,
     token: String,
     context: &Contextualized,
     continued: Option<&FixResult>,
 ) -> Result<FixResult, ApiError> {
-    let settings = repository_settings(
-        gh,
-        repo,
-        &repository.default_branch,
-        &config::allowed_paths(run.env),
-    )
-    .await?;
+    let FixTarget {
+        repository,
+        settings,
+    } = target;
     if !settings.applied.is_empty() {
         run.step(
             "repository.settings",

@@ -44,10 +44,6 @@ pub async fn review(run: &mut Run<'_>) -> Result<FixEnd, ApiError> {
     let result = match run.record.checkpoints.fix_result.clone() {
         Some(result) => result,
         None => {
-            let user = match reserve_budget(run, "No new commit").await? {
-                Ok(user) => user,
-                Err(why) => return Ok(FixEnd::Refused(why)),
-            };
             let (reviews, comments) = futures::future::join(
                 call(gh.pull_reviews(&repo, number), review::parse_reviews),
                 call(
@@ -60,6 +56,11 @@ pub async fn review(run: &mut Run<'_>) -> Result<FixEnd, ApiError> {
             let settings =
                 repository_settings(&gh, &repo, &pr.base.name, &config::allowed_paths(run.env))
                     .await?;
+            let most = settings.limits.max_budget_usd;
+            let user = match reserve_budget(run, "No new commit", most).await? {
+                Ok(user) => user,
+                Err(why) => return Ok(FixEnd::Refused(why)),
+            };
             let repository = call(gh.repository(&repo), github_api::parse_repository).await?;
             run.step(
                 "review.start",

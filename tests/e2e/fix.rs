@@ -450,7 +450,8 @@ pub async fn repository_settings_narrow_the_paths_and_a_bad_file_fails_naming_it
 }
 
 /// A requester whose day's model spend leaves no room for a fix's budget is refused, told what is
-/// spent and when it resets, and nothing runs; today's totals show the spend.
+/// spent and when it resets, and nothing runs; today's totals show the spend. A repository whose
+/// settings lower a run's budget below what is left gets its fix.
 pub async fn a_fix_past_the_requesters_daily_budget_is_refused_politely(
     ctx: Arc<E2e>,
 ) -> Result<()> {
@@ -496,6 +497,46 @@ pub async fn a_fix_past_the_requesters_daily_budget_is_refused_politely(
     ensure!(
         mine == Some(39.5),
         "today's totals show the user's spend: {}",
+        spend.text
+    );
+
+    // A repository whose settings lower a run's budget to $0.50: the fix reserves that, fits in
+    // the $0.50 left, and runs.
+    let mut files = web_app_files();
+    files.insert(
+        ".github/bugbot.toml".to_owned(),
+        "[limits]\nmax_budget_usd = 0.5\n".to_owned(),
+    );
+    ctx.sandbox_post(
+        "/_sandbox/git/repos",
+        &json!({"repo": ctx.env.get("GITHUB_TEST_REPO"), "files": files}),
+    )
+    .await?;
+    ctx.sandbox_post(
+        "/_sandbox/anthropic/scenario",
+        &read_then_edit("src/cart.js", CART_FIX.0, CART_FIX.1),
+    )
+    .await?;
+    let (job, _, _) = discord_fix_by(&ctx, &user).await?;
+    let record = crate::contextualize::wait_status(&ctx, &job, "succeeded", 120).await?;
+    ensure!(
+        record.to_string().contains("budget $0.50"),
+        "the job's record says the settings lowered the budget: {record}"
+    );
+    let state = ctx.sandbox_state().await?;
+    no_violations(&state)?;
+    ensure_eq!(
+        pulls_of(&state, &job).len(),
+        1,
+        "the fix opened its pull request"
+    );
+    let spend = ctx.admin_get("/v1/spend").await?;
+    let mine = spend.json["users"][format!("discord:{user}")]
+        .as_f64()
+        .unwrap_or_default();
+    ensure!(
+        mine > 39.5 && mine <= 40.0,
+        "the run's cost is added to the day's spend, within the budget: {}",
         spend.text
     );
     Ok(())
