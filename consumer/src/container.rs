@@ -1,8 +1,9 @@
 //! The executor as a Cloudflare Container (production transport), one per running job: the
 //! Durable Object named after the job starts the container built from
 //! `executor-container/Dockerfile` on first use with the internet off, forwards requests to the
-//! executor's port, and stops the container once the run's wall time (and a margin) has passed —
-//! its alarm is the container's sleep timeout — then clears its own storage. The container's only way out is its plain HTTP,
+//! executor's port, and stops the container a minute after the consumer has the run's result (or,
+//! if it never says so, once the longest wall time and a margin have passed: its alarm is the
+//! container's sleep timeout), then clears its own storage. The container's only way out is its plain HTTP,
 //! which the runtime hands to this Worker ([`egress`]): the git host and the model API are
 //! reached with their credentials attached here, anything else is refused and counted for the
 //! job's report (`bugbot_shared::egress`). The local stack runs the same under `wrangler dev`
@@ -36,8 +37,15 @@ const STOP_AFTER: std::time::Duration =
 /// container runs, an alarm is always in progress: it waits this long, then runs again at once.
 const KEEP_AWAKE: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// How long a container stays once the consumer has its run's result (the run is over: the
+/// executor pushed and answered): a margin for its last writes, then the alarm stops it. Until then
+/// the container counts against `max_instances`.
+const AFTER_RUN: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The object's own routes (the consumer's; the container cannot reach them).
 const REFUSED_PATH: &str = "/_bugbot/egress-refused";
+/// The run is over: answers the refused hosts' tally, and the container stops [`AFTER_RUN`] later.
+const RUN_OVER_PATH: &str = "/_bugbot/run-over";
 /// Where the tally of refused hosts is kept.
 const REFUSED_KEY: &str = "egress_refused";
 /// Where a stop for a run that had not started is kept (the run id follows).
@@ -73,6 +81,26 @@ impl ExecutorContainer {
         }
         Response::from_json(&tally)
     }
+
+    /// The consumer has the run's result: the refused hosts' tally is answered, and the container
+    /// is stopped (and the object's storage cleared) [`AFTER_RUN`] from now rather than at the
+    /// sleep timeout, an hour away.
+    async fn run_over(&self) -> Result<Response> {
+        let storage = self.state.storage();
+        let tally: Vec<(String, u32)> = storage.get(REFUSED_KEY).await?.unwrap_or_default();
+        let stop_at = now_ms().saturating_add(ms(AFTER_RUN));
+        if storage
+            .get::<u64>(STOP_AT_KEY)
+            .await?
+            .is_none_or(|at| at > stop_at)
+        {
+            storage.put(STOP_AT_KEY, stop_at).await?;
+            // The alarm may be running (keeping the object awake): it reads the new stop time when
+            // it runs again, at the latest when this one comes.
+            storage.set_alarm(AFTER_RUN).await?;
+        }
+        Response::from_json(&tally)
+    }
 }
 
 impl DurableObject for ExecutorContainer {
@@ -83,6 +111,9 @@ impl DurableObject for ExecutorContainer {
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         if req.path() == REFUSED_PATH {
             return self.refused(req).await;
+        }
+        if req.path() == RUN_OVER_PATH && req.method() == Method::Post {
+            return self.run_over().await;
         }
         let container = self.state.container().ok_or_else(|| {
             worker::Error::RustError("no container is bound to this object".into())
@@ -233,7 +264,11 @@ impl DurableObject for ExecutorContainer {
 }
 
 fn stop_after_ms() -> u64 {
-    u64::try_from(STOP_AFTER.as_millis()).unwrap_or(u64::MAX)
+    ms(STOP_AFTER)
+}
+
+fn ms(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The run id of an executor stop path (`/v1/runs/{id}/stop`).
@@ -409,10 +444,12 @@ async fn count_refusal(env: &Env, job: &str, host: &str) -> Result<()> {
     Ok(())
 }
 
-/// The hosts job `job`'s container was refused, with counts.
-pub async fn refused_hosts(env: &Env, job: &str) -> Result<Vec<(String, u32)>> {
-    let mut answer = stub(env, job)?
-        .fetch_with_str(&format!("http://executor{REFUSED_PATH}"))
-        .await?;
+/// Says job `job`'s run is over (its container stops soon); answers the hosts the container was
+/// refused, with counts.
+pub async fn run_over(env: &Env, job: &str) -> Result<Vec<(String, u32)>> {
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post);
+    let req = Request::new_with_init(&format!("http://executor{RUN_OVER_PATH}"), &init)?;
+    let mut answer = stub(env, job)?.fetch_with_request(req).await?;
     answer.json().await
 }

@@ -448,7 +448,7 @@ pub(crate) async fn follow(
             }
             Event::Done { result } => {
                 let mut result = result.clone();
-                if let Some(note) = executor::refused_egress(run.env, run.job.id.as_str()).await {
+                if let Some(note) = executor::run_over(run.env, run.job.id.as_str()).await {
                     run.step("executor.egress_refused", note.clone()).await?;
                     result.summary = format!("{}\n\n{note}", result.summary);
                 }

@@ -140,6 +140,20 @@ pub async fn a_fix_runs_in_the_executor_container_with_its_agent_unprivileged_an
             "files the agent can read hold {name}: {files}"
         );
     }
+
+    // Once the consumer has the result the container is stopped (a minute later, not at the sleep
+    // timeout an hour on): it no longer counts against `max_instances`.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(150);
+    while bugbot_tests::stack::executor_container_logs()
+        .iter()
+        .any(|(name, _)| *name == container)
+    {
+        ensure!(
+            std::time::Instant::now() < until,
+            "container {container} still there 2.5 minutes after its run ended"
+        );
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
     Ok(())
 }
 

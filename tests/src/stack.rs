@@ -494,7 +494,9 @@ fn consumer_config_with_vars(base: &str, env: &LocalEnv, containers: bool) -> St
 /// (`…-proxy` are their network sidecars).
 const EXECUTOR_CONTAINERS: &str = "workerd-bugbot-consumer-ExecutorContainer";
 
-/// Each executor container of this machine's stacks, by name, with its output.
+/// Each executor container of this machine's stacks, by name, with its output. A container is
+/// removed a minute after the consumer has its run's result (`consumer/src/container.rs`), and
+/// its output with it: read it before then.
 pub fn executor_container_logs() -> Vec<(String, String)> {
     let names = std::process::Command::new("docker")
         .args(["ps", "-a", "--format", "{{.Names}}", "--filter"])
