@@ -53,10 +53,19 @@ pub async fn handle(req: &web_sys::Request, env: &Env) -> Result<web_sys::Respon
                 }
             }
         }
-        Decision::Enqueue(job) => match admit(env, &job, &policy, "discord").await? {
+        Decision::Enqueue(job) => match admit(env, &job, &policy, "discord").await {
             // A redelivered interaction gets the same answer; its job is already on the queue.
-            Admission::Admitted | Admission::Duplicate => discord::deferred(),
-            Admission::Refused(refusal) => discord::ephemeral(&refusal.to_string()),
+            Ok(Admission::Admitted | Admission::Duplicate) => discord::deferred(),
+            Ok(Admission::Refused(refusal)) => discord::ephemeral(&refusal.to_string()),
+            // Discord does not resend an interaction: an error status would only show "This
+            // interaction failed". The requester is told instead.
+            Err(e) => {
+                crate::log::error(
+                    "admission failed",
+                    &[("job", job.id.as_str()), ("error", &e.detail())],
+                );
+                discord::ephemeral(&bugbot_shared::replies::command_not_taken())
+            }
         },
     };
     json_answer(200, &answer)

@@ -50,6 +50,15 @@ pub fn mention_not_taken() -> String {
         .to_owned()
 }
 
+/// A slash command bugbot could not admit (its ledger did not answer). Discord does not send an
+/// interaction again, so this is its answer; the ledger may have recorded the job before its answer
+/// was lost, hence "if it does not start".
+pub fn command_not_taken() -> String {
+    "Sorry — bugbot could not confirm it took this request (a temporary problem on its side). \
+     If it does not start within a minute, please ask again in a few minutes."
+        .to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

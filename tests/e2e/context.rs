@@ -41,6 +41,7 @@ pub fn all_cases() -> Vec<(&'static str, Case)> {
         gateway::discord_slash_fix_gets_a_deferred_answer_and_one_job,
         gateway::discord_fix_without_the_role_is_refused_politely,
         gateway::discord_unknown_command_gets_an_ephemeral_answer,
+        gateway::discord_command_during_a_ledger_outage_is_answered_and_can_be_asked_again,
         gateway::github_every_published_example_gets_a_2xx,
         gateway::github_tampered_byte_is_401,
         gateway::github_member_comment_delivered_three_times_is_one_job,

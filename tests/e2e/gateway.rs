@@ -127,6 +127,47 @@ pub async fn discord_fix_without_the_role_is_refused_politely(ctx: Arc<E2e>) -> 
     Ok(())
 }
 
+/// A slash command that cannot be admitted (the ledger down) is answered with what happened (not an
+/// error status, which Discord shows as "This interaction failed" and never sends again); nothing
+/// is recorded, and asking again once the ledger is back is admitted.
+pub async fn discord_command_during_a_ledger_outage_is_answered_and_can_be_asked_again(
+    ctx: Arc<E2e>,
+) -> Result<()> {
+    ctx.wait_idle().await?;
+    let outage = std::time::Instant::now();
+    let r = ctx.admin_post("/v1/dev/ledger-outage?seconds=4").await?;
+    ensure_eq!(r.status, 202, "{}", r.text);
+    let user = "1300000000000000004";
+    let first = slash(&ctx, "contextualize", user, &[], "The cart total is wrong");
+    let a = ctx.discord_interaction(&first).await?;
+    ensure_eq!(a.status, 200, "{}", a.text);
+    ensure_eq!(a.json["type"], 4, "{}", a.text);
+    ensure_eq!(a.json["data"]["flags"], 64, "the answer is ephemeral");
+    let text = a.json["data"]["content"].as_str().unwrap_or_default();
+    ensure!(
+        text.contains("could not confirm") && text.contains("ask again"),
+        "the requester is told what to do: {text}"
+    );
+    ensure!(
+        !text.contains("ledger is down") && !text.contains("dev/"),
+        "no internal detail reaches Discord: {text}"
+    );
+    let job = format!("dc-{}", first["id"].as_str().unwrap_or_default());
+    ensure_eq!(
+        ctx.admin_get(&format!("/v1/jobs/{job}")).await?.status,
+        404,
+        "nothing was recorded"
+    );
+
+    tokio::time::sleep(Duration::from_secs(4).saturating_sub(outage.elapsed())).await;
+    let again = slash(&ctx, "contextualize", user, &[], "The cart total is wrong");
+    let b = ctx.discord_interaction(&again).await?;
+    ensure_eq!(b.json["type"], 5, "asked again, it is taken: {}", b.text);
+    let job = format!("dc-{}", again["id"].as_str().unwrap_or_default());
+    ensure_eq!(ctx.admin_get(&format!("/v1/jobs/{job}")).await?.status, 200);
+    Ok(())
+}
+
 pub async fn discord_unknown_command_gets_an_ephemeral_answer(ctx: Arc<E2e>) -> Result<()> {
     let mut interaction = slash(&ctx, "fix", "1300000000000000003", &[], "");
     interaction["data"]["name"] = "weather".into();
