@@ -350,9 +350,8 @@ pub async fn a_cut_tree_listing_is_narrowed_to_the_allowed_directories(
     Ok(())
 }
 
-/// [`github_cart_fix`] asked with `@bugbot fix`, the repository's base branch holding these extra
-/// files; returns the job id.
-async fn github_cart_fix_with(ctx: &E2e, extra: &[(&str, &str)]) -> Result<String> {
+/// The served repository with these extra files on its base branch, and the scripted cart fix.
+async fn seed_with(ctx: &E2e, extra: &[(&str, &str)]) -> Result<()> {
     let mut files = web_app_files();
     for (path, text) in extra {
         files.insert((*path).to_owned(), (*text).to_owned());
@@ -367,6 +366,13 @@ async fn github_cart_fix_with(ctx: &E2e, extra: &[(&str, &str)]) -> Result<Strin
         &read_then_edit("src/cart.js", CART_FIX.0, CART_FIX.1),
     )
     .await?;
+    Ok(())
+}
+
+/// [`github_cart_fix`] asked with `@bugbot fix`, the repository's base branch holding these extra
+/// files; returns the job id.
+async fn github_cart_fix_with(ctx: &E2e, extra: &[(&str, &str)]) -> Result<String> {
+    seed_with(ctx, extra).await?;
     let (_, job) = member_comments_on_a_new_issue(
         ctx,
         "Cart total is one too high",
@@ -502,19 +508,9 @@ pub async fn a_fix_past_the_requesters_daily_budget_is_refused_politely(
 
     // A repository whose settings lower a run's budget to $0.50: the fix reserves that, fits in
     // the $0.50 left, and runs.
-    let mut files = web_app_files();
-    files.insert(
-        ".github/bugbot.toml".to_owned(),
-        "[limits]\nmax_budget_usd = 0.5\n".to_owned(),
-    );
-    ctx.sandbox_post(
-        "/_sandbox/git/repos",
-        &json!({"repo": ctx.env.get("GITHUB_TEST_REPO"), "files": files}),
-    )
-    .await?;
-    ctx.sandbox_post(
-        "/_sandbox/anthropic/scenario",
-        &read_then_edit("src/cart.js", CART_FIX.0, CART_FIX.1),
+    seed_with(
+        &ctx,
+        &[(".github/bugbot.toml", "[limits]\nmax_budget_usd = 0.5\n")],
     )
     .await?;
     let (job, _, _) = discord_fix_by(&ctx, &user).await?;
