@@ -1,8 +1,8 @@
 //! The executor as a Cloudflare Container (production transport), one per running job: the
 //! Durable Object named after the job starts the container built from
 //! `executor-container/Dockerfile` on first use with the internet off, forwards requests to the
-//! executor's port, and stops the container a minute after the consumer has the run's result (or,
-//! if it never says so, once the longest wall time and a margin have passed: its alarm is the
+//! executor's port, and stops the container a minute after the consumer has recorded the run's
+//! result (or, if it never says so, once the longest wall time and a margin have passed: its alarm is the
 //! container's sleep timeout), then clears its own storage. The container's only way out is its plain HTTP,
 //! which the runtime hands to this Worker ([`egress`]): the git host and the model API are
 //! reached with their credentials attached here, anything else is refused and counted for the
@@ -37,14 +37,15 @@ const STOP_AFTER: std::time::Duration =
 /// container runs, an alarm is always in progress: it waits this long, then runs again at once.
 const KEEP_AWAKE: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// How long a container stays once the consumer has its run's result (the run is over: the
-/// executor pushed and answered): a margin for its last writes, then the alarm stops it. Until then
-/// the container counts against `max_instances`.
+/// How long a container stays once the consumer has recorded its run's result (the run is over:
+/// the executor pushed and answered, and a redelivery of the job reads the result from the job's
+/// record instead of asking the executor): a margin, then the alarm stops it. Until then the
+/// container counts against `max_instances`.
 const AFTER_RUN: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The object's own routes (the consumer's; the container cannot reach them).
 const REFUSED_PATH: &str = "/_bugbot/egress-refused";
-/// The run is over: answers the refused hosts' tally, and the container stops [`AFTER_RUN`] later.
+/// The run's result is recorded: the container stops [`AFTER_RUN`] later.
 const RUN_OVER_PATH: &str = "/_bugbot/run-over";
 /// Where the tally of refused hosts is kept.
 const REFUSED_KEY: &str = "egress_refused";
@@ -82,12 +83,15 @@ impl ExecutorContainer {
         Response::from_json(&tally)
     }
 
-    /// The consumer has the run's result: the refused hosts' tally is answered, and the container
-    /// is stopped (and the object's storage cleared) [`AFTER_RUN`] from now rather than at the
-    /// sleep timeout, an hour away.
+    /// The consumer has recorded the run's result: a running container is stopped (and the
+    /// object's storage cleared) [`AFTER_RUN`] from now rather than at the sleep timeout, an hour
+    /// away. Without a running container nothing changes (a stop that came before its run stays
+    /// until the sleep timeout, for a redelivered fix request).
     async fn run_over(&self) -> Result<Response> {
+        if !self.state.container().is_some_and(|c| c.running()) {
+            return Response::empty();
+        }
         let storage = self.state.storage();
-        let tally: Vec<(String, u32)> = storage.get(REFUSED_KEY).await?.unwrap_or_default();
         let stop_at = now_ms().saturating_add(ms(AFTER_RUN));
         if storage
             .get::<u64>(STOP_AT_KEY)
@@ -99,7 +103,7 @@ impl ExecutorContainer {
             // it runs again, at the latest when this one comes.
             storage.set_alarm(AFTER_RUN).await?;
         }
-        Response::from_json(&tally)
+        Response::empty()
     }
 }
 
@@ -444,12 +448,19 @@ async fn count_refusal(env: &Env, job: &str, host: &str) -> Result<()> {
     Ok(())
 }
 
-/// Says job `job`'s run is over (its container stops soon); answers the hosts the container was
-/// refused, with counts.
-pub async fn run_over(env: &Env, job: &str) -> Result<Vec<(String, u32)>> {
+/// The hosts job `job`'s container was refused, with counts.
+pub async fn refused_hosts(env: &Env, job: &str) -> Result<Vec<(String, u32)>> {
+    let mut answer = stub(env, job)?
+        .fetch_with_str(&format!("http://executor{REFUSED_PATH}"))
+        .await?;
+    answer.json().await
+}
+
+/// Says job `job`'s run is over and its result recorded: its container stops soon.
+pub async fn run_over(env: &Env, job: &str) -> Result<()> {
     let mut init = RequestInit::new();
     init.with_method(Method::Post);
     let req = Request::new_with_init(&format!("http://executor{RUN_OVER_PATH}"), &init)?;
-    let mut answer = stub(env, job)?.fetch_with_request(req).await?;
-    answer.json().await
+    stub(env, job)?.fetch_with_request(req).await?;
+    Ok(())
 }

@@ -78,22 +78,31 @@ async fn post(env: &Env, job: &str, path: &str, body: String) -> Result<Response
     })
 }
 
-/// Ends job `job`'s run on the executor once its result is in hand: its container is stopped
-/// shortly (a container left running would count against `max_instances`, and bill, for the hour
-/// of its sleep timeout). Answers the note for the report when the container was refused network
-/// requests; `None` when none were, or the executor is a local process (`EXECUTOR_URL`: its network
-/// is the host's, and it stays up).
-pub async fn run_over(env: &Env, job: &str) -> Option<String> {
+/// The note for the report when job `job`'s container was refused network requests; `None` when
+/// none were, or the executor is a local process (`EXECUTOR_URL`: its network is the host's).
+pub async fn refused_egress(env: &Env, job: &str) -> Option<String> {
     if var(env, "EXECUTOR_URL").is_some() {
         return None;
     }
-    match crate::container::run_over(env, job).await {
+    match crate::container::refused_hosts(env, job).await {
         Ok(refused) => bugbot_shared::egress::refused_note(&refused),
         Err(e) => {
-            // The container then stops at its sleep timeout.
-            crate::log::error("run end not recorded", &[("error", &e.to_string())]);
+            crate::log::error("refused hosts unreadable", &[("error", &e.to_string())]);
             None
         }
+    }
+}
+
+/// Job `job`'s run is over and its result is in the job's record (a redelivery reads it there):
+/// its container is stopped shortly, rather than at the sleep timeout an hour on, during which it
+/// would count against `max_instances`, and bill. Nothing for a local executor process.
+pub async fn run_over(env: &Env, job: &str) {
+    if var(env, "EXECUTOR_URL").is_some() {
+        return;
+    }
+    if let Err(e) = crate::container::run_over(env, job).await {
+        // The container then stops at its sleep timeout.
+        crate::log::error("run end not passed on", &[("error", &e.to_string())]);
     }
 }
 

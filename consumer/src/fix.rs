@@ -210,7 +210,10 @@ pub(crate) async fn record_result(
             result.cost_text()
         ),
     )
-    .await
+    .await?;
+    // Recorded: a redelivery no longer needs the executor's copy of the result.
+    executor::run_over(run.env, run.job.id.as_str()).await;
+    Ok(())
 }
 
 /// A continue finished what its draft began: the pull request gets the whole fix's description
@@ -448,7 +451,7 @@ pub(crate) async fn follow(
             }
             Event::Done { result } => {
                 let mut result = result.clone();
-                if let Some(note) = executor::run_over(run.env, run.job.id.as_str()).await {
+                if let Some(note) = executor::refused_egress(run.env, run.job.id.as_str()).await {
                     run.step("executor.egress_refused", note.clone()).await?;
                     result.summary = format!("{}\n\n{note}", result.summary);
                 }
