@@ -2,11 +2,11 @@
 //! Durable Object named after the job starts the container built from
 //! `executor-container/Dockerfile` on first use with the internet off, forwards requests to the
 //! executor's port, and stops the container a minute after the consumer has recorded the run's
-//! result (or, if it never says so, once the longest wall time and a margin have passed: its alarm is the
-//! container's sleep timeout), then clears its own storage. The container's only way out is its plain HTTP,
-//! which the runtime hands to this Worker ([`egress`]): the git host and the model API are
-//! reached with their credentials attached here, anything else is refused and counted for the
-//! job's report (`bugbot_shared::egress`). The local stack runs the same under `wrangler dev`
+//! result (or, if it never says so, once the longest wall time and a margin have passed: its alarm
+//! is the container's sleep timeout), then clears its own storage. The container's only way out is
+//! its plain HTTP, which the runtime hands to this Worker ([`egress`]): the git host and the model
+//! API are reached with their credentials attached here, anything else is refused and counted for
+//! the job's report (`bugbot_shared::egress`). The local stack runs the same under `wrangler dev`
 //! when Docker is ready (`scripts/container-engine`), else reaches the executor process at
 //! `EXECUTOR_URL`.
 
