@@ -474,13 +474,13 @@ fn run_wrk(url: &str, script: &Path, connections: u32, seconds: u32) -> Result<F
         bail!("wrk failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     let (_, busy_after) = cpu_snapshot();
+    let elapsed = started.elapsed().as_secs_f64();
     // The CPU a run caused includes what it left its runtime to do (an outbox still draining to the
     // queue): charged to it, read once the runtimes are idle again.
     wait_until_idle();
     let (after, _) = cpu_snapshot();
     // The script prints the first few non-2xx answers, so that an error count comes with its cause.
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    let elapsed = started.elapsed().as_secs_f64();
     let mut f = parse_wrk(&String::from_utf8_lossy(&out.stdout))?;
     let mut by_group: std::collections::HashMap<&str, f64> = std::collections::HashMap::new();
     for (pid, (group, cpu)) in &after {
