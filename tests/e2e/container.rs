@@ -144,10 +144,7 @@ pub async fn a_fix_runs_in_the_executor_container_with_its_agent_unprivileged_an
     // Once the consumer has the result the container is stopped (a minute later, not at the sleep
     // timeout an hour on): it no longer counts against `max_instances`.
     let until = std::time::Instant::now() + std::time::Duration::from_secs(150);
-    while bugbot_tests::stack::executor_container_logs()
-        .iter()
-        .any(|(name, _)| *name == container)
-    {
+    while bugbot_tests::stack::executor_container_names().contains(&container) {
         ensure!(
             std::time::Instant::now() < until,
             "container {container} still there 2.5 minutes after its run ended"

@@ -498,6 +498,25 @@ const EXECUTOR_CONTAINERS: &str = "workerd-bugbot-consumer-ExecutorContainer";
 /// removed a minute after the consumer has its run's result (`consumer/src/container.rs`), and
 /// its output with it: read it before then.
 pub fn executor_container_logs() -> Vec<(String, String)> {
+    executor_container_names()
+        .into_iter()
+        .filter_map(|name| {
+            let o = std::process::Command::new("docker")
+                .args(["logs", &name])
+                .output()
+                .ok()?;
+            let log = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            Some((name, log))
+        })
+        .collect()
+}
+
+/// The names of the executor containers of this machine's stacks (not their network sidecars).
+pub fn executor_container_names() -> Vec<String> {
     let names = std::process::Command::new("docker")
         .args(["ps", "-a", "--format", "{{.Names}}", "--filter"])
         .arg(format!("name={EXECUTOR_CONTAINERS}"))
@@ -507,18 +526,7 @@ pub fn executor_container_logs() -> Vec<(String, String)> {
     names
         .lines()
         .filter(|n| !n.ends_with("-proxy"))
-        .filter_map(|name| {
-            let o = std::process::Command::new("docker")
-                .args(["logs", name])
-                .output()
-                .ok()?;
-            let log = format!(
-                "{}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
-            Some((name.to_owned(), log))
-        })
+        .map(str::to_owned)
         .collect()
 }
 
