@@ -321,6 +321,20 @@ impl E2e {
         Self::answer(r).await
     }
 
+    /// Takes the gateway's admission ledger down for `seconds` (`POST /v1/dev/ledger-outage`) and
+    /// returns the instant by which it is surely back: the ledger sets its end from its own clock
+    /// while handling the call, so the end is counted from the answer, not from the request, with a
+    /// margin for the clocks' granularity.
+    pub async fn ledger_outage(&self, seconds: u64) -> Result<Instant> {
+        let r = self
+            .admin_post(&format!("/v1/dev/ledger-outage?seconds={seconds}"))
+            .await?;
+        if r.status != 202 {
+            bail!("ledger outage not taken: {} {}", r.status, r.text);
+        }
+        Ok(Instant::now() + Duration::from_secs(seconds) + Duration::from_millis(500))
+    }
+
     /// Polls a job's record until `done` says so, or fails after `timeout` with the last record.
     pub async fn wait_for_job(
         &self,

@@ -134,9 +134,7 @@ pub async fn discord_command_during_a_ledger_outage_is_answered_and_can_be_asked
     ctx: Arc<E2e>,
 ) -> Result<()> {
     ctx.wait_idle().await?;
-    let outage = std::time::Instant::now();
-    let r = ctx.admin_post("/v1/dev/ledger-outage?seconds=4").await?;
-    ensure_eq!(r.status, 202, "{}", r.text);
+    let back = ctx.ledger_outage(4).await?;
     let user = "1300000000000000004";
     let first = slash(&ctx, "contextualize", user, &[], "The cart total is wrong");
     let a = ctx.discord_interaction(&first).await?;
@@ -159,7 +157,7 @@ pub async fn discord_command_during_a_ledger_outage_is_answered_and_can_be_asked
         "nothing was recorded"
     );
 
-    tokio::time::sleep(Duration::from_secs(4).saturating_sub(outage.elapsed())).await;
+    tokio::time::sleep_until(back.into()).await;
     let again = slash(&ctx, "contextualize", user, &[], "The cart total is wrong");
     let b = ctx.discord_interaction(&again).await?;
     ensure_eq!(b.json["type"], 5, "asked again, it is taken: {}", b.text);

@@ -344,9 +344,7 @@ pub async fn a_mention_that_cannot_be_admitted_is_answered(ctx: Arc<E2e>) -> Res
     ctx.wait_idle().await?;
     connected(&ctx).await?;
     let thread = thread_with_report(&ctx).await?;
-    let outage = Instant::now();
-    let r = ctx.admin_post("/v1/dev/ledger-outage?seconds=6").await?;
-    ensure_eq!(r.status, 202, "{}", r.text);
+    let back = ctx.ledger_outage(6).await?;
     let id = mention(&ctx, &thread.channel, "contextualize", &[]).await?;
     let reply = first_reply(&ctx, &thread.channel, &id).await?;
     ensure!(
@@ -361,7 +359,7 @@ pub async fn a_mention_that_cannot_be_admitted_is_answered(ctx: Arc<E2e>) -> Res
             .unwrap_or(0)
             >= 1
     );
-    tokio::time::sleep(Duration::from_secs(6).saturating_sub(outage.elapsed())).await;
+    tokio::time::sleep_until(back.into()).await;
     Ok(())
 }
 
