@@ -127,3 +127,12 @@ pub fn dev_endpoints(env: &Env) -> bool {
 pub fn github_mention(env: &Env) -> String {
     var(env, "GITHUB_MENTION").unwrap_or_else(|| bugbot_shared::github::DEFAULT_MENTION.into())
 }
+
+/// How long a fix's executor container stays once the consumer has recorded its run's result (the
+/// run is over: the executor pushed and answered, and a redelivery of the job reads the result
+/// from the job's record instead of asking the executor): a margin, then its alarm stops it. Until
+/// then the container counts against `max_instances`. `EXECUTOR_STOP_AFTER_RUN_SECONDS`, default 60.
+pub fn after_run(env: &Env) -> std::time::Duration {
+    let seconds = var(env, "EXECUTOR_STOP_AFTER_RUN_SECONDS").and_then(|v| v.parse().ok());
+    std::time::Duration::from_secs(seconds.unwrap_or(60))
+}

@@ -37,15 +37,12 @@ const STOP_AFTER: std::time::Duration =
 /// container runs, an alarm is always in progress: it waits this long, then runs again at once.
 const KEEP_AWAKE: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// How long a container stays once the consumer has recorded its run's result (the run is over:
-/// the executor pushed and answered, and a redelivery of the job reads the result from the job's
-/// record instead of asking the executor): a margin, then the alarm stops it. Until then the
-/// container counts against `max_instances`.
-const AFTER_RUN: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often a keep-awake alarm looks for an earlier stop time.
+const STOP_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The object's own routes (the consumer's; the container cannot reach them).
 const REFUSED_PATH: &str = "/_bugbot/egress-refused";
-/// The run's result is recorded: the container stops [`AFTER_RUN`] later.
+/// The run's result is recorded: the container stops [`crate::config::after_run`] later.
 const RUN_OVER_PATH: &str = "/_bugbot/run-over";
 /// Where the tally of refused hosts is kept.
 const REFUSED_KEY: &str = "egress_refused";
@@ -84,24 +81,25 @@ impl ExecutorContainer {
     }
 
     /// The consumer has recorded the run's result: a running container is stopped (and the
-    /// object's storage cleared) [`AFTER_RUN`] from now rather than at the sleep timeout, an hour
+    /// object's storage cleared) [`crate::config::after_run`] from now rather than at the sleep timeout, an hour
     /// away. Without a running container nothing changes (a stop that came before its run stays
     /// until the sleep timeout, for a redelivered fix request).
     async fn run_over(&self) -> Result<Response> {
         if !self.state.container().is_some_and(|c| c.running()) {
             return Response::empty();
         }
+        let after_run = crate::config::after_run(&self.env);
         let storage = self.state.storage();
-        let stop_at = now_ms().saturating_add(ms(AFTER_RUN));
+        let stop_at = now_ms().saturating_add(ms(after_run));
         if storage
             .get::<u64>(STOP_AT_KEY)
             .await?
             .is_none_or(|at| at > stop_at)
         {
             storage.put(STOP_AT_KEY, stop_at).await?;
-            // The alarm may be running (keeping the object awake): it reads the new stop time when
-            // it runs again, at the latest when this one comes.
-            storage.set_alarm(AFTER_RUN).await?;
+            // The alarm may be running (keeping the object awake): it reads the new stop time
+            // within STOP_CHECK.
+            storage.set_alarm(after_run).await?;
         }
         Response::empty()
     }
@@ -229,6 +227,11 @@ impl DurableObject for ExecutorContainer {
                 }
                 Err(e) => e,
             };
+            // Gone underneath (stopped by its alarm meanwhile, or crashed): this attempt fails
+            // now, and the job's retry starts it again.
+            if !container.running() {
+                return Err(error);
+            }
             let waited = worker::Date::now().as_millis() - started_ms;
             if waited > READY_WITHIN_MS {
                 return Err(error);
@@ -246,7 +249,30 @@ impl DurableObject for ExecutorContainer {
         let stop_at: Option<u64> = storage.get(STOP_AT_KEY).await?;
         match container_alarm(container.is_some(), now_ms(), stop_at, KEEP_AWAKE) {
             ContainerAlarm::KeepAwake(wait) => {
-                worker::Delay::from(wait).await;
+                // In slices: a new stop time (the run is over) is acted on within STOP_CHECK. The
+                // runtime marks the container stopped only when a `monitor()` of it settles, so
+                // one is watched throughout: a container that exits on its own (a crash, out of
+                // memory) is then started again by the next request instead of being fetched
+                // from for ever.
+                let until = now_ms().saturating_add(ms(wait));
+                let mut exited = std::pin::pin!(container_exit(container.as_ref()));
+                loop {
+                    let left = until.saturating_sub(now_ms());
+                    if left == 0 {
+                        break;
+                    }
+                    let slice =
+                        worker::Delay::from(STOP_CHECK.min(std::time::Duration::from_millis(left)));
+                    if let futures::future::Either::Right(_) =
+                        futures::future::select(slice, exited.as_mut()).await
+                    {
+                        crate::log::info("executor container exited", &[]);
+                        break;
+                    }
+                    if storage.get::<u64>(STOP_AT_KEY).await? != stop_at {
+                        break;
+                    }
+                }
                 storage
                     .set_alarm(std::time::Duration::from_millis(1))
                     .await?;
@@ -255,6 +281,9 @@ impl DurableObject for ExecutorContainer {
             ContainerAlarm::Retire => {
                 if let Some(container) = container {
                     container.destroy(None).await?;
+                    // Until a monitor settles the runtime counts it as running, and the next
+                    // request (a retry of the job) would not start it again.
+                    container_exit(Some(&container)).await;
                 }
                 // A request while the container stopped pushed the stop time back: its run keeps
                 // what it stored (and its alarm runs again).
@@ -264,6 +293,14 @@ impl DurableObject for ExecutorContainer {
             }
         }
         Response::empty()
+    }
+}
+
+/// Settles once `container` has exited (at once when there is none). Its exit status does not
+/// matter here: a destroyed or crashed container is equally gone.
+async fn container_exit(container: Option<&Container>) {
+    if let Some(container) = container {
+        let _ = container.wait_for_exit().await;
     }
 }
 

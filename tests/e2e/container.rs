@@ -141,17 +141,33 @@ pub async fn a_fix_runs_in_the_executor_container_with_its_agent_unprivileged_an
         );
     }
 
-    // Once the consumer has the result the container is stopped (a minute later, not at the sleep
-    // timeout an hour on): it no longer counts against `max_instances`.
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(150);
-    while bugbot_tests::stack::executor_container_names().contains(&container) {
+    // Once the consumer has the result the container is stopped (EXECUTOR_STOP_AFTER_RUN_SECONDS
+    // later, 20 s locally, not at the sleep timeout an hour on): it no longer counts against
+    // `max_instances`.
+    gone(&container).await
+}
+
+/// Waits until the executor container `name` is gone: stopped, a little after its job's run was
+/// recorded (`EXECUTOR_STOP_AFTER_RUN_SECONDS`, 20 s locally, and a check every 5 s).
+async fn gone(name: &str) -> Result<()> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while bugbot_tests::stack::executor_container_names()
+        .iter()
+        .any(|n| n == name)
+    {
         ensure!(
             std::time::Instant::now() < until,
-            "container {container} still there 2.5 minutes after its run ended"
+            "container {name} still there a minute after its run ended"
         );
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
     Ok(())
+}
+
+/// Waits until the executor container that ran job `job`'s fix is gone.
+pub async fn job_container_gone(job: &str) -> Result<()> {
+    let name = container_running(job, 5).await?;
+    gone(&name).await
 }
 
 /// The name of the executor container running job `job`'s fix, once its log says so.

@@ -288,6 +288,12 @@ pub async fn a_fix_is_stopped_and_retried_with_discords_buttons(ctx: Arc<E2e>) -
     let retry = format!("bugbot:retry:{job}");
     ensure_eq!(ids, vec![retry.clone()], "it offers Retry");
 
+    // In its Container, the stopped run's container is stopped a little later; a Retry pressed
+    // after that starts it again (the runtime counts a container as running until told it exited).
+    if bugbot_tests::stack::containers_wanted() {
+        crate::container::job_container_gone(&job).await?;
+    }
+
     // Retry: the same job runs again, and this time the model fixes the bug.
     ctx.sandbox_post(
         "/_sandbox/anthropic/scenario",
