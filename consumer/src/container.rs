@@ -81,9 +81,9 @@ impl ExecutorContainer {
     }
 
     /// The consumer has recorded the run's result: a running container is stopped (and the
-    /// object's storage cleared) [`crate::config::after_run`] from now rather than at the sleep timeout, an hour
-    /// away. Without a running container nothing changes (a stop that came before its run stays
-    /// until the sleep timeout, for a redelivered fix request).
+    /// object's storage cleared) [`crate::config::after_run`] from now rather than at the sleep
+    /// timeout, an hour away. Without a running container nothing changes (a stop that came before
+    /// its run stays until the sleep timeout, for a redelivered fix request).
     async fn run_over(&self) -> Result<Response> {
         if !self.state.container().is_some_and(|c| c.running()) {
             return Response::empty();
