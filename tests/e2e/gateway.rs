@@ -48,6 +48,11 @@ fn slash(ctx: &E2e, sub: &str, user: &str, roles: &[String], details: &str) -> V
     })
 }
 
+/// The id of the job a slash command interaction asks for (`dc-` and the interaction's id).
+fn job_of(interaction: &Value) -> String {
+    format!("dc-{}", interaction["id"].as_str().unwrap_or_default())
+}
+
 /// Waits until the consumer has received the job, then a little more (a duplicate would be on the
 /// queue right behind it), and counts how often it received it.
 async fn deliveries(ctx: &E2e, job: &str) -> Result<usize> {
@@ -76,7 +81,7 @@ pub async fn discord_slash_fix_gets_a_deferred_answer_and_one_job(ctx: Arc<E2e>)
     ensure_eq!(a.status, 200, "{}", a.text);
     ensure_eq!(a.json["type"], 5);
 
-    let job = format!("dc-{}", interaction["id"].as_str().unwrap_or_default());
+    let job = job_of(&interaction);
     let record = ctx.admin_get(&format!("/v1/jobs/{job}")).await?;
     ensure_eq!(
         record.status,
@@ -114,7 +119,7 @@ pub async fn discord_fix_without_the_role_is_refused_politely(ctx: Arc<E2e>) -> 
         text.contains("role") && text.contains("fix"),
         "unclear refusal: {text}"
     );
-    let job = format!("dc-{}", interaction["id"].as_str().unwrap_or_default());
+    let job = job_of(&interaction);
     ensure_eq!(
         ctx.admin_get(&format!("/v1/jobs/{job}")).await?.status,
         404,
@@ -150,7 +155,7 @@ pub async fn discord_command_during_a_ledger_outage_is_answered_and_can_be_asked
         !text.contains("ledger is down") && !text.contains("dev/"),
         "no internal detail reaches Discord: {text}"
     );
-    let job = format!("dc-{}", first["id"].as_str().unwrap_or_default());
+    let job = job_of(&first);
     ensure_eq!(
         ctx.admin_get(&format!("/v1/jobs/{job}")).await?.status,
         404,
@@ -161,7 +166,7 @@ pub async fn discord_command_during_a_ledger_outage_is_answered_and_can_be_asked
     let again = slash(&ctx, "contextualize", user, &[], "The cart total is wrong");
     let b = ctx.discord_interaction(&again).await?;
     ensure_eq!(b.json["type"], 5, "asked again, it is taken: {}", b.text);
-    let job = format!("dc-{}", again["id"].as_str().unwrap_or_default());
+    let job = job_of(&again);
     ensure_eq!(ctx.admin_get(&format!("/v1/jobs/{job}")).await?.status, 200);
     Ok(())
 }
@@ -300,7 +305,7 @@ pub async fn webhooks_arriving_together_are_each_answered_and_each_one_job(
             &[],
             "The export button does nothing",
         );
-        let job = format!("dc-{}", interaction["id"].as_str().unwrap_or_default());
+        let job = job_of(&interaction);
         jobs.push(job.clone());
         for _ in 0..COPIES {
             let (ctx, interaction, job) = (Arc::clone(&ctx), interaction.clone(), job.clone());
